@@ -1,0 +1,65 @@
+"""Convolutions with explicit padding, so that every padding mode behaves the same way.
+
+The padding is done with `jnp.pad` and the convolution is VALID. This matches PyTorch's
+`Conv2d(padding=1, padding_mode=...)` for zeros / reflect / replicate / circular, and makes the
+padding the one place where a model can learn position from the image border (Sec. 3.4).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# Padding modes: the project's names, as PyTorch calls them, mapped to `jnp.pad` modes.
+JNP_PAD_MODES = {
+    'zeros': 'constant',
+    'reflect': 'reflect',      # mirror without repeating the edge pixel: d c b | a b c d | c b a
+    'replicate': 'edge',       # clamp: a a a | a b c d | d d d
+    'circular': 'wrap',        # c d | a b c d | a b
+    'symmetric': 'symmetric',  # mirror repeating the edge pixel: b a | a b c d | d c
+}
+PADDING_MODES = tuple(JNP_PAD_MODES) + ('valid',)
+
+
+def check_padding_mode(padding: str) -> None:
+  if padding not in PADDING_MODES:
+    raise ValueError(f'padding={padding!r} is not a padding mode; use one of {", ".join(PADDING_MODES)}.')
+
+
+def pad_spatial(images, pad: int, padding: str):
+  """Pads the H and W axes of NHWC `images` by `pad` pixels with the given mode."""
+  check_padding_mode(padding)
+  if padding == 'valid' or pad == 0:
+    return images
+  widths = ((0, 0), (pad, pad), (pad, pad), (0, 0))
+  return jnp.pad(images, widths, mode=JNP_PAD_MODES[padding])
+
+
+# The convolution primitive a `PaddedConv` calls; same signature as `lax.conv_general_dilated`.
+# A faster implementation can be registered here under another name and chosen by `conv_impl`.
+CONV_IMPLEMENTATIONS: dict[str, Callable] = {'xla': jax.lax.conv_general_dilated}
+
+
+class PaddedConv(nnx.Module):
+  """k×k convolution, stride 1, padded by (k−1)/2 with `padding`, then convolved VALID."""
+
+  def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, *,
+               padding: str = 'zeros', use_bias: bool = True, conv_impl: str = 'xla',
+               dtype=None, rngs: nnx.Rngs):
+    check_padding_mode(padding)
+    if kernel_size % 2 != 1:
+      raise ValueError(f'kernel_size={kernel_size} must be odd so that padding is symmetric.')
+    if conv_impl not in CONV_IMPLEMENTATIONS:
+      raise ValueError(f'conv_impl={conv_impl!r} is not known; use one of {sorted(CONV_IMPLEMENTATIONS)}.')
+    self.padding = padding
+    self.pad = (kernel_size - 1) // 2
+    self.conv = nnx.Conv(
+        in_features, out_features, (kernel_size, kernel_size), padding='VALID',
+        use_bias=use_bias, dtype=dtype, conv_general_dilated=CONV_IMPLEMENTATIONS[conv_impl],
+        rngs=rngs)
+
+  def __call__(self, x):
+    return self.conv(pad_spatial(x, self.pad, self.padding))
