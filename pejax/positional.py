@@ -7,8 +7,9 @@ import jax.numpy as jnp
 
 def coordinate_channels(height: int, width: int, scale: float, dtype=jnp.float32):
   """(H, W, 2): channel 0 = λ·i/(W−1) along x (width), channel 1 = λ·j/(H−1) along y (height)."""
-  x = jnp.linspace(0.0, scale, width, dtype=dtype) if width > 1 else jnp.zeros((1,), dtype)
-  y = jnp.linspace(0.0, scale, height, dtype=dtype) if height > 1 else jnp.zeros((1,), dtype)
+  # `scale` may be a traced array, so that models with different λ can be vmapped together.
+  x = scale * (jnp.arange(width, dtype=dtype) / max(width - 1, 1))
+  y = scale * (jnp.arange(height, dtype=dtype) / max(height - 1, 1))
   x_channel = jnp.broadcast_to(x[None, :], (height, width))
   y_channel = jnp.broadcast_to(y[:, None], (height, width))
   return jnp.stack([x_channel, y_channel], axis=-1)
@@ -19,7 +20,7 @@ def add_coordinate_channels(images, scale: float | None):
   if scale is None:
     return images
   batch, height, width, _ = images.shape
-  coords = coordinate_channels(height, width, scale, images.dtype)
+  coords = coordinate_channels(height, width, scale, images.dtype).astype(images.dtype)
   coords = jnp.broadcast_to(coords[None], (batch, height, width, 2))
   return jnp.concatenate([images, coords], axis=-1)
 
