@@ -1,0 +1,222 @@
+import csv
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pejax import corruptions, robustness
+from pejax.metrics import dice_sums, finalize_dice
+
+NUM_IMAGES, SIZE = 10, 32
+CLASS_NAMES = ['right_lung', 'left_lung', 'heart']
+
+
+def threshold_predict(images):
+  """A position-aware stand-in for a model: intensity bands, class 3 only in the left half."""
+  classes = jnp.clip((images[..., 0] * 4).astype(jnp.int32), 0, 3)
+  left = jnp.arange(images.shape[2]) < images.shape[2] // 2
+  return jnp.where((classes == 3) & ~left, 2, classes)
+
+
+def make_split(seed=0):
+  rng = np.random.default_rng(seed)
+  # Smooth images, so that blur and noise change predictions gradually.
+  noise = rng.random((NUM_IMAGES, SIZE, SIZE, 1)).astype(np.float32)
+  images = np.asarray(corruptions.gaussian_blur(noise, 1.5)) * 1.6 - 0.3
+  images = np.clip(images, 0, 1).astype(np.float32)
+  # Ground truth from slightly different bands: clean Dice is high but not 1.
+  labels = np.asarray(threshold_predict(jnp.asarray(images) * 1.05), np.uint8)
+  return images, labels
+
+
+def small_config(**overrides):
+  cfg = robustness.default_robustness_config()
+  cfg.batch_size = 4    # 10 images: the last batch is padded and masked
+  for name, value in overrides.items():
+    cfg[name] = value
+  return cfg
+
+
+@pytest.fixture(scope='module')
+def split():
+  return make_split()
+
+
+@pytest.fixture(scope='module')
+def grid(split):
+  images, labels = split
+  return robustness.evaluate_robustness(threshold_predict, images, labels, small_config(),
+                                        class_names=CLASS_NAMES)
+
+
+def direct_dice(images, labels):
+  predictions = threshold_predict(jnp.asarray(images))
+  return finalize_dice(dice_sums(predictions, jnp.asarray(labels), 4), CLASS_NAMES)
+
+
+def test_layout_and_default_table(grid):
+  assert set(grid) == {'clean', 'gaussian_noise', 'shot_noise', 'gaussian_blur', 'shift_x',
+                       'parameters', 'seconds'}
+  for name in robustness.CORRUPTIONS:
+    assert list(grid[name]) == ['1', '2', '3', '4', '5']
+  assert list(grid['shift_x']) == [str(k) for k in range(-8, 9)]   # 32 px: step 1
+  assert grid['parameters']['gaussian_blur'] == {
+      str(s): v for s, v in zip(range(1, 6), corruptions.GAUSSIAN_BLUR_SIGMAS)}
+  assert set(grid['clean']) == {'dice'} | {f'dice_{n}' for n in CLASS_NAMES}
+  json.dumps(grid)
+
+
+def test_clean_and_deterministic_conditions_equal_plain_evaluation(split, grid):
+  images, labels = split
+  expected = direct_dice(images, labels)
+  assert grid['clean'] == pytest.approx(expected, rel=1e-6, nan_ok=True)
+  assert 0.3 < grid['clean']['dice'] < 0.99    # neither trivial nor broken
+  blurred = corruptions.gaussian_blur(images, corruptions.GAUSSIAN_BLUR_SIGMAS[2])
+  assert grid['gaussian_blur']['3'] == pytest.approx(direct_dice(blurred, labels), rel=1e-6)
+  for k in (-5, 3):
+    shifted = corruptions.shift_images_and_labels(images, labels, k)
+    assert grid['shift_x'][str(k)] == pytest.approx(direct_dice(*shifted), rel=1e-6)
+  assert grid['shift_x']['0'] == grid['clean']
+
+
+def test_noise_lowers_dice_with_severity(grid):
+  # Mild noise may happen to help a crude predictor; from severity 1 on, Dice must fall.
+  for name in robustness.CORRUPTIONS:
+    curve = [grid[name][str(s)]['dice'] for s in range(1, 6)]
+    assert all(a > b for a, b in zip(curve, curve[1:])), (name, curve)
+    assert curve[-1] < grid['clean']['dice'] - 0.1
+
+
+def test_same_seed_identical_other_seed_differs(split, grid):
+  images, labels = split
+  again = robustness.evaluate_robustness(threshold_predict, images, labels, small_config(),
+                                         class_names=CLASS_NAMES)
+  other = robustness.evaluate_robustness(threshold_predict, images, labels,
+                                         small_config(seed=1), class_names=CLASS_NAMES)
+  for name in ('clean', 'gaussian_noise', 'shot_noise', 'gaussian_blur', 'shift_x'):
+    assert again[name] == grid[name]
+  for name in ('gaussian_noise', 'shot_noise'):
+    assert other[name] != grid[name]
+  for name in ('clean', 'gaussian_blur', 'shift_x'):
+    assert other[name] == grid[name]
+
+
+def test_grid_is_one_program_compiled_once(split):
+  traces = []
+
+  def counting_predict(images):
+    traces.append(images.shape)    # runs only while tracing
+    return threshold_predict(images)
+
+  images, labels = split
+  first = robustness.evaluate_robustness(counting_predict, images, labels, small_config())
+  other_images, other_labels = make_split(seed=1)
+  second = robustness.evaluate_robustness(counting_predict, other_images, other_labels,
+                                          small_config(seed=7))
+  assert len(traces) == 1 and traces[0] == (4, SIZE, SIZE, 1)
+  assert first['clean'] != second['clean']
+
+
+def test_model_state_is_a_traced_argument(split):
+  traces = []
+
+  def predict_with_state(gain, images):
+    traces.append(1)
+    return threshold_predict(images * gain)
+
+  images, labels = split
+  cfg = small_config(severities=(), shifts=(0, 4))
+  results = [robustness.evaluate_robustness(predict_with_state, images, labels, cfg,
+                                            model_state=jnp.float32(gain))
+             for gain in (1.05, 0.8)]
+  assert len(traces) == 1
+  assert results[0]['clean']['dice'] == pytest.approx(1.0)
+  assert results[1]['clean']['dice'] < 0.9
+  assert list(results[0]['shift_x']) == ['0', '4']
+  assert results[0]['gaussian_noise'] == {} and results[0]['parameters']['shot_noise'] == {}
+
+
+def test_batch_size_edge_fill_and_y_axis(split, grid):
+  images, labels = split
+  cfg = small_config(batch_size=3, shifts=(-3, 6), shift_axis='y', shift_fill='edge')
+  result = robustness.evaluate_robustness(threshold_predict, images, labels, cfg,
+                                          class_names=CLASS_NAMES)
+  # Noise is keyed per image, not per batch: another batch size gives the same numbers.
+  for name in ('gaussian_noise', 'shot_noise'):
+    for severity, dice in result[name].items():
+      assert dice == pytest.approx(grid[name][severity], rel=1e-5)
+  assert 'shift_x' not in result and list(result['shift_y']) == ['-3', '6']
+  shifted = corruptions.shift_images_and_labels(images, labels, 0, 6, fill='edge')
+  assert result['shift_y']['6'] == pytest.approx(direct_dice(*shifted), rel=1e-6)
+
+
+@pytest.mark.parametrize('name, value, message', [
+    ('severities', (0, 1), 'severities'),
+    ('severities', (1, 6), '1..5'),
+    ('gaussian_noise', (0.1, 0.2, 0.3), 'gaussian_noise'),
+    ('gaussian_blur', (0.5, -0.75, 1.0, 1.25, 1.5), 'gaussian_blur'),
+    ('shot_noise', (250.0, 100.0, 0.0, 30.0, 15.0), 'c > 0'),
+    ('shifts', (1.5,), 'shifts'),
+    ('shift_fill', 'reflect', 'zeros'),
+    ('shift_axis', 'z', 'shift_axis'),
+    ('batch_size', 0, 'batch_size'),
+])
+def test_config_validation(name, value, message):
+  cfg = robustness.default_robustness_config()
+  robustness.validate_robustness_config(cfg)
+  cfg[name] = value
+  with pytest.raises(ValueError, match=message) as error:
+    robustness.validate_robustness_config(cfg)
+  assert name in str(error.value) and repr(value) in str(error.value)
+
+
+def test_paper_literal_blur_list_is_accepted():
+  cfg = robustness.default_robustness_config()
+  cfg.gaussian_blur = (0.04, 0.08, 0.12, 0.15, 0.18)
+  cfg.shifts = (-4, 0, 4)
+  robustness.validate_robustness_config(cfg)
+
+
+def test_write_robustness_json_and_csv(grid, tmp_path):
+  result = dict(grid)
+  result['clean'] = dict(grid['clean'], dice_heart=float('nan'))
+  json_path, csv_path = robustness.write_robustness(result, str(tmp_path))
+  assert sorted(os.listdir(tmp_path)) == ['robustness.csv', 'robustness.json']
+  with open(json_path) as f:
+    loaded = json.load(f)
+  assert loaded['clean']['dice_heart'] is None
+  assert loaded['shift_x']['-8'] == pytest.approx(grid['shift_x']['-8'])
+  with open(csv_path, newline='') as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 1 + 3 * 5 + 17
+  assert rows[0]['condition'] == 'clean'
+  noise_3 = next(r for r in rows if r['condition'] == 'gaussian_noise' and r['level'] == '3')
+  assert float(noise_3['parameter']) == pytest.approx(0.12)
+  assert float(noise_3['dice']) == pytest.approx(grid['gaussian_noise']['3']['dice'])
+  assert set(rows[0]) >= {'level', 'dice_right_lung', 'dice_left_lung', 'dice_heart'}
+
+
+def test_aggregate_and_plots(grid, tmp_path):
+  shifted = json.loads(json.dumps(grid))
+  for name in robustness.CORRUPTIONS:
+    for dice in shifted[name].values():
+      dice['dice'] -= 0.1
+  mean, std = robustness.aggregate_robustness([grid, shifted])
+  assert mean['gaussian_noise']['2']['dice'] == pytest.approx(
+      grid['gaussian_noise']['2']['dice'] - 0.05)
+  assert std['gaussian_noise']['2']['dice'] == pytest.approx(0.05)
+  assert std['clean']['dice'] == 0.0
+  curves = [{'label': 'w/o PE', 'result': grid},
+            {'label': 'two seeds', 'result': mean, 'std': std, 'style': {'linestyle': '--'}}]
+  references = [('averaged mask', 0.5)]
+  pixels = robustness.plot_corruptions(curves, str(tmp_path / 'corruptions.png'),
+                                       references=references, title='phantom')
+  assert pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[-1] == 3
+  assert pixels.shape[1] > pixels.shape[0]
+  pixels = robustness.plot_shifts(curves, str(tmp_path / 'shifts.png'), references=references)
+  assert pixels.dtype == np.uint8 and pixels.shape[-1] == 3
+  assert sorted(os.listdir(tmp_path)) == ['corruptions.png', 'shifts.png']
+  with open(tmp_path / 'shifts.png', 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
