@@ -1,0 +1,308 @@
+"""The sweep report on a fake sweep folder whose Dice numbers are known by construction."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pejax import configuration, files, report
+
+CHEST_CLASSES = ['right_lung', 'left_lung', 'heart']
+CARDIAC_CLASSES = ['right_ventricle', 'myocardium', 'left_ventricle']
+CLASSES = {'jsrt': CHEST_CLASSES, 'phantom_chest': CHEST_CLASSES,
+           'phantom_cardiac': CARDIAC_CLASSES}
+# Per-class Dice = image Dice + these offsets: their mean is the image Dice.
+CLASS_OFFSETS = (0.01, -0.01, 0.0)
+SEED_OFFSETS = {3: (-0.01, 0.0, 0.01), 2: (-0.01, 0.01)}
+SHIFTS = range(-16, 17, 2)
+AVERAGED_MASK = 0.81
+
+
+def dice_dict(value, classes):
+  return {'dice': value, **{f'dice_{c}': value + o for c, o in zip(classes, CLASS_OFFSETS)}}
+
+
+def robustness_result(clean, noise_drop, shift_drop, classes):
+  """The layout of `robustness.evaluate_robustness`: noise Dice falls linearly to
+  `clean - noise_drop` at severity 5, shift Dice to `clean - shift_drop` at ±16 px."""
+  result = {'clean': dice_dict(clean, classes)}
+  for name, drop in (('gaussian_noise', noise_drop), ('shot_noise', noise_drop),
+                     ('gaussian_blur', 0.02)):
+    result[name] = {str(s): dice_dict(clean - drop * s / 5, classes) for s in range(1, 6)}
+  result['shift_x'] = {str(k): dice_dict(clean - shift_drop * abs(k) / 16, classes)
+                       for k in SHIFTS}
+  result['parameters'] = {
+      'batch_size': 8, 'gaussian_noise': {'1': 0.04, '2': 0.08, '3': 0.12, '4': 0.15, '5': 0.18},
+      'shot_noise': {'1': 250.0, '2': 100.0, '3': 50.0, '4': 30.0, '5': 15.0},
+      'gaussian_blur': {'1': 0.5, '2': 0.75, '3': 1.0, '4': 1.25, '5': 1.5},
+      'image_shape': [64, 64, 1], 'num_images': 9, 'seed': 0, 'shift_axis': 'x',
+      'shift_fill': 'zeros', 'shift_x': list(SHIFTS)}
+  result['seconds'] = 1.0
+  return result
+
+
+def write_run(folder, *, clean, noise_drop=0.1, shift_drop=0.1, robustness=True, **overrides):
+  config = configuration.quick(configuration.base_config())
+  for name, value in overrides.items():
+    config[name] = value
+  config = files.json_safe(config.to_dict())
+  classes = CLASSES[config['dataset']]
+  num_train = config['num_train_examples'] or 30
+  results = {
+      'class_names': classes, 'config': config, 'dataset': config['dataset'], 'devices': 1,
+      'epochs': config['num_epochs'], 'jax_version': '0.10.2', 'num_parameters': 5204,
+      'num_train_examples': num_train, 'platform': 'cpu', 'processes': 1, 'steps': 6,
+      'test': dict(dice_dict(clean, classes), loss=0.1),
+      'validation': dict(dice_dict(clean, classes), loss=0.1),
+      'test_averaged_mask': dice_dict(AVERAGED_MASK, classes),
+      'validation_averaged_mask': dice_dict(AVERAGED_MASK, classes),
+      'timings': {'train_seconds': 36.0, 'median_epoch_seconds': 1.0},
+  }
+  files.write_json(os.path.join(folder, 'config.json'), config)
+  if robustness:
+    results['robustness_file'] = 'robustness.json'
+    files.write_json(os.path.join(folder, 'robustness.json'),
+                     robustness_result(clean, noise_drop, shift_drop, classes))
+  files.write_json(os.path.join(folder, 'results.json'), results)
+
+
+def write_setting(root, name, clean, seeds=3, pe=None, **kwargs):
+  """Seeds of one setting; seed i's Dice is `clean` + SEED_OFFSETS[seeds][i]."""
+  pe_settings = {'use_pe': False} if pe is None else {'use_pe': True, 'pe_scale': pe}
+  for seed, offset in enumerate(SEED_OFFSETS[seeds]):
+    write_run(os.path.join(root, f'{name}_seed{seed}'), clean=clean + offset, seed=seed,
+              **pe_settings, **kwargs)
+
+
+# JSRT U-Net, zero padding: (λ, clean, noise drop, shift drop). PE drops less under noise,
+# more with larger λ, costs clean Dice and does worse under shifts: those claims hold.
+JSRT_TABLE1 = ((None, 0.96, 0.40, 0.1), (1.0, 0.955, 0.30, 0.2), (10.0, 0.95, 0.20, 0.3),
+               (256.0, 0.94, 0.10, 0.4))
+# Cardiac phantom: here PE does *better* under shifts, so the shift claim does not hold.
+CARDIAC = ((None, 0.85, 0.30, 0.4), (256.0, 0.83, 0.10, 0.1))
+# Small CNN on JSRT: PE far above no PE and the averaged mask.
+JSRT_CNN4 = ((None, 0.50), (256.0, 0.90))
+# Table 2 (two seeds): training images -> (no PE, λ=256) clean Dice.
+JSRT_TABLE2 = {10: (0.88, 0.90), 5: (0.87, 0.88)}
+# Jitter (chest phantom, two seeds): (model, jitter) -> per-seed clean Dice (no PE, λ=256).
+JITTER = {('cnn4', 0.0): ((0.49, 0.51), (0.88, 0.94)), ('cnn4', 0.2): ((0.49, 0.51), (0.60, 0.60)),
+          ('unet', 0.0): ((0.95, 0.95), (0.96, 0.95)), ('unet', 0.2): ((0.95, 0.95), (0.94, 0.94))}
+
+
+def build_sweep(root):
+  for pe, clean, noise_drop, shift_drop in JSRT_TABLE1:
+    write_setting(root, f'jsrt_unet_zeros_pe{pe}', clean, pe=pe, noise_drop=noise_drop,
+                  shift_drop=shift_drop, dataset='jsrt')
+  # Reflection padding as robust as zero padding: the Figure 4 claim does not hold.
+  for pe, clean, noise_drop, shift_drop in (JSRT_TABLE1[0], JSRT_TABLE1[-1]):
+    write_setting(root, f'jsrt_unet_reflect_pe{pe}', clean, pe=pe, noise_drop=noise_drop,
+                  shift_drop=shift_drop, dataset='jsrt', padding='reflect')
+  for pe, clean in JSRT_CNN4:
+    write_setting(root, f'jsrt_cnn4_pe{pe}', clean, pe=pe, dataset='jsrt', model='cnn4')
+  for size, (without, with_pe) in JSRT_TABLE2.items():
+    write_setting(root, f'jsrt_unet_n{size}_nope', without, seeds=2, dataset='jsrt',
+                  num_train_examples=size)
+    write_setting(root, f'jsrt_unet_n{size}_pe256', with_pe, seeds=2, pe=256.0, dataset='jsrt',
+                  num_train_examples=size)
+  # The phantoms one folder deeper: runs are found recursively.
+  phantoms = os.path.join(root, 'phantoms')
+  for pe, clean, noise_drop, shift_drop in CARDIAC:
+    write_setting(phantoms, f'cardiac_pe{pe}', clean, seeds=2, pe=pe, noise_drop=noise_drop,
+                  shift_drop=shift_drop, dataset='phantom_cardiac')
+  for (model, jitter), (without, with_pe) in JITTER.items():
+    for seed in range(2):
+      name = f'chest_{model}_jitter{jitter}_seed{seed}'
+      write_run(os.path.join(phantoms, name + '_nope'), clean=without[seed], seed=seed,
+                dataset='phantom_chest', model=model, position_jitter=jitter, use_pe=False)
+      write_run(os.path.join(phantoms, name + '_pe256'), clean=with_pe[seed], seed=seed,
+                dataset='phantom_chest', model=model, position_jitter=jitter, use_pe=True,
+                pe_scale=256.0)
+  # An unfinished run: settings written, no results yet.
+  files.write_json(os.path.join(root, 'jsrt_unet_unfinished', 'config.json'), {'seed': 9})
+
+
+NUM_RUNS = 4 * 3 + 2 * 3 + 2 * 3 + 2 * 2 * 2 + 2 * 2 + 4 * 2 * 2
+
+
+@pytest.fixture(scope='module')
+def sweep(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('sweep'))
+  build_sweep(root)
+  path = report.write_report(root, title='Fake sweep')
+  with open(path) as f:
+    return root, path, f.read()
+
+
+def stat_text(values):
+  return f'{np.mean(values):.4f} ± {np.std(values, ddof=report.STD_DDOF):.4f}'
+
+
+def block(text, start):
+  """The report's text from the line starting with `start` to the next bold title."""
+  index = text.index(start)
+  end = text.find('\n**', index + len(start))
+  return text[index:] if end < 0 else text[index:end]
+
+
+def table_row(text, first_cell):
+  for line in text.splitlines():
+    if line.startswith(f'| {first_cell} |'):
+      return [cell.strip() for cell in line.strip('|').split('|')]
+  raise AssertionError(f'no table row {first_cell!r} in:\n{text}')
+
+
+def test_collect_runs_skips_unfinished(sweep):
+  root, _, text = sweep
+  runs, unfinished = report.scan_runs(root)
+  assert len(runs) == NUM_RUNS
+  assert unfinished == ['jsrt_unet_unfinished']
+  assert len(report.collect_runs(root)) == NUM_RUNS
+  assert all(run['robustness'] for run in runs)
+  assert f'from {NUM_RUNS} finished runs' in text
+  assert '1 unfinished run skipped (jsrt_unet_unfinished)' in text
+
+
+def test_grouping_and_seed_statistics(sweep):
+  root, _, _ = sweep
+  settings = report.group_runs(report.collect_runs(root))
+  table1 = report.select(settings, dataset='jsrt', model='unet', padding='zeros',
+                         num_train_examples=None, position_jitter=None)
+  assert [s.pe for s in table1] == [None, 1.0, 10.0, 256.0]
+  without = table1[0]
+  assert sorted(without.seeds) == [0, 1, 2]
+  expected = [0.96 + o for o in SEED_OFFSETS[3]]
+  assert without.test().mean == pytest.approx(np.mean(expected))
+  assert without.test().std == pytest.approx(np.std(expected, ddof=report.STD_DDOF))
+  assert without.test().n == 3
+  # Every run is in exactly one setting.
+  assert sum(len(s.runs) for s in settings) == NUM_RUNS
+
+
+def test_table1_values_and_paper_column(sweep):
+  _, _, text = sweep
+  jsrt = block(text, '**JSRT** — U-Net')
+  assert '| model | Dice | n | Dice right_lung | Dice left_lung | Dice heart | paper |' in jsrt
+  assert table_row(jsrt, 'averaged mask')[1] == '0.8100 ± 0.0000'
+  assert table_row(jsrt, 'averaged mask')[-1] == '0.8124'
+  for pe, clean, _, _ in JSRT_TABLE1:
+    name = 'U-Net w/o PE' if pe is None else f'U-Net w/ PE (λ={pe:g})'
+    row = table_row(jsrt, name)
+    values = [clean + o for o in SEED_OFFSETS[3]]
+    assert row[1] == stat_text(values)
+    assert row[2] == '3'
+    assert row[3] == stat_text([v + CLASS_OFFSETS[0] for v in values])  # right lung
+    paper = report.PAPER_TABLE1['jsrt'][pe]
+    assert row[-1] == f'{paper[0]:.4f} ± {paper[1]:.4f}'
+  # A phantom shows the real dataset it mimics, labelled as an analogue.
+  cardiac = block(text, '**cardiac phantom** — U-Net')
+  assert 'paper (ACDC, analogue)' in cardiac
+  assert 'Paper: n/a (phantom)' in cardiac
+  assert table_row(cardiac, 'U-Net w/o PE')[-1] == '0.8496 ± 0.0133'
+
+
+def test_small_cnn_and_table2(sweep):
+  _, _, text = sweep
+  small = block(text, '**JSRT** — small CNN')
+  assert table_row(small, 'small CNN w/o PE')[1] == stat_text([0.5 + o for o in SEED_OFFSETS[3]])
+  assert table_row(small, 'small CNN w/o PE')[-1] == '≈ 0.5'
+  assert table_row(small, 'small CNN w/ PE (λ=256)')[-1] == '≈ 0.9'
+  table2 = block(text, '**JSRT** — U-Net, zero padding; clean test Dice by training-set')
+  for size, (without, with_pe) in JSRT_TABLE2.items():
+    row = table_row(table2, str(size))
+    assert row[1] == stat_text([without + o for o in SEED_OFFSETS[2]])
+    assert row[3] == stat_text([with_pe + o for o in SEED_OFFSETS[2]])
+    paper = report.PAPER_TABLE2['jsrt'][size]
+    assert row[5:] == [f'{paper[None][0]:.4f} ± {paper[None][1]:.4f}',
+                       f'{paper[256.0][0]:.4f} ± {paper[256.0][1]:.4f}']
+  assert table_row(table2, 'all (30)')[1] == stat_text([0.96 + o for o in SEED_OFFSETS[3]])
+
+
+def test_jitter_benefit_is_paired_by_seed(sweep):
+  _, _, text = sweep
+  jitter = block(text, '**chest phantom: PE benefit versus position jitter**')
+  for (model, value), (without, with_pe) in JITTER.items():
+    title = report.MODEL_TITLES[model]
+    rows = [line for line in jitter.splitlines() if line.startswith(f'| {title} | {value:g} |')]
+    assert len(rows) == 1, rows
+    cells = [cell.strip() for cell in rows[0].strip('|').split('|')]
+    assert cells[4] == stat_text(np.subtract(with_pe, without))
+    assert cells[5] == '2 / 2'
+
+
+def test_figures_are_written(sweep):
+  root, _, text = sweep
+  expected = ['fig2_jsrt_unet.png', 'fig2_phantom_cardiac_unet.png', 'fig3_jsrt_cnn4.png',
+              'fig4_jsrt_padding.png', 'fig5_jsrt_shift.png', 'fig5_phantom_cardiac_shift.png',
+              'jitter_phantom_chest.png']
+  for name in expected:
+    path = os.path.join(root, name)
+    with open(path, 'rb') as f:
+      assert f.read(8) == b'\x89PNG\r\n\x1a\n', name
+    assert f']({name})' in text
+  assert not [n for n in os.listdir(root) if n.endswith('.tmp')]
+
+
+def test_verdicts(sweep):
+  root, _, text = sweep
+  verdicts = {(v.claim, v.dataset): v for v in
+              report.evaluate_claims(report.group_runs(report.collect_runs(root)))}
+  expected = {
+      ('noise_robustness', 'jsrt'): report.HOLDS,
+      ('clean_cost', 'jsrt'): report.HOLDS,
+      ('reflection_padding', 'jsrt'): report.FAILS,
+      ('shift', 'jsrt'): report.HOLDS,
+      ('small_cnn', 'jsrt'): report.HOLDS,
+      ('small_data', 'jsrt'): report.HOLDS,
+      ('noise_robustness', 'phantom_cardiac'): report.HOLDS,
+      ('shift', 'phantom_cardiac'): report.FAILS,
+      ('reflection_padding', 'phantom_cardiac'): report.NOT_MEASURED,
+      ('small_cnn', 'phantom_cardiac'): report.NOT_MEASURED,
+      # The chest phantom has only jitter runs, outside the paper's settings.
+      ('noise_robustness', 'phantom_chest'): report.NOT_MEASURED,
+  }
+  for key, status in expected.items():
+    assert verdicts[key].status == status, (key, verdicts[key])
+  assert 'noise drop: no PE 0.400, PE λ=1 0.300, PE λ=10 0.200, PE λ=256 0.100' in (
+      verdicts[('noise_robustness', 'jsrt')].numbers)
+  assert '(gap +0.000)' in verdicts[('reflection_padding', 'jsrt')].numbers
+  # Every claim is one line in the report, with its rule and one verdict line per dataset.
+  verdict_block = text[text.index('## Verdicts'):text.index('## Table 1')]
+  for claim in report.CLAIMS:
+    assert f'- **{claim.text}.** Rule: ' in verdict_block
+  assert verdict_block.count('  - JSRT: **') == len(report.CLAIMS)
+  assert '  - JSRT: **does not hold** — noise Dice zero/reflect' in verdict_block
+  assert '  - cardiac phantom: **does not hold** — mean Dice over shifts' in verdict_block
+
+
+def test_header_and_sections(sweep):
+  _, path, text = sweep
+  assert path.endswith('report.md')
+  assert text.startswith('# Fake sweep\n')
+  assert 'image 64×64, width 16, 20 epochs' in text
+  assert 'platform cpu' in text and 'ddof=0' in text
+  for heading in ('## Table 1', '## Figures 2 and 3', '## Small CNN', '## Table 2',
+                  '## Figure 4', '## Figure 5', '## Beyond the paper: position jitter'):
+    assert heading in text
+  assert '## Other settings' not in text
+
+
+def test_only_sections_with_runs(tmp_path):
+  write_setting(str(tmp_path), 'cnn4', 0.5, seeds=2, dataset='phantom_chest', model='cnn4',
+                robustness=False)
+  text = open(report.write_report(str(tmp_path))).read()
+  assert '## Small CNN' in text
+  for heading in ('## Table 1', '## Table 2', '## Figure 4', '## Figure 5', 'position jitter'):
+    assert heading not in text
+  assert '**not measured**' in text
+  assert not [n for n in os.listdir(tmp_path) if n.endswith('.png')]
+
+
+def test_cli_fails_without_finished_runs(tmp_path):
+  files.write_json(str(tmp_path / 'unfinished' / 'config.json'), {'seed': 0})
+  failed = subprocess.run([sys.executable, '-m', 'pejax.report', f'--workdir={tmp_path}'],
+                          capture_output=True, text=True, timeout=120)
+  assert failed.returncode != 0
+  assert 'holds no finished run' in failed.stderr
+  assert not (tmp_path / 'report.md').exists()
