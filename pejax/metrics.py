@@ -68,10 +68,15 @@ def finalize_dice(sums: Mapping[str, np.ndarray], class_names=None) -> dict[str,
   return result
 
 
-def averaged_mask(train_labels, num_classes: int) -> np.ndarray:
-  """The paper's baseline: per-pixel argmax of the mean one-hot training mask, (H, W) uint8."""
-  train_labels = np.asarray(train_labels)
-  frequencies = np.zeros((num_classes,) + train_labels.shape[1:], np.float64)
-  for c in range(num_classes):
-    frequencies[c] = (train_labels == c).mean(axis=0)
-  return frequencies.argmax(axis=0).astype(np.uint8)
+def averaged_mask(train_labels, num_classes: int, num_rows=None):
+  """The paper's baseline: per-pixel argmax of the mean one-hot training mask, (H, W) int32.
+
+  `num_rows` counts the real rows of a padded array (rows beyond it are ignored). Ties go to
+  the lower class, as NumPy's argmax does.
+  """
+  train_labels = jnp.asarray(train_labels)
+  rows = train_labels.shape[0] if num_rows is None else num_rows
+  valid = (jnp.arange(train_labels.shape[0]) < rows)[:, None, None]
+  counts = jnp.stack([jnp.sum((train_labels == c) & valid, axis=0, dtype=jnp.int32)
+                      for c in range(num_classes)])
+  return jnp.argmax(counts, axis=0).astype(jnp.int32)

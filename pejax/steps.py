@@ -113,19 +113,31 @@ def train_step(spec: StepSpec, state: TrainState, images, labels, weights, pe_sc
   return new_state, {'loss': loss, 'grad_norm': grad_norm, 'finite': finite}
 
 
+def pad_to_size(predictions, height, width):
+  """Pads label maps to (height, width) with background; only 'valid' padding shrinks outputs."""
+  rows, columns = height - predictions.shape[1], width - predictions.shape[2]
+  return jnp.pad(predictions, ((0, 0), (rows // 2, rows - rows // 2),
+                               (columns // 2, columns - columns // 2)))
+
+
 def predict(spec: StepSpec, state: TrainState, images, pe_scale):
-  """Predicted label map (N, H', W') int32 in evaluation mode."""
+  """Predicted label maps (N, H, W) int32 in evaluation mode, at the input's size."""
   logits, _ = apply_model(spec, state.params, state.batch_stats, images, pe_scale, train=False)
-  return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  return pad_to_size(predictions, images.shape[1], images.shape[2])
 
 
 def eval_step(spec: StepSpec, state: TrainState, images, labels, valid, pe_scale):
-  """Summable Dice statistics and the summed loss of a batch (see `metrics.dice_sums`)."""
+  """Summable Dice statistics and summed loss of a batch (see `metrics.dice_sums`).
+
+  Dice is over the full image (a border the model cannot see counts as background); the loss is
+  over the model's output, as in training.
+  """
   logits, _ = apply_model(spec, state.params, state.batch_stats, images, pe_scale, train=False)
-  labels = center_crop_labels(labels, logits.shape[1], logits.shape[2])
-  predictions = jnp.argmax(logits, axis=-1)
+  predictions = pad_to_size(jnp.argmax(logits, axis=-1), labels.shape[1], labels.shape[2])
   sums = metrics_lib.dice_sums(predictions, labels, spec.num_classes, valid=valid)
-  per_pixel = optax.softmax_cross_entropy_with_integer_labels(logits, labels.astype(jnp.int32))
+  cropped = center_crop_labels(labels, logits.shape[1], logits.shape[2])
+  per_pixel = optax.softmax_cross_entropy_with_integer_labels(logits, cropped.astype(jnp.int32))
   sums['loss_sum'] = jnp.sum(per_pixel.mean(axis=(1, 2)) * valid)
   sums['example_count'] = jnp.sum(valid.astype(jnp.float32))
   return sums

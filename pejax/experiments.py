@@ -1,0 +1,79 @@
+"""The paper's experiments as sweeps (lists of run overrides), for `configs/paper/*.py`.
+
+Each function returns the runs of one experiment; `paper_scale` and `phantom_scale` give the
+base settings: the paper's (JSRT / ACDC, 256×256, width 64, 100 epochs) or a CPU-sized version
+on the phantoms. Runs shared by several experiments (e.g. the no-PE U-Net of Table 1 and
+Table 2) have the same settings, hence the same folder, and are trained once.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from pejax import configuration
+from pejax.sweep import pe_settings, product, union
+
+SEEDS = (0, 1, 2)
+PAPER_DATASETS = ('jsrt', 'acdc')
+PHANTOM_DATASETS = ('phantom_chest', 'phantom_cardiac')
+TABLE1_PE = (None, 1.0, 10.0, 256.0)
+# Position jitter of the phantom anatomy, as a fraction of the image size (beyond the paper).
+JITTERS = (0.0, 0.05, 0.1, 0.2)
+
+
+def table1_fig2(datasets, seeds=SEEDS):
+  """Table 1 / Figure 2 (and Figure 5: its shift grid): U-Net, zero padding, no PE and λ=1/10/256."""
+  return product(dataset=datasets, model=['unet'], padding=['zeros'],
+                 pe=pe_settings(TABLE1_PE), seed=seeds)
+
+
+def fig3_small_cnn(datasets, seeds=SEEDS):
+  """Figure 3 / Sec. 3.2: the small CNN without PE and with λ = 256."""
+  return product(dataset=datasets, model=['cnn4'], padding=['zeros'],
+                 pe=pe_settings((None, 256.0)), seed=seeds)
+
+
+def table2_data_size(dataset, sizes=(None, 10, 5), seeds=SEEDS):
+  """Table 2: U-Net trained on all / 10 / 5 random training images, no PE and λ = 256."""
+  return product(dataset=[dataset], model=['unet'], padding=['zeros'],
+                 num_train_examples=sizes, pe=pe_settings((None, 256.0)), seed=seeds)
+
+
+def fig4_padding(datasets, seeds=SEEDS):
+  """Figure 4: zero vs reflection padding, without PE and with λ = 256."""
+  return product(dataset=datasets, model=['unet'], padding=['zeros', 'reflect'],
+                 pe=pe_settings((None, 256.0)), seed=seeds)
+
+
+def jitter_benefit(dataset='phantom_chest', jitters=JITTERS, seeds=SEEDS):
+  """Beyond the paper: the benefit of PE as a function of the anatomy's position jitter."""
+  return product(dataset=[dataset], model=['cnn4', 'unet'], padding=['zeros'],
+                 position_jitter=jitters, pe=pe_settings((None, 256.0)), seed=seeds)
+
+
+def paper_scale() -> ml_collections.ConfigDict:
+  """The paper's settings (configuration.base_config defaults), 256×256, for JSRT / ACDC."""
+  config = configuration.base_config()
+  config.eval_every_epochs = 10
+  return config
+
+
+def phantom_scale() -> ml_collections.ConfigDict:
+  """CPU-sized settings for the phantom reproductions (see README for the measured time)."""
+  config = configuration.base_config()
+  config.image_size = 64
+  config.width = 8
+  config.num_epochs = 15
+  config.eval_every_epochs = 15
+  config.num_image_panels = 2
+  return config
+
+
+def sweep_config(base: ml_collections.ConfigDict, runs) -> ml_collections.ConfigDict:
+  base.sweep = runs
+  return base
+
+
+def all_experiments(datasets, table2_dataset):
+  return union(table1_fig2(datasets), fig3_small_cnn(datasets), table2_data_size(table2_dataset),
+               fig4_padding(datasets))
