@@ -1,0 +1,1 @@
+"""Procedural chest-radiograph and cardiac-MRI segmentation phantoms (TFDS builder `phantoms`)."""

@@ -1,0 +1,224 @@
+"""The one loader of pejax: TFDS builders -> numpy arrays, sorted by example id.
+
+Datasets: the built-in phantoms ('phantom_chest', 'phantom_cardiac'; generated on first use) and
+the real data of the paper ('jsrt', 'acdc'; manual download, see their builders' instructions).
+Every split comes back whole as `SplitArrays` (the datasets are small), with images float32 in
+[0, 1]; normalization is left to the input pipeline (`DatasetSpec.normalization` says which).
+
+Command line: build datasets and draw a few examples with their masks, for example
+
+  python -m pejax.datasets --dataset=phantoms --image_size=128 --picture=docs/phantoms.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import textwrap
+from typing import Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from data_builders.phantoms import phantoms_dataset_builder
+
+SPLITS = ('train', 'validation', 'test')
+# U-Net pools four times, so image sides must be multiples of 16.
+PHANTOM_SIZE_MULTIPLE = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitArrays:
+  images: np.ndarray  # (N, S, S, 1) float32 in [0, 1]
+  labels: np.ndarray  # (N, S, S) uint8, 0..3
+  ids: np.ndarray  # (N,) str, sorted
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  name: str
+  class_names: tuple[str, ...]  # foreground classes, in label order 1, 2, 3
+  num_classes: int  # including background
+  normalization: str  # 'dataset' (train-split mean/std) or 'per_image' (each image's own)
+  image_sizes: tuple[int, ...]  # sizes with predefined builder configs
+  manual_download: bool
+
+
+_CHEST_CLASSES = ('right_lung', 'left_lung', 'heart')
+_CARDIAC_CLASSES = ('right_ventricle', 'myocardium', 'left_ventricle')
+_SIZES = (64, 128, 256)
+
+DATASETS: dict[str, DatasetSpec] = {
+    'phantom_chest': DatasetSpec('phantom_chest', _CHEST_CLASSES, 4, 'dataset', _SIZES, False),
+    'phantom_cardiac': DatasetSpec(
+        'phantom_cardiac', _CARDIAC_CLASSES, 4, 'per_image', _SIZES, False),
+    'jsrt': DatasetSpec('jsrt', _CHEST_CLASSES, 4, 'dataset', _SIZES, True),
+    'acdc': DatasetSpec('acdc', _CARDIAC_CLASSES, 4, 'per_image', _SIZES, True),
+}
+_PHANTOM_KINDS = {'phantom_chest': 'chest', 'phantom_cardiac': 'cardiac'}
+_MANUAL_BUILDER_MODULES = {
+    'jsrt': 'data_builders.jsrt.jsrt_dataset_builder',
+    'acdc': 'data_builders.acdc.acdc_dataset_builder',
+}
+
+
+class DatasetNotFoundError(RuntimeError):
+  """A manually downloaded dataset is neither prepared nor present in its manual folder."""
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+  try:
+    return DATASETS[name]
+  except KeyError:
+    raise ValueError(f'Unknown dataset {name!r}; expected one of {sorted(DATASETS)}.') from None
+
+
+def is_phantom(name: str) -> bool:
+  return name in _PHANTOM_KINDS
+
+
+def _make_builder(spec: DatasetSpec, image_size: int, position_jitter, data_dir):
+  """The TFDS builder of a dataset at one image size (not yet prepared)."""
+  if is_phantom(spec.name):
+    if image_size < PHANTOM_SIZE_MULTIPLE or image_size % PHANTOM_SIZE_MULTIPLE:
+      raise ValueError(f'Phantom image_size must be a multiple of {PHANTOM_SIZE_MULTIPLE} and at '
+                       f'least {PHANTOM_SIZE_MULTIPLE}, got {image_size}.')
+    config = phantoms_dataset_builder.make_config(
+        _PHANTOM_KINDS[spec.name], image_size, position_jitter=position_jitter)
+    return phantoms_dataset_builder.Builder(config=config, data_dir=data_dir)
+  if position_jitter is not None:
+    raise ValueError(f'position_jitter only applies to the phantom datasets '
+                     f'{sorted(_PHANTOM_KINDS)}; {spec.name!r} is real data with the anatomy '
+                     'where it is.')
+  if image_size not in spec.image_sizes:
+    raise ValueError(
+        f'{spec.name!r} has no image_size {image_size}; expected one of {spec.image_sizes}.')
+  # Imported here so that the phantoms work without the real-data builders' dependencies.
+  module = importlib.import_module(_MANUAL_BUILDER_MODULES[spec.name])
+  return module.Builder(config=f'size_{image_size}', data_dir=data_dir)
+
+
+def _prepare(builder, spec: DatasetSpec, manual_dir) -> None:
+  """Builds the dataset once (a no-op when it is already prepared)."""
+  download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+  try:
+    builder.download_and_prepare(file_format='array_record', download_config=download_config)
+  except (AssertionError, FileNotFoundError, NotADirectoryError) as error:
+    if not spec.manual_download:
+      raise
+    searched = manual_dir
+    if searched is None:  # TFDS's default
+      searched = builder.data_dir_root / 'downloads' / 'manual'
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    instructions = getattr(builder, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None) or ''
+    instructions = textwrap.dedent(instructions).strip()
+    raise DatasetNotFoundError(
+        f'The {spec.name!r} dataset is not prepared in {builder.data_dir_root} and its source '
+        f'files were not found in the manual folder {searched} ({reason}).\n'
+        f'Put the files there, or pass manual_dir=... (--manual_dir=...) to where they are:\n'
+        f'{instructions}'
+    ) from error
+
+
+def _read_split(builder, split: str) -> SplitArrays:
+  source = builder.as_data_source(split)
+  records = source.__getitems__(range(len(source)))
+  ids = np.array([
+      r['id'].decode() if isinstance(r['id'], bytes) else str(r['id']) for r in records])
+  # Records come back in a shuffled order; the id fixes it.
+  order = np.argsort(ids, kind='stable')
+  images = np.stack([np.asarray(records[i]['image'], np.float32) for i in order])
+  labels = np.stack([np.asarray(records[i]['label'], np.uint8) for i in order])
+  return SplitArrays(images=images, labels=labels, ids=ids[order])
+
+
+def load_split(name: str, split: str, *, image_size: int = 256,
+               position_jitter: float | None = None, data_dir=None,
+               manual_dir=None) -> SplitArrays:
+  """One split of a dataset as arrays, building the dataset on first use.
+
+  Args:
+    name: a key of `DATASETS`.
+    split: 'train', 'validation' or 'test'.
+    image_size: side of the square images; phantoms take any multiple of 16, real data one of
+      `DatasetSpec.image_sizes`.
+    position_jitter: phantoms only: std of the anatomy's translation as a fraction of the image
+      side; None is the builder's default.
+    data_dir: TFDS data folder; None is TFDS's default (`TFDS_DATA_DIR` or ~/tensorflow_datasets).
+    manual_dir: where the manually downloaded files of 'jsrt' / 'acdc' are; None is TFDS's
+      default (`<data_dir>/downloads/manual`).
+
+  Raises:
+    ValueError: unknown dataset or split, unsupported size, or a phantom-only setting for real
+      data.
+    DatasetNotFoundError: real data that are neither prepared nor in the manual folder.
+  """
+  spec = dataset_spec(name)
+  if split not in SPLITS:
+    raise ValueError(f'Unknown split {split!r}; expected one of {SPLITS}.')
+  builder = _make_builder(spec, image_size, position_jitter, data_dir)
+  _prepare(builder, spec, manual_dir)
+  return _read_split(builder, split)
+
+
+def load_splits(name: str, splits: Sequence[str] = SPLITS, **kwargs) -> dict[str, SplitArrays]:
+  """Several splits of one dataset; keyword arguments as for `load_split`."""
+  return {split: load_split(name, split, **kwargs) for split in splits}
+
+
+def _dataset_names(argument: str) -> list[str]:
+  """'phantoms' stands for both phantoms, 'all' for every dataset; otherwise a comma list."""
+  if argument == 'phantoms':
+    return list(_PHANTOM_KINDS)
+  if argument == 'all':
+    return list(DATASETS)
+  names = [name.strip() for name in argument.split(',') if name.strip()]
+  for name in names:
+    dataset_spec(name)
+  return names
+
+
+def _describe(name: str, split: str, arrays: SplitArrays) -> str:
+  fractions = [float((arrays.labels == c).mean()) for c in range(DATASETS[name].num_classes)]
+  return (f'{name}/{split}: {len(arrays.ids)} images {arrays.images.shape[1:]}, intensity '
+          f'{arrays.images.mean():.3f} ± {arrays.images.std():.3f}, class fractions '
+          + ' '.join(f'{f:.3f}' for f in fractions))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description='Build pejax datasets and draw examples of them.')
+  parser.add_argument(
+      '--dataset', default='phantoms',
+      help="dataset name, comma-separated names, 'phantoms' (both phantoms) or 'all'")
+  parser.add_argument('--image_size', type=int, default=64)
+  parser.add_argument('--position_jitter', type=float, default=None, help='phantoms only')
+  parser.add_argument('--split', default='train', choices=SPLITS, help='split to draw from')
+  parser.add_argument('--num_examples', type=int, default=5, help='examples drawn per dataset')
+  parser.add_argument('--picture', default=None, help='PNG to write; none by default')
+  parser.add_argument('--data_dir', default=None)
+  parser.add_argument('--manual_dir', default=None)
+  args = parser.parse_args(argv)
+
+  rows = []
+  for name in _dataset_names(args.dataset):
+    options = dict(image_size=args.image_size, data_dir=args.data_dir, manual_dir=args.manual_dir)
+    if is_phantom(name):
+      options['position_jitter'] = args.position_jitter
+    splits = load_splits(name, **options)
+    for split, arrays in splits.items():
+      print(_describe(name, split, arrays))
+    shown = splits[args.split]
+    count = min(args.num_examples, len(shown.ids))
+    title = f'{name} ({args.split}, {args.image_size}×{args.image_size})'
+    rows.append((title, shown.images[:count], shown.labels[:count], DATASETS[name].class_names))
+
+  if args.picture:
+    from pejax import visualize  # matplotlib only when drawing
+    fig = visualize.example_grid(rows)
+    visualize.save_png(fig, args.picture)
+    print(f'Wrote {args.picture}')
+
+
+if __name__ == '__main__':
+  main()
