@@ -34,9 +34,13 @@ def fig3_small_cnn(datasets, seeds=SEEDS):
 
 
 def table2_data_size(dataset, sizes=(None, 10, 5), seeds=SEEDS):
-  """Table 2: U-Net trained on all / 10 / 5 random training images, no PE and λ = 256."""
+  """Table 2: U-Net trained on all / 10 / 5 random training images, no PE and λ = 256.
+
+  'All' leaves `num_train_examples` unset, so those runs are Table 1's runs (trained once).
+  """
+  size_settings = [{} if size is None else {'num_train_examples': size} for size in sizes]
   return product(dataset=[dataset], model=['unet'], padding=['zeros'],
-                 num_train_examples=sizes, pe=pe_settings((None, 256.0)), seed=seeds)
+                 size=size_settings, pe=pe_settings((None, 256.0)), seed=seeds)
 
 
 def fig4_padding(datasets, seeds=SEEDS):

@@ -484,8 +484,10 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
       files.write_json(os.path.join(run.workdir, CONFIG_FILE), run.config.to_dict())
     run.checkpoints = ocp.CheckpointManager(
         os.path.abspath(os.path.join(run.workdir, CHECKPOINT_FOLDER)),
+        # A process killed while writing leaves an uncommitted temporary folder (never read,
+        # never renamed): delete such leftovers instead of letting them fill the disk.
         options=ocp.CheckpointManagerOptions(max_to_keep=first.max_checkpoints_to_keep,
-                                             create=True))
+                                             create=True, cleanup_tmp_directories=True))
     run.writer = metric_writers.create_default_writer(run.workdir, just_logging=not is_writer)
 
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, initial[0])
@@ -506,10 +508,14 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
 
   evaluator = Evaluator(spec, run_data)
   timings = {'epoch_seconds': []}
-  if not evaluate_only:
-    states, timings = _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
-  for run in runs:
-    run.checkpoints.wait_until_finished()
+  try:
+    if not evaluate_only:
+      states, timings = _train_epochs(runs, states, spec, run_data, mesh, evaluator,
+                                      restored_epoch)
+  finally:
+    # Also on an interruption (Ctrl-C, an error): let a checkpoint being written complete.
+    for run in runs:
+      run.checkpoints.wait_until_finished()
   results = [finish_run(run, state, evaluator, timings) for run, state in zip(runs, states)]
   for run in runs:
     run.writer.close()

@@ -1,0 +1,162 @@
+"""End-to-end training tests on the chest phantom (CPU, fixed seeds)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from pejax import configuration, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('tfds'))
+
+
+def small_config(data_dir, **overrides):
+  config = configuration.quick(configuration.base_config())
+  config.data_dir = data_dir
+  config.image_size = 32
+  config.model = 'cnn4'
+  config.width = 8
+  config.num_epochs = 4
+  config.eval_every_epochs = 2
+  config.num_image_panels = 1
+  config.run_robustness = False
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+def test_resume_after_interruption_gives_the_uninterrupted_results(data_dir, tmp_path, monkeypatch):
+  config = small_config(data_dir, run_robustness=True)
+  config.robustness.shifts = (-2, 0, 2)
+  uninterrupted = train.train_and_evaluate(config, str(tmp_path / 'uninterrupted'))
+
+  calls = {'count': 0}
+  original = train.EpochRunner.__call__
+
+  def interrupt_in_third_epoch(self, *args, **kwargs):
+    calls['count'] += 1
+    if calls['count'] == 3:
+      raise KeyboardInterrupt('simulated interruption after the epoch-2 checkpoint')
+    return original(self, *args, **kwargs)
+
+  workdir = str(tmp_path / 'interrupted')
+  monkeypatch.setattr(train.EpochRunner, '__call__', interrupt_in_third_epoch)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(config, workdir)
+  assert not os.path.exists(os.path.join(workdir, train.RESULTS_FILE))
+  assert sorted(os.listdir(os.path.join(workdir, train.CHECKPOINT_FOLDER))) == ['1', '2']
+  monkeypatch.setattr(train.EpochRunner, '__call__', original)
+  resumed = train.train_and_evaluate(config, workdir)
+
+  assert resumed['epochs'] == uninterrupted['epochs'] == 4
+  assert resumed['steps'] == uninterrupted['steps']
+  for key in ('test', 'validation', 'test_averaged_mask'):
+    assert resumed[key] == uninterrupted[key], key
+  with open(os.path.join(workdir, 'robustness.json')) as f:
+    resumed_grid = json.load(f)
+  with open(os.path.join(str(tmp_path / 'uninterrupted'), 'robustness.json')) as f:
+    uninterrupted_grid = json.load(f)
+  resumed_grid.pop('seconds'), uninterrupted_grid.pop('seconds')
+  assert resumed_grid == uninterrupted_grid
+
+  # A finished run is not trained again: its results come back as they are.
+  calls['count'] = 0
+  monkeypatch.setattr(train.EpochRunner, '__call__', interrupt_in_third_epoch)
+  again = train.train_and_evaluate(config, workdir)
+  assert again['test'] == resumed['test'] and calls['count'] == 0
+
+
+def test_workdir_outputs_and_evaluate_mode(data_dir, tmp_path):
+  config = small_config(data_dir, num_epochs=2)
+  workdir = str(tmp_path / 'run')
+  results = train.train_and_evaluate(config, workdir)
+  names = os.listdir(workdir)
+  assert any(name.startswith('events.out.tfevents') for name in names)
+  assert {'config.json', 'results.json', 'checkpoints'} <= set(names)
+  assert set(results['test']) == {'dice', 'dice_right_lung', 'dice_left_lung', 'dice_heart', 'loss'}
+  assert 0.0 <= results['test']['dice'] <= 1.0
+  assert results['num_train_examples'] == 156
+  again = train.train_and_evaluate(config, workdir, evaluate_only=True)
+  assert again['test'] == results['test']
+
+
+def test_other_settings_in_a_used_workdir_are_refused(data_dir, tmp_path):
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(small_config(data_dir, num_epochs=1), workdir)
+  before = sorted(os.listdir(workdir))
+  with pytest.raises(train.SettingsMismatchError, match='learning_rate'):
+    train.train_and_evaluate(small_config(data_dir, num_epochs=1, learning_rate=0.01), workdir)
+  assert sorted(os.listdir(workdir)) == before
+
+
+def test_subset_of_training_examples(data_dir, tmp_path):
+  results = train.train_and_evaluate(small_config(data_dir, num_epochs=1, num_train_examples=5),
+                                     str(tmp_path / 'run'))
+  assert results['num_train_examples'] == 5 and results['steps'] == 1
+
+
+MULTI_DEVICE_SCRIPT = textwrap.dedent('''
+    import json, sys
+    import jax
+    from pejax import configuration, train
+    config = configuration.quick(configuration.base_config())
+    config.update(dict(data_dir=sys.argv[1], image_size=32, model='unet', width=4, num_epochs=2,
+                       eval_every_epochs=2, num_image_panels=0, run_robustness=False, batch_size=8))
+    results = train.train_and_evaluate(config, sys.argv[2])
+    print(json.dumps({'devices': jax.device_count(), 'test': results['test'],
+                      'validation': results['validation']}))
+''')
+
+
+def run_with_devices(count, data_dir, workdir):
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={count}',
+             JAX_PLATFORMS='cpu')
+  output = subprocess.run([sys.executable, '-c', MULTI_DEVICE_SCRIPT, data_dir, workdir], env=env,
+                          capture_output=True, text=True, timeout=900, cwd=REPO)
+  assert output.returncode == 0, output.stderr[-3000:]
+  return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_four_devices_give_the_one_device_results(data_dir, tmp_path):
+  one = run_with_devices(1, data_dir, str(tmp_path / 'one'))
+  four = run_with_devices(4, data_dir, str(tmp_path / 'four'))
+  assert (one['devices'], four['devices']) == (1, 4)
+  for split in ('test', 'validation'):
+    for key, value in one[split].items():
+      assert four[split][key] == pytest.approx(value, abs=2e-3), (split, key)
+
+
+@pytest.mark.slow
+def test_positional_encoding_lets_the_small_cnn_tell_the_lungs_apart(data_dir, tmp_path):
+  """Paper Sec. 3.2 on the chest phantom: PE wins by a clear margin, above the averaged mask."""
+  common = dict(image_size=64, width=16, num_epochs=15, eval_every_epochs=15)
+  without = train.train_and_evaluate(small_config(data_dir, use_pe=False, **common),
+                                     str(tmp_path / 'no_pe'))
+  with_pe = train.train_and_evaluate(small_config(data_dir, use_pe=True, pe_scale=256.0, **common),
+                                     str(tmp_path / 'pe'))
+  margin = with_pe['test']['dice'] - without['test']['dice']
+  assert margin >= 0.15, (with_pe['test'], without['test'])
+  assert with_pe['test']['dice'] > with_pe['test_averaged_mask']['dice']
+  # Without PE the lungs, which look alike, are where it fails.
+  lungs_without = np.mean([without['test']['dice_right_lung'], without['test']['dice_left_lung']])
+  lungs_with = np.mean([with_pe['test']['dice_right_lung'], with_pe['test']['dice_left_lung']])
+  assert lungs_with - lungs_without > 0.15
+
+
+@pytest.mark.slow
+def test_quick_unet_segments_the_chest_phantom(data_dir, tmp_path):
+  config = configuration.quick(configuration.base_config())
+  config.data_dir = data_dir
+  config.run_robustness = False
+  results = train.train_and_evaluate(config, str(tmp_path / 'unet'))
+  assert results['test']['dice'] > 0.9, results['test']
