@@ -67,8 +67,13 @@ def run_name(overrides: Mapping[str, Any]) -> str:
       if overrides.get('use_pe', True):
         parts.append(f'pe{value:g}')
       continue
+    if key == 'run_robustness':
+      if not value:
+        parts.append('nogrid')
+      continue
     short = {'dataset': '', 'model': '', 'padding': '', 'seed': 'seed',
-             'num_train_examples': 'n', 'position_jitter': 'jitter'}.get(key, key)
+             'num_train_examples': 'n', 'position_jitter': 'jitter',
+             'num_epochs': 'epochs'}.get(key, key)
     shown = 'all' if value is None else (f'{value:g}' if isinstance(value, float) else value)
     parts.append(f'{short}{shown}')
   return '_'.join(str(p) for p in parts) or 'base'

@@ -6,11 +6,7 @@ Writes runs/phantom_paper/report.md. Measured time and results: README, "Reprodu
 """
 
 from pejax import experiments
-from pejax.sweep import union
 
 
 def get_config():
-  return experiments.sweep_config(
-      experiments.phantom_scale(),
-      union(experiments.all_experiments(experiments.PHANTOM_DATASETS, 'phantom_chest'),
-            experiments.jitter_benefit()))
+  return experiments.sweep_config(experiments.phantom_scale(), experiments.phantom_experiments())

@@ -8,4 +8,4 @@ from pejax import experiments
 
 
 def get_config():
-  return experiments.sweep_config(experiments.phantom_scale(), experiments.jitter_benefit())
+  return experiments.sweep_config(experiments.phantom_scale(), experiments.jitter_benefit(cnn4_settings=experiments.PHANTOM_CNN4_SETTINGS, **experiments.NO_GRID))
