@@ -57,8 +57,9 @@ def check_writable(folder: str, required_bytes: int) -> None:
   """Fails at start, not after hours of training, when `folder` cannot take the run's files."""
   try:
     os.makedirs(folder, exist_ok=True)
-    probe = os.path.join(folder, '.write_probe')
-    with open(probe, 'w') as f:
+    # A uniquely named probe: the processes of a multi-process run share the workdir.
+    descriptor, probe = tempfile.mkstemp(prefix='.write_probe.', dir=folder)
+    with os.fdopen(descriptor, 'w') as f:
       f.write('ok')
     os.remove(probe)
   except OSError as error:

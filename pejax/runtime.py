@@ -6,7 +6,8 @@ import os
 
 from absl import logging
 
-# Seconds a process waits for the others (coordinator start-up, a dead peer) before failing.
+# Seconds a process waits for the others (coordinator start-up, a dead peer, shutdown) before
+# failing; the environment variable PEJAX_DISTRIBUTED_TIMEOUT_SECONDS overrides it.
 DISTRIBUTED_TIMEOUT_SECONDS = 120
 
 
@@ -18,15 +19,37 @@ def wants_distributed() -> bool:
   return ',' in hosts
 
 
+def distributed_timeout_seconds() -> int:
+  value = os.environ.get('PEJAX_DISTRIBUTED_TIMEOUT_SECONDS')
+  if value is None:
+    return DISTRIBUTED_TIMEOUT_SECONDS
+  if not value.isdigit() or int(value) < 1:
+    raise ValueError(f'PEJAX_DISTRIBUTED_TIMEOUT_SECONDS={value!r} is not allowed: use a whole '
+                     'number of seconds ≥ 1.')
+  return int(value)
+
+
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
                process_id: int | None = None) -> None:
   quiet_library_logs()
   import jax
+  # Runs of a sweep compile the same programs again; a persistent cache makes that a lookup.
+  cache_dir = os.environ.get('PEJAX_COMPILATION_CACHE',
+                             os.path.join(os.path.expanduser('~'), '.cache', 'pejax', 'xla'))
+  if cache_dir:
+    jax.config.update('jax_compilation_cache_dir', cache_dir)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   if coordinator_address is not None or wants_distributed():
+    timeout = distributed_timeout_seconds()
+    if not os.environ.get('JAX_CPU_COLLECTIVES_IMPLEMENTATION'):
+      # Processes on CPU exchange gradients through Gloo (older JAX had no default).
+      jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    # A dead peer is noticed after the heartbeat timeout: every process then exits with an
+    # error instead of waiting forever in a collective or at shutdown.
     jax.distributed.initialize(
         coordinator_address=coordinator_address, num_processes=num_processes,
-        process_id=process_id, initialization_timeout=DISTRIBUTED_TIMEOUT_SECONDS,
-        heartbeat_timeout_seconds=DISTRIBUTED_TIMEOUT_SECONDS // 4)
+        process_id=process_id, initialization_timeout=timeout,
+        heartbeat_timeout_seconds=max(1, timeout // 4), shutdown_timeout_seconds=timeout)
   import tensorflow as tf
   tf.config.set_visible_devices([], 'GPU')
   logging.info('JAX process %d of %d, %d local / %d global devices (%s).', jax.process_index(),

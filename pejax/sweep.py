@@ -21,8 +21,11 @@ from absl import logging
 
 from pejax import configuration, data, files, train
 
-# Models trained together in one program at most (memory grows with it).
-DEFAULT_MODELS_PER_PROGRAM = 12
+# Models trained together in one program at most (memory grows with it). On XLA:CPU a vmapped
+# convolution becomes a grouped convolution that runs ~3× slower per model than K separate
+# ones (BENCHMARKS.md), so there runs are trained one at a time unless the config says otherwise.
+DEFAULT_MODELS_PER_PROGRAM = {'cpu': 1}
+DEFAULT_MODELS_PER_PROGRAM_ACCELERATOR = 12
 
 
 def product(**axes: Sequence[Any]) -> list[dict[str, Any]]:
@@ -117,7 +120,9 @@ def plan_programs(runs, models_per_program: int):
 
 def run_sweep(config: ml_collections.ConfigDict, workdir: str, *, evaluate_only: bool = False):
   """Runs every unfinished run of a sweep config under `workdir`, then writes the report."""
-  models_per_program = int(config.get('max_models_per_program') or DEFAULT_MODELS_PER_PROGRAM)
+  platform = jax.devices()[0].platform
+  models_per_program = int(config.get('max_models_per_program') or DEFAULT_MODELS_PER_PROGRAM.get(
+      platform, DEFAULT_MODELS_PER_PROGRAM_ACCELERATOR))
   runs = expand(config)
   mesh = data.make_mesh()
   # Everything is checked before any compute: settings, and that no finished run would be
