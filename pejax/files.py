@@ -19,6 +19,10 @@ def write_atomically(path: str, write: Callable[[Any], None], mode: str = 'w') -
   descriptor, temporary = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp',
                                            dir=folder)
   try:
+    # mkstemp makes the file private (0600); give it the permissions open() would have given.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
     with os.fdopen(descriptor, mode, **({} if 'b' in mode else {'newline': ''})) as handle:
       write(handle)
       handle.flush()

@@ -1,0 +1,608 @@
+"""Reliability: bad settings, killed and resumed runs, numerical faults, multi-process runs and
+the files a run writes (CPU, 32×32 chest phantoms, fixed seeds).
+
+Runs that must survive a SIGKILL are real `main.py` processes; `reliability_worker.py` is
+`main.py` with a pause at a named moment (a training step, a checkpoint write, the final
+evaluation, the results write), so that the kill lands exactly there. The subprocesses share a
+persistent XLA compilation cache of their own (PEJAX_COMPILATION_CACHE): a cached executable is
+the one the same compilation would produce, and it saves most of each start-up.
+"""
+
+import errno
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import types
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from pejax import configuration, data, files, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(REPO, 'tests', 'reliability_worker.py')
+IMAGE_SIZE = 32
+
+
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory):
+  """The 32×32 chest phantom, built once here: the subprocesses only read it."""
+  path = str(tmp_path_factory.mktemp('tfds'))
+  from pejax import datasets
+  datasets.load_splits('phantom_chest', image_size=IMAGE_SIZE, data_dir=path)
+  return path
+
+
+def small_config(data_dir, **overrides):
+  config = configuration.quick(configuration.base_config())
+  config.update(dict(data_dir=data_dir, image_size=IMAGE_SIZE, model='cnn4', width=4,
+                     num_epochs=4, num_train_examples=60, eval_every_epochs=2,
+                     num_image_panels=0, run_robustness=False))
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+# ------------------------------------------------------------------------------ subprocesses
+
+
+def command_line(data_dir, workdir, *extra_flags, **settings):
+  """`main.py` flags of the small run every subprocess test trains (robustness on a tiny grid)."""
+  values = {'image_size': IMAGE_SIZE, 'model': 'cnn4', 'width': 4, 'num_epochs': 4,
+            'num_train_examples': 60, 'eval_every_epochs': 2, 'num_image_panels': 0,
+            'data_dir': data_dir, 'robustness.severities': '(1,)',
+            'robustness.shifts': '(-2,0,2)'}
+  values.update(settings)
+  flags = ['--config=configs/cnn4_pe.py']
+  flags += [f'--config.{name}={value}' for name, value in values.items()]
+  return flags + [f'--workdir={workdir}', *extra_flags]
+
+
+class Process:
+  """A `main.py` (or worker) subprocess whose output goes to a log file."""
+
+  compilation_cache = None  # a folder, set for this module's tests by `share_compilations`
+
+  def __init__(self, flags, log_path, *, script='main.py', env=None):
+    self.log_path = str(log_path)
+    environment = dict(os.environ, JAX_PLATFORMS='cpu', **(env or {}))
+    if self.compilation_cache:
+      environment['PEJAX_COMPILATION_CACHE'] = self.compilation_cache
+    with open(self.log_path, 'w') as log:
+      self.popen = subprocess.Popen([sys.executable, script, *flags], cwd=REPO, env=environment,
+                                    stdout=log, stderr=subprocess.STDOUT)
+
+  @property
+  def pid(self):
+    return self.popen.pid
+
+  def log(self) -> str:
+    with open(self.log_path, errors='replace') as f:
+      return f.read()
+
+  def wait(self, timeout=300) -> int:
+    try:
+      return self.popen.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+      self.kill()
+      raise AssertionError(f'still running after {timeout} s:\n{self.log()[-3000:]}') from None
+
+  def finish(self, timeout=300) -> str:
+    """Waits for a successful exit; returns the log."""
+    code = self.wait(timeout)
+    assert code == 0, f'exit code {code}:\n{self.log()[-3000:]}'
+    return self.log()
+
+  def kill(self):
+    if self.popen.poll() is None:
+      os.kill(self.popen.pid, signal.SIGKILL)
+    self.popen.wait()
+
+  def wait_for(self, condition, timeout=180, what='the expected moment'):
+    """Polls `condition()` until true; fails if the process exits or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+      if self.popen.poll() is not None:
+        raise AssertionError(f'exited ({self.popen.returncode}) before {what}:\n'
+                             f'{self.log()[-3000:]}')
+      if time.monotonic() > deadline:
+        self.kill()
+        raise AssertionError(f'no {what} after {timeout} s:\n{self.log()[-3000:]}')
+      time.sleep(0.05)
+
+
+@pytest.fixture(scope='session', autouse=True)
+def share_compilations(tmp_path_factory):
+  Process.compilation_cache = str(tmp_path_factory.mktemp('xla_cache'))
+  yield
+  Process.compilation_cache = None
+
+
+def run_killed_at(moment, flags, tmp_path, name):
+  """Runs the worker until it pauses at `moment`, then SIGKILLs it; returns its log."""
+  marker = tmp_path / f'{name}.paused'
+  process = Process(flags, tmp_path / f'{name}.log', script=WORKER,
+                    env={'PEJAX_TEST_PAUSE_AT': moment, 'PEJAX_TEST_PAUSE_MARKER': str(marker)})
+  process.wait_for(marker.exists, what=f'pause at {moment}')
+  process.kill()
+  assert process.popen.returncode == -signal.SIGKILL
+  return process.log()
+
+
+def committed_checkpoints(workdir):
+  folder = os.path.join(workdir, train.CHECKPOINT_FOLDER)
+  return sorted(int(name) for name in os.listdir(folder) if name.isdigit())
+
+
+def uncommitted_checkpoints(workdir):
+  return glob.glob(os.path.join(workdir, train.CHECKPOINT_FOLDER, '*.orbax-checkpoint-tmp*'))
+
+
+def restored_epoch(log):
+  marker = 'Restored the checkpoints of epoch '
+  if marker not in log:
+    return None
+  return int(log.split(marker)[-1].split('.')[0])
+
+
+def trained_epochs(log):
+  return [int(line.split('epoch')[1].split('/')[0]) for line in log.splitlines()
+          if ' epoch ' in line and 'train_loss' in line and 'train.py' in line]
+
+
+def outcome(workdir):
+  """The numbers of a finished run that must not depend on how it was interrupted."""
+  results = files.read_json(os.path.join(workdir, train.RESULTS_FILE))
+  grid = files.read_json(os.path.join(workdir, 'robustness.json'))
+  grid.pop('seconds')
+  numbers = {key: results[key] for key in ('test', 'validation', 'test_averaged_mask',
+                                           'validation_averaged_mask', 'epochs', 'steps')}
+  return numbers, grid
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(data_dir, tmp_path_factory):
+  """An uninterrupted run of the same command, started now and awaited when first needed, so
+  that it trains while a test's first interrupted run does."""
+  folder = tmp_path_factory.mktemp('uninterrupted')
+  workdir = str(folder / 'run')
+  process = Process(command_line(data_dir, workdir), folder / 'run.log')
+  cache = {}
+
+  def result():
+    if not cache:
+      process.finish()
+      cache['outcome'] = outcome(workdir)
+    return cache['outcome']
+
+  yield result
+  process.kill()
+
+
+# ------------------------------------------------------------------ 1. settings, before compute
+
+
+BAD_SETTINGS = [
+    (dict(padding='mirror'), r"config\.padding='mirror' is not allowed: use one of zeros, "
+     r'reflect, replicate, circular, symmetric, valid'),
+    (dict(model='resnet'), r"config\.model='resnet' is not allowed: use one of unet, cnn4"),
+    (dict(dataset='mnist'), r"config\.dataset='mnist' is not allowed: use one of phantom_chest"),
+    (dict(pe_scale=-1.0), r'config\.pe_scale=-1\.0 is not allowed: λ must be ≥ 0'),
+    (dict(model='unet', image_size=40),
+     r'config\.image_size=40 is not allowed: the U-Net halves the image 4 times, so the size '
+     r'must be a positive multiple of 16'),
+    (dict(image_size=40), r'config\.image_size=40 is not allowed: the phantom_chest builder '
+     r'makes images whose side is a multiple of 16'),
+    (dict(dataset='jsrt', image_size=32), r'config\.image_size=32 is not allowed: the jsrt '
+     r'builder is prepared at 64, 128, 256'),
+    (dict(num_train_examples=0), r'config\.num_train_examples=0 is not allowed: use ≥ 1'),
+    (dict(num_train_examples=157), r'config\.num_train_examples=157 is not allowed: the '
+     r'training split of phantom_chest has 156 examples'),
+    (dict(learning_rate=float('inf')), r'config\.learning_rate=inf is not allowed: it must be a '
+     r'finite number > 0'),
+    (dict(seed=-1), r'config\.seed=-1 is not allowed: use an integer ≥ 0'),
+    (dict(num_epochs=0), r'config\.num_epochs=0 is not allowed: it must be ≥ 1'),
+    ({'robustness.severities': (0, 6)}, r'robustness config: severities=\(0, 6\) is not '
+     r'allowed; allowed: distinct integers in 1\.\.5'),
+]
+
+
+def with_settings(config, settings):
+  for key, value in settings.items():
+    if '.' in key:
+      group, name = key.split('.')
+      config[group][name] = value
+    else:
+      config[key] = value
+  return config
+
+
+@pytest.mark.parametrize('settings,message', BAD_SETTINGS,
+                         ids=[next(iter(s)) + '=' + str(next(iter(s.values())))
+                              for s, _ in BAD_SETTINGS])
+def test_bad_settings_stop_before_any_compute(data_dir, tmp_path, monkeypatch, settings, message):
+  monkeypatch.setattr(train, 'model_spec', forbidden('building a model'))
+  workdir = str(tmp_path / 'run')
+  config = with_settings(small_config(data_dir), settings)
+  with pytest.raises(SystemExit, match='pejax: error: ' + message):
+    train.run(config, workdir)
+  assert not os.path.exists(workdir)
+
+
+def forbidden(what):
+  def fail(*args, **kwargs):
+    raise AssertionError(f'{what} must not happen')
+  return fail
+
+
+def test_batch_size_must_divide_over_the_devices():
+  config = configuration.base_config()
+  config.batch_size = 21
+  with pytest.raises(ValueError, match=r'config\.batch_size=21 is not allowed: the global batch '
+                     r'must divide evenly over the 2 devices; use a multiple of 2'):
+    configuration.validate_config(config, num_devices=2)
+  config.batch_size = 20
+  configuration.validate_config(config, num_devices=2)
+
+
+def snapshot(folder):
+  """Every file under `folder` with its modification time and a hash of its contents."""
+  state = {}
+  for root, _, names in os.walk(folder):
+    for name in names:
+      path = os.path.join(root, name)
+      with open(path, 'rb') as f:
+        state[os.path.relpath(path, folder)] = (os.path.getmtime(path), hash(f.read()))
+  return state
+
+
+def test_a_finished_run_is_never_overwritten_by_other_settings(data_dir, tmp_path, monkeypatch):
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(small_config(data_dir, num_epochs=1), workdir)
+  before = snapshot(workdir)
+  monkeypatch.setattr(train, 'load_run_data', forbidden('loading data'))
+  with pytest.raises(SystemExit, match=r"pejax: error: the workdir .*run holds a run with other "
+                     r"settings \(learning_rate: 0\.001 there, 0\.01 now\)"):
+    train.run(small_config(data_dir, num_epochs=1, learning_rate=0.01), workdir)
+  assert snapshot(workdir) == before
+
+
+@pytest.mark.slow
+def test_bad_settings_on_the_command_line(data_dir, tmp_path):
+  """A few of the above through `main.py`: one clear line, exit code 1, no workdir."""
+  two_devices = {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+  cases = {  # name: (settings, environment, message)
+      'batch': (dict(batch_size=21), two_devices, 'config.batch_size=21 is not allowed: the '
+                'global batch must divide evenly over the 2 devices; use a multiple of 2'),
+      'size': (dict(dataset='jsrt', image_size=96), None, 'config.image_size=96 is not allowed: '
+               'the jsrt builder is prepared at 64, 128, 256'),
+      'severity': ({'robustness.severities': '(1,6)'}, None, 'robustness config: '
+                   'severities=(1, 6) is not allowed; allowed: distinct integers in 1..5'),
+  }
+  processes = {name: Process(command_line(data_dir, str(tmp_path / name), **settings),
+                             tmp_path / f'{name}.log', env=env)
+               for name, (settings, env, _) in cases.items()}
+  for name, (_, _, message) in cases.items():
+    assert processes[name].wait() == 1, processes[name].log()[-2000:]
+    log = processes[name].log()
+    assert f'pejax: error: {message}' in log, log[-2000:]
+    assert 'Traceback' not in log
+    assert not os.path.exists(tmp_path / name)
+
+
+# ------------------------------------------------------------------------- 2. kill and resume
+
+
+@pytest.mark.slow
+def test_runs_killed_at_four_moments_resume_to_the_uninterrupted_numbers(
+    data_dir, tmp_path, uninterrupted):
+  """One workdir, SIGKILLed four times at chosen moments, then run to the end: every resume
+  starts from the last committed checkpoint and the end result is bit for bit the same."""
+  workdir = str(tmp_path / 'run')
+  flags = command_line(data_dir, workdir)
+
+  # 1. During a training step of epoch 3. Checkpoints are written in the background, so the
+  # one of epoch 2 may or may not be committed yet.
+  log = run_killed_at('train_step:3:2', flags, tmp_path, 'step')
+  assert restored_epoch(log) is None and trained_epochs(log) == [1, 2]
+  committed = committed_checkpoints(workdir)
+  assert committed in ([1], [1, 2])
+  assert not os.path.exists(os.path.join(workdir, train.RESULTS_FILE))
+
+  # 2. While the checkpoint of epoch 3 is written (in Orbax's temporary folder, uncommitted).
+  log = run_killed_at('checkpoint_write:3', flags, tmp_path, 'checkpoint')
+  assert restored_epoch(log) == max(committed)
+  assert trained_epochs(log)[:3 - max(committed)] == list(range(max(committed) + 1, 4))
+  assert committed_checkpoints(workdir) == [1, 2]
+  assert len(uncommitted_checkpoints(workdir)) == 1
+
+  # 3. During the final evaluation: the half-written checkpoint was not read, and is deleted
+  # even though this time (checkpoints every 2 epochs, a setting that may change on resuming)
+  # no checkpoint of epoch 3 replaces it.
+  log = run_killed_at('final_evaluation', flags + ['--config.checkpoint_every_epochs=2'],
+                      tmp_path, 'evaluation')
+  assert restored_epoch(log) == 2 and trained_epochs(log) == [3, 4]
+  assert committed_checkpoints(workdir) == [2, 4]
+  assert uncommitted_checkpoints(workdir) == []
+  assert not os.path.exists(os.path.join(workdir, train.RESULTS_FILE))
+
+  # 4. While results.json is written (the robustness files are already there): the half
+  # written file is a temporary one beside it, and the run does not count as finished.
+  log = run_killed_at('results_write', flags, tmp_path, 'results')
+  assert restored_epoch(log) == 4 and trained_epochs(log) == []
+  assert os.path.exists(os.path.join(workdir, 'robustness.json'))
+  assert not os.path.exists(os.path.join(workdir, train.RESULTS_FILE))
+  assert len(glob.glob(os.path.join(workdir, f'.{train.RESULTS_FILE}.*.tmp'))) == 1
+
+  # The same command once more finishes the run with the uninterrupted run's numbers.
+  log = Process(flags, tmp_path / 'last.log').finish()
+  assert restored_epoch(log) == 4 and trained_epochs(log) == []
+  assert outcome(workdir) == uninterrupted()
+
+  # A finished run is not trained or evaluated again: nothing in the workdir changes.
+  before = snapshot(workdir)
+  log = Process(flags, tmp_path / 'again.log').finish()
+  assert 'is finished; not retraining it' in log
+  assert restored_epoch(log) is None and trained_epochs(log) == []
+  assert 'Reusing dataset' not in log  # it returned before loading any data
+  assert snapshot(workdir) == before, 'a finished run was touched'
+
+
+@pytest.mark.slow
+def test_run_killed_when_its_log_reaches_epoch_two_resumes_to_the_same_numbers(
+    data_dir, tmp_path, uninterrupted):
+  """The plain `main.py`, killed as soon as it logs epoch 2: wherever the kill lands (writing
+  the checkpoint of epoch 2, or training epoch 3), the same command ends as if uninterrupted."""
+  workdir = str(tmp_path / 'run')
+  flags = command_line(data_dir, workdir)
+  process = Process(flags, tmp_path / 'killed.log')
+  process.wait_for(lambda: 'epoch   2/4' in process.log(), what='epoch 2 in the log')
+  process.kill()
+  committed = committed_checkpoints(workdir)
+  assert committed and max(committed) <= 3
+  log = Process(flags, tmp_path / 'resumed.log').finish()
+  assert restored_epoch(log) == max(committed)
+  assert outcome(workdir) == uninterrupted()
+
+
+# ------------------------------------------------------------------------ 3. numerical faults
+
+
+def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
+    data_dir, tmp_path, monkeypatch):
+  original = train.EpochRunner.__call__
+  calls = {'epochs': 0}
+
+  def poisoned_in_epoch_3(self, state, pe_scale, example_ids, images, labels):
+    calls['epochs'] += 1
+    if calls['epochs'] == 3:
+      images = images * np.float32(np.nan)
+    return original(self, state, pe_scale, example_ids, images, labels)
+
+  monkeypatch.setattr(train.EpochRunner, '__call__', poisoned_in_epoch_3)
+  workdir = str(tmp_path / 'run')
+  config = small_config(data_dir)
+  with pytest.raises(SystemExit) as error:
+    train.run(config, workdir)
+  message = str(error.value)
+  # 60 examples in batches of 20: 3 steps per epoch, so epoch 3 starts at step 7.
+  assert message.startswith('pejax: error: run: non-finite loss or gradient at step 7 (epoch 3, '
+                            'step 1 of the epoch; loss=nan'), message
+  assert 'training stopped, the last good checkpoint (epoch 2) is kept in' in message
+  assert calls['epochs'] == 3  # nothing trained after the bad epoch
+  assert committed_checkpoints(workdir) == [1, 2]
+  assert not os.path.exists(os.path.join(workdir, train.RESULTS_FILE))
+  # The kept checkpoint is the good state of epoch 2.
+  manager = ocp.CheckpointManager(os.path.join(workdir, train.CHECKPOINT_FOLDER))
+  state = manager.restore(2)
+  assert int(state['step']) == 6 and int(state['epoch']) == 2
+  assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state['params']))
+  manager.close()
+
+
+def test_absurd_learning_rate_stops_at_the_first_non_finite_step(data_dir, tmp_path):
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(SystemExit, match=r'pejax: error: run: non-finite loss or gradient at step '
+                     r'\d+ .*no checkpoint had been written yet\. Lower config\.learning_rate '
+                     r'\(now 1e\+30\)'):
+    train.run(small_config(data_dir, learning_rate=1e30), workdir)
+  assert committed_checkpoints(workdir) == []
+  assert not os.path.exists(os.path.join(workdir, train.RESULTS_FILE))
+
+
+# ----------------------------------------------------------------------------- 4. multi-process
+
+
+def free_port() -> int:
+  with socket.socket() as probe:
+    probe.bind(('127.0.0.1', 0))
+    return probe.getsockname()[1]
+
+
+def start_two_processes(flags, tmp_path, name, env=None):
+  address = f'127.0.0.1:{free_port()}'
+  return [Process(flags + [f'--coordinator_address={address}', '--num_processes=2',
+                           f'--process_id={index}'], tmp_path / f'{name}{index}.log', env=env)
+          for index in range(2)]
+
+
+def test_each_process_places_only_its_rows(monkeypatch):
+  """`data.place_rows` hands JAX only the rows of this process's devices (two processes with
+  one device each, simulated)."""
+  rows = np.arange(7 * 3, dtype=np.float32).reshape(7, 3)
+  placed = {}
+  mesh = types.SimpleNamespace(size=2)
+  monkeypatch.setattr(data, 'row_sharding', lambda mesh: None)
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  for index in range(2):
+    monkeypatch.setattr(jax, 'process_index', lambda index=index: index)
+    monkeypatch.setattr(jax, 'make_array_from_process_local_data',
+                        lambda sharding, local, shape, index=index: placed.update(
+                            {index: (local, shape)}))
+    data.place_rows(rows, mesh)
+  assert placed[0][1] == placed[1][1] == (8, 3)
+  np.testing.assert_array_equal(placed[0][0], rows[:4])
+  np.testing.assert_array_equal(placed[1][0], np.concatenate([rows[4:], np.zeros((1, 3))]))
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_process_with_two_devices(data_dir, tmp_path):
+  settings = dict(num_epochs=2, run_robustness=False)
+  single = Process(command_line(data_dir, str(tmp_path / 'single'), **settings),
+                   tmp_path / 'single.log',
+                   env={'XLA_FLAGS': '--xla_force_host_platform_device_count=2'})
+  workdir = str(tmp_path / 'shared')
+  pair = start_two_processes(command_line(data_dir, workdir, **settings), tmp_path, 'process')
+  for process in pair + [single]:
+    process.finish()
+  one = files.read_json(str(tmp_path / 'single' / train.RESULTS_FILE))
+  two = files.read_json(os.path.join(workdir, train.RESULTS_FILE))
+  assert (one['devices'], one['processes'], two['devices'], two['processes']) == (2, 1, 2, 2)
+  for split in ('test', 'validation', 'test_averaged_mask'):
+    for key, value in one[split].items():
+      assert two[split][key] == pytest.approx(value, abs=1e-5), (split, key)
+  # Only process 0 writes: one TensorBoard file (named after its process id), one results.json.
+  events = glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))
+  assert [name.split('.')[-3] for name in events] == [str(pair[0].pid)], events
+  assert 'Dice on the phantom_chest test split' in pair[1].log()  # process 1 ran to the end
+
+
+@pytest.mark.slow
+def test_a_killed_process_makes_the_other_exit_with_an_error(data_dir, tmp_path):
+  timeout = 8
+  pair = start_two_processes(
+      command_line(data_dir, str(tmp_path / 'run'), num_epochs=500, run_robustness=False),
+      tmp_path, 'process', env={'PEJAX_DISTRIBUTED_TIMEOUT_SECONDS': str(timeout)})
+  try:
+    pair[0].wait_for(lambda: 'epoch   2/500' in pair[0].log(), what='epoch 2 in the log')
+    pair[1].kill()
+    killed = time.monotonic()
+    code = pair[0].wait(timeout=60)
+    waited = time.monotonic() - killed
+  finally:
+    for process in pair:
+      process.kill()
+  assert code != 0, pair[0].log()[-2000:]
+  assert waited < 2 * timeout, f'the survivor needed {waited:.0f} s to stop'
+  log = pair[0].log()
+  assert ('pejax: error:' in log or 'JAX distributed service detected fatal errors' in log), \
+      log[-2000:]
+
+
+# ------------------------------------------------------------------------------ 5. disk, files
+
+
+def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
+  path = str(tmp_path / 'results.json')
+  files.write_json(path, {'dice': 0.9})
+
+  # json.dump has written part of the new file when it meets something it cannot encode.
+  with pytest.raises(TypeError):
+    files.write_json(path, {'dice': 0.5, 'zzz': object()})
+  assert files.read_json(path) == {'dice': 0.9}
+  assert os.listdir(tmp_path) == ['results.json']
+
+  def interrupted(handle):
+    handle.write('{"dice": 0.')
+    raise KeyboardInterrupt
+  with pytest.raises(KeyboardInterrupt):
+    files.write_atomically(path, interrupted)
+  assert files.read_json(path) == {'dice': 0.9}
+  assert os.listdir(tmp_path) == ['results.json']
+
+  def full_disk(*args):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  monkeypatch.setattr(os, 'replace', full_disk)
+  with pytest.raises(OSError, match='No space left'):
+    files.write_json(path, {'dice': 0.5})
+  assert files.read_json(path) == {'dice': 0.9}
+  assert os.listdir(tmp_path) == ['results.json']
+
+
+def make_read_only(folder, monkeypatch):
+  """Makes `folder` refuse new files: by chmod where that binds (not for root, who may write
+  anyway), otherwise by refusing, at the system call, to create anything under it."""
+  os.makedirs(folder)
+  if os.geteuid() != 0:
+    os.chmod(folder, 0o555)  # pytest's clean-up makes it writable again to delete it
+    return
+  real_open, real_mkdir = os.open, os.mkdir
+
+  def refuse(path):
+    if os.path.abspath(path).startswith(str(folder)):
+      raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+
+  def open_read_only(path, flags, *args, **kwargs):
+    if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+      refuse(path)
+    return real_open(path, flags, *args, **kwargs)
+
+  def mkdir_read_only(path, *args, **kwargs):
+    refuse(path)
+    return real_mkdir(path, *args, **kwargs)
+
+  monkeypatch.setattr(os, 'open', open_read_only)
+  monkeypatch.setattr(os, 'mkdir', mkdir_read_only)
+
+
+@pytest.mark.parametrize('where', ['in_a_read_only_folder', 'read_only', 'under_a_file'])
+def test_an_unwritable_workdir_is_refused(tmp_path, monkeypatch, where):
+  if where == 'under_a_file':
+    (tmp_path / 'file').write_text('not a folder')
+    workdir = tmp_path / 'file' / 'run'
+  elif where == 'in_a_read_only_folder':
+    make_read_only(tmp_path / 'parent', monkeypatch)
+    workdir = tmp_path / 'parent' / 'run'
+  else:
+    make_read_only(tmp_path / 'run', monkeypatch)
+    workdir = tmp_path / 'run'
+  with pytest.raises(OSError, match=rf'the workdir {workdir} is not writable \(.+\); choose '
+                     r'another --workdir or fix its permissions\.'):
+    files.check_writable(str(workdir), 0)
+  assert not os.path.exists(workdir) or os.listdir(workdir) == []
+
+
+def test_processes_sharing_a_workdir_probe_it_without_disturbing_each_other(tmp_path):
+  workdir = str(tmp_path / 'run')
+  errors = []
+
+  def probe_many_times():
+    try:
+      for _ in range(200):
+        files.check_writable(workdir, 0)
+    except OSError as error:
+      errors.append(error)
+
+  probes = [threading.Thread(target=probe_many_times) for _ in range(4)]
+  for probe in probes:
+    probe.start()
+  for probe in probes:
+    probe.join()
+  assert errors == [] and os.listdir(workdir) == []
+
+
+@pytest.mark.parametrize('fault', ['read_only', 'full'])
+def test_an_unwritable_or_full_workdir_fails_before_training(data_dir, tmp_path, monkeypatch,
+                                                             fault):
+  monkeypatch.setattr(train.EpochRunner, '__call__', forbidden('training'))
+  workdir = tmp_path / 'run'
+  if fault == 'read_only':
+    make_read_only(workdir, monkeypatch)
+    message = rf'the workdir {workdir} is not writable \(Permission denied\)'
+  else:
+    real_disk_usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, 'disk_usage',
+                        lambda path: real_disk_usage(path)._replace(free=2**20))
+    message = (rf'the workdir {workdir} has 1 MiB free but this run needs about \d+ MiB for '
+               r'checkpoints and logs; free some space or choose another --workdir\.')
+  with pytest.raises(SystemExit, match='pejax: error: ' + message):
+    train.run(small_config(data_dir), str(workdir))
+  assert os.listdir(workdir) == []
