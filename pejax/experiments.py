@@ -20,7 +20,7 @@ TABLE1_PE = (None, 1.0, 10.0, 256.0)
 # Position jitter of the phantom anatomy, as a fraction of the image size (beyond the paper).
 JITTERS = (0.0, 0.1, 0.2)
 # The small CNN needs more epochs than the U-Net to converge on the CPU-sized phantoms.
-PHANTOM_CNN4_SETTINGS = {'num_epochs': 20}
+PHANTOM_CNN4_SETTINGS = {'num_epochs': 30}
 # Runs whose robustness grid no figure uses skip it on the CPU-sized phantoms.
 NO_GRID = {'run_robustness': False}
 
@@ -72,10 +72,10 @@ def paper_scale() -> ml_collections.ConfigDict:
 def phantom_scale() -> ml_collections.ConfigDict:
   """CPU-sized settings for the phantom reproductions (see README for the measured time)."""
   config = configuration.base_config()
-  config.image_size = 48
+  config.image_size = 64
   config.width = 8
-  config.num_epochs = 10
-  config.eval_every_epochs = 10
+  config.num_epochs = 15
+  config.eval_every_epochs = 15
   config.num_image_panels = 2
   return config
 
