@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from pejax import fast_conv
+
 # Padding modes: the project's names, as PyTorch calls them, mapped to `jnp.pad` modes.
 JNP_PAD_MODES = {
     'zeros': 'constant',
@@ -39,8 +41,15 @@ def pad_spatial(images, pad: int, padding: str):
 
 
 # The convolution primitive a `PaddedConv` calls; same signature as `lax.conv_general_dilated`.
-# A faster implementation can be registered here under another name and chosen by `conv_impl`.
-CONV_IMPLEMENTATIONS: dict[str, Callable] = {'xla': jax.lax.conv_general_dilated}
+# 'xla' is the plain reference: XLA's own convolution, on every platform.
+# 'cpu' (`pejax.fast_conv`) computes the same convolutions, but under `jax.vmap` over stacked
+# models runs them model by model instead of as one feature-grouped convolution, which XLA:CPU
+# runs slowly; on GPU/TPU prefer 'xla'. On CPU either is fast only with
+# `fast_conv.recommended_xla_flags()` or `recommended_compiler_options()` (see that module).
+CONV_IMPLEMENTATIONS: dict[str, Callable] = {
+    'xla': jax.lax.conv_general_dilated,
+    'cpu': fast_conv.conv_general_dilated,
+}
 
 
 class PaddedConv(nnx.Module):
