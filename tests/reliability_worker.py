@@ -101,6 +101,7 @@ def install_pause(moment: str):
 if __name__ == '__main__':
   from absl import app
   import main
+  main.use_fast_cpu_convolutions()  # exactly what `python main.py` does before it starts
   if os.environ.get('PEJAX_TEST_PAUSE_AT'):
     install_pause(os.environ['PEJAX_TEST_PAUSE_AT'])
   app.run(main.main)
