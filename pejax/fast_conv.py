@@ -90,11 +90,15 @@ def _model_by_model(function, shared_kernel_argument=None):
 
 
 @functools.cache
-def _convolution(precision, preferred_element_type):
-  """The custom-VJP convolution for one set of static options (cached: one per combination)."""
+def _convolution(padding, precision, preferred_element_type):
+  """The custom-VJP convolution for one set of static options (cached: one per combination).
+
+  `padding` is ((top, bottom), (left, right)), each at most kernel size − 1 (zeros, as in lax).
+  """
+  (top, bottom), (left, right) = padding
 
   def plain(x, w):
-    return lax.conv_general_dilated(x, w, (1, 1), 'VALID', dimension_numbers=_NHWC,
+    return lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=_NHWC,
                                     precision=precision,
                                     preferred_element_type=preferred_element_type)
 
@@ -105,15 +109,16 @@ def _convolution(precision, preferred_element_type):
   def input_gradient_of(g, w, dtype):
     kh, kw = w.shape[:2]
     flipped = jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))          # (kh, kw, K, C)
+    full = ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right))
     return lax.conv_general_dilated(
-        g, flipped, (1, 1), ((kh - 1, kh - 1), (kw - 1, kw - 1)), dimension_numbers=_NHWC,
-        precision=precision, preferred_element_type=preferred_element_type).astype(dtype)
+        g, flipped, (1, 1), full, dimension_numbers=_NHWC, precision=precision,
+        preferred_element_type=preferred_element_type).astype(dtype)
 
   def weight_gradient_of(x, g, dtype):
     # Σ over images and pixels of x[n, i+dy, j+dx, c]·g[n, i, j, k]: a convolution whose
     # "batch" is the input channel, "features" the images, and whose window is the image.
     out = lax.conv_general_dilated(
-        jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(g, (1, 2, 0, 3)), (1, 1), 'VALID',
+        jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(g, (1, 2, 0, 3)), (1, 1), padding,
         dimension_numbers=_NHWC, precision=precision,
         preferred_element_type=preferred_element_type)             # (C, kh, kw, K)
     return jnp.transpose(out, (1, 2, 0, 3)).astype(dtype)
@@ -123,10 +128,15 @@ def _convolution(precision, preferred_element_type):
     return forward(x, w)
 
   def conv_forward(x, w):
+    # The barrier makes the saved input the buffer the forward convolution read. Without it
+    # XLA recomputes x's producers (BatchNorm, ReLU, padding) inside the weight gradient's
+    # transpose, element by element in transposed order: several times slower than a copy.
+    x = lax.optimization_barrier(x)
     return forward(x, w), (x, w)
 
   def conv_backward(residuals, g):
     x, w = residuals
+    g = lax.optimization_barrier(g)  # likewise for the output gradient's producers
     input_gradient = _model_by_model(functools.partial(input_gradient_of, dtype=x.dtype),
                                      shared_kernel_argument=1)
     weight_gradient = _model_by_model(functools.partial(weight_gradient_of, dtype=w.dtype))
@@ -136,10 +146,15 @@ def _convolution(precision, preferred_element_type):
   return conv
 
 
-def _is_valid_padding(padding):
+def _explicit_padding(padding, lhs, rhs, window_strides):
+  """((top, bottom), (left, right)) if each side pads 0 to kernel size − 1 pixels, else None."""
   if isinstance(padding, str):
-    return padding.upper() == 'VALID'
-  return all(tuple(p) == (0, 0) for p in padding)
+    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+  padding = tuple(tuple(int(p) for p in pair) for pair in padding)
+  if len(padding) != 2 or any(len(pair) != 2 for pair in padding):
+    return None
+  fits = all(0 <= p < k for pair, k in zip(padding, rhs.shape[:2]) for p in pair)
+  return padding if fits else None
 
 
 def _all_ones(values):
@@ -151,21 +166,39 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                          precision=None, preferred_element_type=None, out_sharding=None):
   """`lax.conv_general_dilated`, batched model by model under vmap (see the module docstring).
 
-  Covers what the project's convolutions use: 2-D, NHWC/HWIO/NHWC, stride 1, VALID, no
-  dilation, no groups. Anything else goes to `lax.conv_general_dilated` unchanged.
+  Covers what the project's convolutions use: 2-D, NHWC/HWIO/NHWC, stride 1, no dilation, no
+  groups, and VALID or zero padding of at most kernel size − 1 per side (a zero-padded layer
+  may pass its padding here instead of padding its input: the input gradient then skips the
+  border). Anything else goes to `lax.conv_general_dilated` unchanged.
   """
   supported = (
-      lhs.ndim == 4 and rhs.ndim == 4 and _all_ones(window_strides) and _is_valid_padding(padding)
-      and _all_ones(lhs_dilation) and _all_ones(rhs_dilation) and feature_group_count == 1
-      and batch_group_count == 1 and out_sharding is None and dimension_numbers is not None
+      lhs.ndim == 4 and rhs.ndim == 4 and _all_ones(window_strides) and _all_ones(lhs_dilation)
+      and _all_ones(rhs_dilation) and feature_group_count == 1 and batch_group_count == 1
+      and out_sharding is None and dimension_numbers is not None
       and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == _NHWC)
-  if not supported:
+  explicit_padding = _explicit_padding(padding, lhs, rhs, window_strides) if supported else None
+  if explicit_padding is None:
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
         dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
         batch_group_count=batch_group_count, precision=precision,
         preferred_element_type=preferred_element_type, out_sharding=out_sharding)
+  if rhs.shape[:2] == (1, 1):  # then the padding is zero
+    return _pointwise(lhs, rhs, precision, preferred_element_type)
   precision = tuple(precision) if isinstance(precision, list) else precision  # a cache key
   if preferred_element_type is not None:
     preferred_element_type = jnp.dtype(preferred_element_type)
-  return _convolution(precision, preferred_element_type)(lhs, rhs)
+  return _convolution(explicit_padding, precision, preferred_element_type)(lhs, rhs)
+
+
+def _pointwise(x, w, precision, preferred_element_type):
+  """A 1×1 convolution as one matrix product over all pixels.
+
+  Its gradients are products too (the weight gradient contracts the pixels of two row-major
+  matrices, which needs no transpose); as a convolution, XLA would transpose the input first.
+  """
+  n, height, width, in_channels = x.shape
+  pixels = x.reshape(n * height * width, in_channels)
+  out = lax.dot_general(pixels, w.reshape(in_channels, -1), (((1,), (0,)), ((), ())),
+                        precision=precision, preferred_element_type=preferred_element_type)
+  return out.reshape(n, height, width, -1)

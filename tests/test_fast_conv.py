@@ -59,7 +59,7 @@ SHAPES = [  # (x: N, H, W, Cin), (w: kh, kw, Cin, Cout)
     ((2, 10, 10, 16), (3, 3, 16, 16)),   # square, Cin = Cout
     ((3, 9, 13, 12), (3, 3, 12, 20)),    # non-square image, Cin ≠ Cout
     ((2, 8, 12, 3), (3, 3, 3, 16)),      # few input channels, as the first layer with PE
-    ((2, 6, 5, 16), (1, 1, 16, 4)),      # 1×1, as the score layer
+    ((2, 6, 5, 16), (1, 1, 16, 4)),      # 1×1, as the score layer (a matrix product)
     ((2, 12, 10, 10), (5, 3, 10, 6)),    # non-square kernel
 ]
 
@@ -83,6 +83,17 @@ def test_equals_lax_under_vmap(in_axes):
                                   cotangent_shape=(models_count,) + output_shape(x_shape, w_shape))
   expected = value_and_gradients(jax.vmap(reference_conv, in_axes), x, w, cotangent)
   actual = value_and_gradients(jax.vmap(fast, in_axes), x, w, cotangent)
+  for a, e in zip(actual, expected):
+    assert_close(a, e, rtol=2e-5)
+
+
+def test_pointwise_padding_same_equals_lax():
+  # nnx.Conv's default padding is 'SAME', which adds nothing to a 1×1 kernel.
+  x, w, cotangent = random_arrays(11, *SHAPES[3])
+  options = dict(window_strides=(1, 1), padding='SAME', dimension_numbers=NHWC)
+  expected = value_and_gradients(lambda x, w: lax.conv_general_dilated(x, w, **options), x, w, cotangent)
+  actual = value_and_gradients(lambda x, w: fast_conv.conv_general_dilated(x, w, **options), x, w,
+                               cotangent)
   for a, e in zip(actual, expected):
     assert_close(a, e, rtol=2e-5)
 
@@ -120,12 +131,25 @@ def test_preferred_element_type_sets_output_dtype():
   assert_close(actual, expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize('padding', ['SAME', ((1, 1), (1, 1)), ((0, 2), (1, 0))],
+                         ids=['same', 'symmetric', 'asymmetric'])
+def test_zero_padding_equals_lax(padding):
+  x, w, _ = random_arrays(6, (2, 9, 8, 4), (3, 3, 4, 6))
+  options = dict(dimension_numbers=NHWC, window_strides=(1, 1), padding=padding)
+  reference = lambda x, w: lax.conv_general_dilated(x, w, **options)
+  cotangent = normal(np.random.default_rng(7), jax.eval_shape(reference, x, w).shape)
+  expected = value_and_gradients(reference, x, w, cotangent)
+  actual = value_and_gradients(lambda x, w: fast_conv.conv_general_dilated(x, w, **options), x, w,
+                               cotangent)
+  for a, e in zip(actual, expected):
+    assert_close(a, e, rtol=2e-5)
+
+
 @pytest.mark.parametrize('options', [
     dict(window_strides=(2, 2), padding='VALID'),
-    dict(window_strides=(1, 1), padding='SAME'),
-    dict(window_strides=(1, 1), padding=((1, 1), (1, 1))),
+    dict(window_strides=(1, 1), padding=((3, 3), (0, 0))),
     dict(window_strides=(1, 1), padding='VALID', rhs_dilation=(2, 2)),
-], ids=['stride', 'same', 'explicit padding', 'dilation'])
+], ids=['stride', 'padding wider than the kernel', 'dilation'])
 def test_other_convolutions_fall_back_to_lax(options):
   x, w, _ = random_arrays(6, (2, 9, 9, 4), (3, 3, 4, 6))
   actual = fast_conv.conv_general_dilated(x, w, dimension_numbers=NHWC, **options)
