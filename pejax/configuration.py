@@ -15,11 +15,11 @@ from pejax import layers, models, robustness
 DATASETS = ('phantom_chest', 'phantom_cardiac', 'jsrt', 'acdc')
 COMPUTE_DTYPES = ('float32', 'bfloat16')
 
-# Settings that change how a run is watched, not what it computes: a finished or interrupted
-# run may be continued with other values of these.
+# Settings that change how a run is watched or computed, not what it computes (conv_impl only
+# reorders float sums): a finished or interrupted run may be continued with other values.
 NON_RESULT_SETTINGS = ('log_every_epochs', 'eval_every_epochs', 'checkpoint_every_epochs',
                        'max_checkpoints_to_keep', 'num_image_panels', 'data_dir', 'manual_dir',
-                       'eval_batch_size')
+                       'eval_batch_size', 'conv_impl')
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -37,7 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.padding = 'zeros'              # zeros | reflect | replicate | circular | symmetric | valid
   config.use_pe = True
   config.pe_scale = 1.0                 # λ: coordinate channels run over [0, λ]
-  config.conv_impl = 'xla'
+  config.conv_impl = 'auto'             # 'auto': 'cpu' (pejax.fast_conv) on CPU, 'xla' on GPU/TPU
   config.compute_dtype = 'float32'      # 'bfloat16': mixed precision, float32 master weights
   # Training (paper Sec. 2.4).
   config.num_epochs = 100
@@ -95,8 +95,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
   if config.model == 'unet' and config.padding == 'valid':
     raise _error('padding', config.padding, "the U-Net's skip connections need padded convolutions; "
                  "'valid' works with model='cnn4'")
-  if config.conv_impl not in layers.CONV_IMPLEMENTATIONS:
-    raise _error('conv_impl', config.conv_impl, f'use one of {", ".join(layers.CONV_IMPLEMENTATIONS)}')
+  if config.conv_impl not in layers.CONV_IMPL_CHOICES:
+    raise _error('conv_impl', config.conv_impl, f'use one of {", ".join(layers.CONV_IMPL_CHOICES)}')
   if config.compute_dtype not in COMPUTE_DTYPES:
     raise _error('compute_dtype', config.compute_dtype, f'use one of {", ".join(COMPUTE_DTYPES)}')
   if not config.pe_scale >= 0:

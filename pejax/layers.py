@@ -42,33 +42,50 @@ def pad_spatial(images, pad: int, padding: str):
 
 # The convolution primitive a `PaddedConv` calls; same signature as `lax.conv_general_dilated`.
 # 'xla' is the plain reference: XLA's own convolution, on every platform.
-# 'cpu' (`pejax.fast_conv`) computes the same convolutions, but under `jax.vmap` over stacked
-# models runs them model by model instead of as one feature-grouped convolution, which XLA:CPU
-# runs slowly; on GPU/TPU prefer 'xla'. On CPU either is fast only with
-# `fast_conv.recommended_xla_flags()` or `recommended_compiler_options()` (see that module).
+# 'cpu' (`pejax.fast_conv`) computes the same convolutions with its own gradients, and under
+# `jax.vmap` over stacked models runs them model by model instead of as one feature-grouped
+# convolution, which XLA:CPU runs slowly. On CPU either is fast only with
+# `fast_conv.recommended_xla_flags()` (main.py sets it; see BENCHMARKS.md).
+# 'auto' (the default) is 'cpu' on the CPU backend, where it measured as fast or faster, and
+# 'xla' on GPU/TPU.
 CONV_IMPLEMENTATIONS: dict[str, Callable] = {
     'xla': jax.lax.conv_general_dilated,
     'cpu': fast_conv.conv_general_dilated,
 }
+CONV_IMPL_CHOICES = ('auto',) + tuple(CONV_IMPLEMENTATIONS)
+
+
+def conv_primitive(conv_impl: str) -> Callable:
+  """The convolution function of a `conv_impl` name ('auto' resolved for the default backend)."""
+  if conv_impl == 'auto':
+    conv_impl = 'cpu' if jax.default_backend() == 'cpu' else 'xla'
+  if conv_impl not in CONV_IMPLEMENTATIONS:
+    raise ValueError(f'conv_impl={conv_impl!r} is not known; use one of {", ".join(CONV_IMPL_CHOICES)}.')
+  return CONV_IMPLEMENTATIONS[conv_impl]
 
 
 class PaddedConv(nnx.Module):
   """k×k convolution, stride 1, padded by (k−1)/2 with `padding`, then convolved VALID."""
 
   def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, *,
-               padding: str = 'zeros', use_bias: bool = True, conv_impl: str = 'xla',
+               padding: str = 'zeros', use_bias: bool = True, conv_impl: str = 'auto',
                dtype=None, rngs: nnx.Rngs):
     check_padding_mode(padding)
     if kernel_size % 2 != 1:
       raise ValueError(f'kernel_size={kernel_size} must be odd so that padding is symmetric.')
-    if conv_impl not in CONV_IMPLEMENTATIONS:
-      raise ValueError(f'conv_impl={conv_impl!r} is not known; use one of {sorted(CONV_IMPLEMENTATIONS)}.')
     self.padding = padding
     self.pad = (kernel_size - 1) // 2
+    # Zero padding is left to the convolution itself: the same numbers without a padded copy
+    # of the input, and the input gradient needs no slicing back. Other modes pad explicitly.
+    conv_padding = 'VALID'
+    self.input_padding = padding
+    if padding == 'zeros':
+      conv_padding = ((self.pad, self.pad), (self.pad, self.pad))
+      self.input_padding = 'valid'
     self.conv = nnx.Conv(
-        in_features, out_features, (kernel_size, kernel_size), padding='VALID',
-        use_bias=use_bias, dtype=dtype, conv_general_dilated=CONV_IMPLEMENTATIONS[conv_impl],
+        in_features, out_features, (kernel_size, kernel_size), padding=conv_padding,
+        use_bias=use_bias, dtype=dtype, conv_general_dilated=conv_primitive(conv_impl),
         rngs=rngs)
 
   def __call__(self, x):
-    return self.conv(pad_spatial(x, self.pad, self.padding))
+    return self.conv(pad_spatial(x, self.pad, self.input_padding))

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from pejax.layers import PaddedConv, check_padding_mode
+from pejax.layers import PaddedConv, check_padding_mode, conv_primitive
 
 # PyTorch's BatchNorm2d defaults (momentum 0.1 there is 0.9 here), as the paper used PyTorch.
 BATCH_NORM_MOMENTUM = 0.9
@@ -23,7 +23,7 @@ UNET_DEPTH = 4  # poolings; input sides must be divisible by 2**UNET_DEPTH
 
 class ConvBNReLU(nnx.Module):
 
-  def __init__(self, in_features, out_features, *, padding, conv_impl='xla', dtype=None,
+  def __init__(self, in_features, out_features, *, padding, conv_impl='auto', dtype=None,
                rngs: nnx.Rngs):
     self.conv = PaddedConv(in_features, out_features, 3, padding=padding, use_bias=False,
                            conv_impl=conv_impl, dtype=dtype, rngs=rngs)
@@ -37,7 +37,7 @@ class ConvBNReLU(nnx.Module):
 class DoubleConv(nnx.Module):
   """Two ConvBNReLU layers: one U-Net level (e.g. conv1_1 + conv1_2 of Table 3)."""
 
-  def __init__(self, in_features, out_features, *, padding, conv_impl='xla', dtype=None,
+  def __init__(self, in_features, out_features, *, padding, conv_impl='auto', dtype=None,
                rngs: nnx.Rngs):
     kwargs = dict(padding=padding, conv_impl=conv_impl, dtype=dtype, rngs=rngs)
     self.first = ConvBNReLU(in_features, out_features, **kwargs)
@@ -45,6 +45,12 @@ class DoubleConv(nnx.Module):
 
   def __call__(self, x, train: bool):
     return self.second(self.first(x, train), train)
+
+
+def score_conv(in_features, num_classes, *, conv_impl, dtype, rngs):
+  """The final 1×1 convolution (with bias), through the same convolution implementation."""
+  return nnx.Conv(in_features, num_classes, (1, 1), padding='VALID', dtype=dtype,
+                  conv_general_dilated=conv_primitive(conv_impl), rngs=rngs)
 
 
 def max_pool_2x2(x):
@@ -79,7 +85,7 @@ class UNet(nnx.Module):
   """Paper Table 3: 4 levels (w, 2w, 4w, 8w), bottleneck 8w, decoder 4w, 2w, w, w, 1×1 score."""
 
   def __init__(self, in_channels: int = 1, num_classes: int = 4, *, width: int = 64,
-               padding: str = 'zeros', conv_impl: str = 'xla', dtype=None, rngs: nnx.Rngs):
+               padding: str = 'zeros', conv_impl: str = 'auto', dtype=None, rngs: nnx.Rngs):
     check_padding_mode(padding)
     if padding == 'valid':
       raise ValueError("padding='valid' is not available for the U-Net: its skip connections "
@@ -94,7 +100,7 @@ class UNet(nnx.Module):
                              DoubleConv(4 * w + 4 * w, 2 * w, **kwargs),
                              DoubleConv(2 * w + 2 * w, w, **kwargs),
                              DoubleConv(w + w, w, **kwargs)])
-    self.score = nnx.Conv(w, num_classes, (1, 1), dtype=dtype, rngs=rngs)
+    self.score = score_conv(w, num_classes, conv_impl=conv_impl, dtype=dtype, rngs=rngs)
 
   def __call__(self, x, train: bool = False):
     _, height, width, _ = x.shape
@@ -122,12 +128,12 @@ class SmallCNN(nnx.Module):
   """
 
   def __init__(self, in_channels: int = 1, num_classes: int = 4, *, width: int = 64,
-               depth: int = 3, padding: str = 'zeros', conv_impl: str = 'xla', dtype=None,
+               depth: int = 3, padding: str = 'zeros', conv_impl: str = 'auto', dtype=None,
                rngs: nnx.Rngs):
     kwargs = dict(padding=padding, conv_impl=conv_impl, dtype=dtype, rngs=rngs)
     channels = [in_channels] + [width] * depth
     self.layers = nnx.List([ConvBNReLU(a, b, **kwargs) for a, b in zip(channels[:-1], channels[1:])])
-    self.score = nnx.Conv(width, num_classes, (1, 1), dtype=dtype, rngs=rngs)
+    self.score = score_conv(width, num_classes, conv_impl=conv_impl, dtype=dtype, rngs=rngs)
 
   def __call__(self, x, train: bool = False):
     for layer in self.layers:
@@ -139,7 +145,7 @@ MODELS = {'unet': UNet, 'cnn4': SmallCNN}
 
 
 def create_model(name: str, *, in_channels: int, num_classes: int = 4, width: int = 64,
-                 padding: str = 'zeros', conv_impl: str = 'xla', dtype=None, seed: int = 0):
+                 padding: str = 'zeros', conv_impl: str = 'auto', dtype=None, seed: int = 0):
   if name not in MODELS:
     raise ValueError(f'model={name!r} is not a model; use one of {", ".join(MODELS)}.')
   return MODELS[name](in_channels, num_classes, width=width, padding=padding,

@@ -9,7 +9,7 @@ from flax import nnx
 from jax import lax
 
 from pejax import fast_conv, models, steps
-from pejax.layers import CONV_IMPLEMENTATIONS, PaddedConv
+from pejax.layers import CONV_IMPLEMENTATIONS, PaddedConv, conv_primitive
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
 
@@ -169,6 +169,10 @@ def test_other_layouts_fall_back_to_lax():
 def test_registered_as_conv_impl():
   assert CONV_IMPLEMENTATIONS['cpu'] is fast_conv.conv_general_dilated
   assert CONV_IMPLEMENTATIONS['xla'] is lax.conv_general_dilated
+  expected_auto = 'cpu' if jax.default_backend() == 'cpu' else 'xla'
+  assert conv_primitive('auto') is CONV_IMPLEMENTATIONS[expected_auto]
+  with pytest.raises(ValueError, match="conv_impl='gpu' is not known; use one of auto, xla, cpu"):
+    conv_primitive('gpu')
 
 
 @pytest.mark.skipif(jax.default_backend() != 'cpu', reason='XLA:CPU options')
