@@ -50,7 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.log_every_epochs = 1
   config.checkpoint_every_epochs = 1
   config.max_checkpoints_to_keep = 2
-  config.eval_batch_size = 32
+  config.eval_batch_size = 32           # at most: splits are cut into equal batches
   config.num_image_panels = 4
   config.run_robustness = True
   config.robustness = robustness.default_robustness_config()

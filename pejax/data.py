@@ -35,6 +35,17 @@ def padded_rows(num_rows: int, num_shards: int) -> int:
   return max(num_shards, math.ceil(num_rows / num_shards) * num_shards)
 
 
+def balanced_batch_size(num_examples: int, max_batch_size: int, multiple: int = 1) -> int:
+  """The smallest batch size (a multiple of `multiple`) that covers `num_examples` in as few
+  batches as `max_batch_size` does.
+
+  For evaluation, where padded rows are computed and thrown away: 68 test images in batches of
+  at most 32 become 3 batches of 23 (1 padded row) instead of 3 of 32 (28 padded rows).
+  """
+  num_batches = max(1, math.ceil(num_examples / max_batch_size))
+  return max(multiple, math.ceil(math.ceil(num_examples / num_batches) / multiple) * multiple)
+
+
 def process_row_range(num_padded_rows: int) -> tuple[int, int]:
   """Rows [start, stop) of a row-sharded global array that live on this process's devices."""
   per_process = num_padded_rows // jax.process_count()

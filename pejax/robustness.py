@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from pejax import corruptions, files
+from pejax import corruptions, data, files
 from pejax.metrics import dice_sums, finalize_dice
 
 CORRUPTIONS = ('gaussian_noise', 'shot_noise', 'gaussian_blur')
@@ -50,7 +50,7 @@ def default_robustness_config() -> ml_collections.ConfigDict:
   cfg.shift_axis = 'x'        # 'x' (width), 'y' (height) or 'xy' (both by the same k)
   cfg.shift_fill = 'zeros'    # 'zeros' (image 0, label background) or 'edge'
   cfg.seed = 0
-  cfg.batch_size = 32
+  cfg.batch_size = 32          # at most; the test split is cut into equal batches (data.balanced_batch_size)
   return cfg
 
 
@@ -252,7 +252,8 @@ def evaluate_robustness(predict_fn: Callable, images, labels, cfg, *, num_classe
       jnp.asarray([row['shift'] for row in table], jnp.int32),
       jnp.asarray([row['level'] for row in table], jnp.int32),
       jnp.asarray(cfg.seed, jnp.uint32),
-      predict_fn=predict_fn, num_classes=num_classes, batch_size=cfg.batch_size,
+      predict_fn=predict_fn, num_classes=num_classes,
+      batch_size=data.balanced_batch_size(num_images, cfg.batch_size),
       max_blur_radius=max_blur_radius, shift_axis=cfg.shift_axis, shift_fill=cfg.shift_fill)
   sums = jax.device_get(sums)
 

@@ -211,9 +211,11 @@ class EvalSplit:
   labels_host: np.ndarray
 
 
-def place_eval_split(split: datasets.SplitArrays, batch_size: int, mesh) -> EvalSplit:
-  """Pads a split to whole batches and shards each batch over the devices."""
+def place_eval_split(split: datasets.SplitArrays, max_batch_size: int, mesh) -> EvalSplit:
+  """Pads a split to whole batches (of at most `max_batch_size`, as few padded rows as the
+  number of batches allows) and shards each batch over the devices."""
   count = len(split.images)
+  batch_size = data.balanced_batch_size(count, max_batch_size, mesh.size)
   num_batches = max(1, -(-count // batch_size))
   total = num_batches * batch_size
   sharding = NamedSharding(mesh, P(None, 'data'))

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pejax import corruptions, robustness
+from pejax import corruptions, data, robustness
 from pejax.metrics import dice_sums, finalize_dice
 
 NUM_IMAGES, SIZE = 10, 32
@@ -220,3 +220,13 @@ def test_aggregate_and_plots(grid, tmp_path):
   assert sorted(os.listdir(tmp_path)) == ['corruptions.png', 'shifts.png']
   with open(tmp_path / 'shifts.png', 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+@pytest.mark.parametrize('num_examples, max_batch, multiple, expected', [
+    (68, 32, 1, 23), (64, 32, 1, 32), (23, 32, 1, 23), (33, 32, 1, 17), (68, 32, 4, 24),
+    (1, 32, 4, 4), (100, 7, 1, 7)])
+def test_balanced_batch_size(num_examples, max_batch, multiple, expected):
+  size = data.balanced_batch_size(num_examples, max_batch, multiple)
+  assert size == expected
+  assert size % multiple == 0 and size <= max(max_batch, multiple)
+  assert -(-num_examples // size) == -(-num_examples // max_batch)  # no extra batch
