@@ -77,6 +77,11 @@ TIE_MARGIN = 0.01
 FAR_MARGIN = 0.1
 
 HOLDS, FAILS, NOT_MEASURED = 'holds', 'does not hold', 'not measured'
+NOT_ASSESSED = 'not assessed'
+# A dataset's claims are decided only if its models learnt it: the best setting's mean clean
+# Dice must beat the averaged-mask baseline by this much. Claims about untrained models (e.g.
+# a scale too small for the data) would be noise, whichever way they came out.
+LEARNT_MARGIN = 0.05
 
 
 class NoFinishedRunsError(ValueError):
@@ -920,12 +925,28 @@ CLAIMS = (
 )
 
 
+def _not_learnt(settings: Sequence[Setting], dataset: str) -> str | None:
+  """Why the dataset's claims cannot be assessed (no setting beats the averaged mask), or None."""
+  members = [s for s in settings if s.dataset == dataset and np.isfinite(s.test().mean)]
+  if not members:
+    return None
+  best = max(members, key=lambda s: s.test().mean)
+  baseline = best.averaged_mask().mean
+  if not np.isfinite(baseline) or best.test().mean >= baseline + LEARNT_MARGIN:
+    return None
+  return (f'the models did not learn this dataset at this scale: best mean Dice '
+          f'{best.test().mean:.3f} ({best.label}) vs averaged mask {baseline:.3f}')
+
+
 def evaluate_claims(settings: Sequence[Setting]) -> list[Verdict]:
   """One verdict per claim of the paper and dataset among `settings`."""
+  not_learnt = {dataset: _not_learnt(settings, dataset) for dataset in _datasets(settings)}
   verdicts = []
   for claim in CLAIMS:
     for dataset in _datasets(settings):
       status, numbers = claim.check(settings, dataset)
+      if not_learnt[dataset] and status != NOT_MEASURED:
+        status, numbers = NOT_ASSESSED, not_learnt[dataset]
       verdicts.append(Verdict(claim.name, dataset, status, numbers))
   return verdicts
 

@@ -8,4 +8,4 @@ from pejax import experiments
 
 
 def get_config():
-  return experiments.sweep_config(experiments.phantom_scale(), experiments.table2_data_size('phantom_chest', **experiments.NO_GRID))
+  return experiments.sweep_config(experiments.phantom_scale(), experiments.table2_data_size('phantom_chest', **experiments.PHANTOM_TABLE2_SETTINGS))
