@@ -1,5 +1,6 @@
 """The sweep report on a fake sweep folder whose Dice numbers are known by construction."""
 
+import json
 import os
 import subprocess
 import sys
@@ -317,6 +318,23 @@ def test_claims_not_assessed_where_no_model_beats_the_averaged_mask(tmp_path):
   verdicts = {v.claim: v for v in
               report.evaluate_claims(report.group_runs(report.collect_runs(str(tmp_path))))}
   assert verdicts['noise_robustness'].status == report.NOT_ASSESSED
-  assert 'best mean Dice 0.820' in verdicts['noise_robustness'].numbers
-  assert 'averaged mask 0.810' in verdicts['noise_robustness'].numbers
+  assert 'mean Dice 0.820 vs averaged mask 0.810' in verdicts['noise_robustness'].numbers
+  assert verdicts['small_cnn'].status == report.NOT_MEASURED  # no small-CNN runs at all
+
+
+def test_claims_not_assessed_where_a_class_is_never_found(tmp_path):
+  # Mean Dice well above the averaged mask, but the first class no better than the mask's.
+  for pe in (None, 256.0):
+    write_setting(str(tmp_path), f'cardiac_pe{pe}', 0.95, seeds=2, pe=pe,
+                  dataset='phantom_cardiac')
+  for folder in os.listdir(tmp_path):
+    path = os.path.join(tmp_path, folder, 'results.json')
+    results = json.load(open(path))
+    first = f'dice_{results["class_names"][0]}'
+    results['test'][first] = results['test_averaged_mask'][first]
+    files.write_json(path, results)
+  verdicts = {v.claim: v for v in
+              report.evaluate_claims(report.group_runs(report.collect_runs(str(tmp_path))))}
+  assert verdicts['noise_robustness'].status == report.NOT_ASSESSED
+  assert 'right_ventricle Dice' in verdicts['noise_robustness'].numbers
   assert verdicts['small_cnn'].status == report.NOT_MEASURED  # no small-CNN runs at all
