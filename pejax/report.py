@@ -434,6 +434,7 @@ class _Context:
   workdir: str
   suffix: str
   heading: str
+  all_settings: Sequence[Setting] = ()  # of every part: whether a dataset was learnt at all
   shown: set = dataclasses.field(default_factory=set)
   figures: list = dataclasses.field(default_factory=list)
 
@@ -948,9 +949,16 @@ def _not_learnt(settings: Sequence[Setting], dataset: str) -> str | None:
           f'({best.label}): {"; ".join(shortfalls)}')
 
 
-def evaluate_claims(settings: Sequence[Setting]) -> list[Verdict]:
-  """One verdict per claim of the paper and dataset among `settings`."""
-  not_learnt = {dataset: _not_learnt(settings, dataset) for dataset in _datasets(settings)}
+def evaluate_claims(settings: Sequence[Setting],
+                    learnt_reference: Sequence[Setting] | None = None) -> list[Verdict]:
+  """One verdict per claim of the paper and dataset among `settings`.
+
+  A dataset's claims are not assessed if no setting of `learnt_reference` (default:
+  `settings`; the report passes every part, so that e.g. small-CNN runs at another scale are
+  judged by whether anything learnt the dataset) learnt it.
+  """
+  reference = settings if learnt_reference is None else learnt_reference
+  not_learnt = {dataset: _not_learnt(reference, dataset) for dataset in _datasets(settings)}
   verdicts = []
   for claim in CLAIMS:
     for dataset in _datasets(settings):
@@ -962,7 +970,7 @@ def evaluate_claims(settings: Sequence[Setting]) -> list[Verdict]:
 
 
 def _verdict_section(ctx: _Context, settings: Sequence[Setting]) -> list[str]:
-  verdicts = evaluate_claims(settings)
+  verdicts = evaluate_claims(settings, ctx.all_settings or None)
   out = [f'{ctx.heading} Verdicts on the paper\'s claims', '',
          'Each claim is decided per dataset by the rule beside it, on means over seeds. A '
          'phantom verdict is about the phantom, not about the paper\'s data.', '']
@@ -1073,9 +1081,9 @@ def write_report(workdir: str, *, title: str | None = None) -> str:
     members = [s for s in settings if s.scale == key]
     if len(scale_keys) > 1:
       lines += [f'## Part {index + 1}: {scales[key]}', '']
-      ctx = _Context(workdir, f'_part{index + 1}', '###')
+      ctx = _Context(workdir, f'_part{index + 1}', '###', settings)
     else:
-      ctx = _Context(workdir, '', '##')
+      ctx = _Context(workdir, '', '##', settings)
     for section in SECTIONS + (_other_section,):
       lines += section(ctx, members)
   path = os.path.join(workdir, REPORT_FILE)

@@ -338,3 +338,20 @@ def test_claims_not_assessed_where_a_class_is_never_found(tmp_path):
   assert verdicts['noise_robustness'].status == report.NOT_ASSESSED
   assert 'right_ventricle Dice' in verdicts['noise_robustness'].numbers
   assert verdicts['small_cnn'].status == report.NOT_MEASURED  # no small-CNN runs at all
+
+
+def test_whether_a_dataset_was_learnt_is_judged_over_every_part(tmp_path):
+  # The small CNN (its own scale, 30 epochs) barely beats the averaged mask; the U-Net of the
+  # other part learnt the dataset, so the small-CNN claim is assessed, and holds.
+  write_setting(str(tmp_path), 'unet', 0.95, seeds=2, dataset='phantom_chest')
+  for pe, clean in ((None, 0.30), (256.0, 0.83)):
+    write_setting(str(tmp_path), f'cnn4_pe{pe}', clean, seeds=2, pe=pe, dataset='phantom_chest',
+                  model='cnn4', num_epochs=30)
+  text = open(report.write_report(str(tmp_path))).read()
+  assert '## Part 2' in text
+  assert '  - chest phantom: **holds** — clean Dice no PE 0.300' in text
+  assert '**not assessed**' not in text
+  # Judged on the small-CNN part alone, the chest phantom counts as not learnt.
+  cnn4_only = [s for s in report.group_runs(report.collect_runs(str(tmp_path))) if s.model == 'cnn4']
+  assert {v.status for v in report.evaluate_claims(cnn4_only) if v.claim == 'small_cnn'} == {
+      report.NOT_ASSESSED}
