@@ -131,9 +131,11 @@ def _convolution(padding, precision, preferred_element_type):
     return forward(x, w)
 
   def conv_forward(x, w):
-    # The barrier makes the saved input the buffer the forward convolution read. Without it
-    # XLA recomputes x's producers (BatchNorm, ReLU, padding) inside the weight gradient's
-    # transpose, element by element in transposed order: several times slower than a copy.
+    # Meant to make the saved input the buffer the forward convolution read, so that its
+    # producers (BatchNorm, ReLU) are not recomputed inside the weight gradient's transpose,
+    # which then runs several times slower than a plain one. jaxlib 0.10.2's XLA:CPU removes
+    # barriers before fusion and fuses them anyway (BENCHMARKS.md); the barriers are identities
+    # and the recorded timings were taken with them.
     x = lax.optimization_barrier(x)
     return forward(x, w), (x, w)
 
