@@ -65,7 +65,8 @@ def conv_primitive(conv_impl: str) -> Callable:
 
 
 class PaddedConv(nnx.Module):
-  """k×k convolution, stride 1, padded by (k−1)/2 with `padding`, then convolved VALID."""
+  """k×k convolution, stride 1, padded by (k−1)/2 with `padding`: zeros by the convolution
+  itself, every other mode explicitly (`pad_spatial`) before a VALID convolution."""
 
   def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, *,
                padding: str = 'zeros', use_bias: bool = True, conv_impl: str = 'auto',

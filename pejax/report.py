@@ -434,7 +434,7 @@ class _Context:
   workdir: str
   suffix: str
   heading: str
-  all_settings: Sequence[Setting] = ()  # of every part: whether a dataset was learnt at all
+  all_settings: Sequence[Setting]  # of every part: whether a dataset was learnt at all
   shown: set = dataclasses.field(default_factory=set)
   figures: list = dataclasses.field(default_factory=list)
 
@@ -928,17 +928,18 @@ CLAIMS = (
 
 
 def _not_learnt(settings: Sequence[Setting], dataset: str) -> str | None:
-  """Why the dataset's claims cannot be assessed (no setting beats the averaged mask), or None."""
+  """Why the dataset's claims cannot be assessed (its best setting does not beat the averaged
+  mask, overall by LEARNT_MARGIN and in every class), or None."""
   members = [s for s in settings if s.dataset == dataset and np.isfinite(s.test().mean)]
   if not members:
     return None
   best = max(members, key=lambda s: s.test().mean)
-  baseline = best.averaged_mask().mean
+  best_dice, baseline = best.test().mean, best.averaged_mask().mean
   if not np.isfinite(baseline):
     return None
   shortfalls = []
-  if best.test().mean < baseline + LEARNT_MARGIN:
-    shortfalls.append(f'mean Dice {best.test().mean:.3f} vs averaged mask {baseline:.3f}')
+  if best_dice < baseline + LEARNT_MARGIN:
+    shortfalls.append(f'mean Dice {best_dice:.3f} vs averaged mask {baseline:.3f}')
   for name in best.class_names:
     dice, mask = best.test(f'dice_{name}').mean, best.averaged_mask(f'dice_{name}').mean
     if np.isfinite(dice) and np.isfinite(mask) and dice <= mask:
@@ -970,7 +971,7 @@ def evaluate_claims(settings: Sequence[Setting],
 
 
 def _verdict_section(ctx: _Context, settings: Sequence[Setting]) -> list[str]:
-  verdicts = evaluate_claims(settings, ctx.all_settings or None)
+  verdicts = evaluate_claims(settings, ctx.all_settings)
   out = [f'{ctx.heading} Verdicts on the paper\'s claims', '',
          'Each claim is decided per dataset by the rule beside it, on means over seeds. A '
          'phantom verdict is about the phantom, not about the paper\'s data.', '']

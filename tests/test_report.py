@@ -309,14 +309,19 @@ def test_cli_fails_without_finished_runs(tmp_path):
   assert not (tmp_path / 'report.md').exists()
 
 
+def claim_verdicts(root):
+  """{claim name: Verdict} for a folder holding runs of one dataset."""
+  settings = report.group_runs(report.collect_runs(str(root)))
+  return {v.claim: v for v in report.evaluate_claims(settings)}
+
+
 def test_claims_not_assessed_where_no_model_beats_the_averaged_mask(tmp_path):
   # Every model within LEARNT_MARGIN of the averaged mask (0.81): the noise-robustness claim
   # would "hold" on these numbers, but the models learnt nothing to be robust with.
   for pe, noise_drop in ((None, 0.3), (256.0, 0.0)):
     write_setting(str(tmp_path), f'cardiac_pe{pe}', 0.82, seeds=2, pe=pe, noise_drop=noise_drop,
                   dataset='phantom_cardiac')
-  verdicts = {v.claim: v for v in
-              report.evaluate_claims(report.group_runs(report.collect_runs(str(tmp_path))))}
+  verdicts = claim_verdicts(tmp_path)
   assert verdicts['noise_robustness'].status == report.NOT_ASSESSED
   assert 'mean Dice 0.820 vs averaged mask 0.810' in verdicts['noise_robustness'].numbers
   assert verdicts['small_cnn'].status == report.NOT_MEASURED  # no small-CNN runs at all
@@ -333,8 +338,7 @@ def test_claims_not_assessed_where_a_class_is_never_found(tmp_path):
     first = f'dice_{results["class_names"][0]}'
     results['test'][first] = results['test_averaged_mask'][first]
     files.write_json(path, results)
-  verdicts = {v.claim: v for v in
-              report.evaluate_claims(report.group_runs(report.collect_runs(str(tmp_path))))}
+  verdicts = claim_verdicts(tmp_path)
   assert verdicts['noise_robustness'].status == report.NOT_ASSESSED
   assert 'right_ventricle Dice' in verdicts['noise_robustness'].numbers
   assert verdicts['small_cnn'].status == report.NOT_MEASURED  # no small-CNN runs at all
