@@ -48,18 +48,29 @@ class SettingsMismatchError(ValueError):
 
 
 def model_spec(config: ml_collections.ConfigDict, num_classes: int):
-  """The StepSpec of a config (graph definition, optimizer) and a function making its state."""
-  compute_dtype = jnp.bfloat16 if config.compute_dtype == 'bfloat16' else None
+  """The StepSpec of a config (graph definition, optimizer) and a function making its state.
+
+  Configs that define the same model and optimizer get the same (equal) objects, so the runs
+  of a sweep reuse each other's compiled programs instead of tracing them again.
+  """
+  return _model_spec(config.model, config.use_pe, config.width, config.padding, config.conv_impl,
+                     config.compute_dtype, float(config.learning_rate), num_classes)
+
+
+@functools.lru_cache(maxsize=16)
+def _model_spec(model: str, use_pe: bool, width: int, padding: str, conv_impl: str,
+                compute_dtype_name: str, learning_rate: float, num_classes: int):
+  compute_dtype = jnp.bfloat16 if compute_dtype_name == 'bfloat16' else None
 
   def make_model(seed):
+    # The number of PE channels does not depend on λ (any λ > 0 adds two).
     return models.create_model(
-        config.model, in_channels=input_channels(config.pe_scale if config.use_pe else None),
-        num_classes=num_classes, width=config.width, padding=config.padding,
-        conv_impl=config.conv_impl, dtype=compute_dtype, seed=seed)
+        model, in_channels=input_channels(1.0 if use_pe else None), num_classes=num_classes,
+        width=width, padding=padding, conv_impl=conv_impl, dtype=compute_dtype, seed=seed)
 
   graphdef, _, _ = steps.split_model(jax.eval_shape(lambda: make_model(0)))
-  spec = steps.StepSpec(graphdef=graphdef, optimizer=optax.adam(config.learning_rate),
-                        num_classes=num_classes, use_pe=config.use_pe, compute_dtype=compute_dtype)
+  spec = steps.StepSpec(graphdef=graphdef, optimizer=optax.adam(learning_rate),
+                        num_classes=num_classes, use_pe=use_pe, compute_dtype=compute_dtype)
 
   def init_state(seed):
     parameter_key, data_key = jax.random.split(jax.random.key(seed))
@@ -67,6 +78,11 @@ def model_spec(config: ml_collections.ConfigDict, num_classes: int):
     return steps.init_train_state(spec, params, batch_stats, data_key)
 
   return spec, init_state
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_init(init_state, sharding):
+  return jax.jit(init_state, out_shardings=sharding)
 
 
 def count_parameters(params) -> int:
@@ -140,6 +156,12 @@ class EpochRunner:
       self._next_epoch = jax.jit(lambda state: state.replace(epoch=state.epoch + 1),
                                  donate_argnums=(0,))
     self.num_models = num_models
+
+  @classmethod
+  @functools.lru_cache(maxsize=16)
+  def shared(cls, spec, batch_sharding, batch_size: int, num_models: int, scan: bool):
+    """One runner (with its compiled programs) per distinct setting, reused by later runs."""
+    return cls(spec, batch_sharding, batch_size, num_models, scan)
 
   def __call__(self, state, pe_scale, example_ids, images, labels):
     if self.scan:
@@ -368,31 +390,44 @@ def restore_common_epoch(runs: Sequence[Run], abstract_state):
   return epoch, states
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _evaluate_batches(predictor: Predictor, model_state, images, labels, valid):
+  return evaluate_batches(predictor, model_state, images, labels, valid)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _predict(predictor: Predictor, model_state, images):
+  return predictor(model_state, images)
+
+
+_averaged_mask_sums = jax.jit(averaged_mask_sums, static_argnums=0)
+
+
 class Evaluator:
-  """The compiled evaluations shared by the runs of a group."""
+  """The evaluations of the runs of a group, compiled once per model and normalization (the
+  jitted functions are module-level with the hashable predictor static, so later runs of a
+  sweep reuse them)."""
 
   def __init__(self, spec: steps.StepSpec, run_data: RunData):
     self.predictor = Predictor(spec, run_data.normalizer)
     self.run_data = run_data
-    self._evaluate = jax.jit(functools.partial(evaluate_batches, self.predictor))
-    self._predict = jax.jit(self.predictor)
-    self._baseline = jax.jit(averaged_mask_sums, static_argnums=0)
 
   def dice(self, state, pe_scale, split: EvalSplit) -> dict[str, float]:
-    sums = jax.device_get(self._evaluate((state, pe_scale), split.images, split.labels, split.valid))
+    sums = jax.device_get(_evaluate_batches(self.predictor, (state, pe_scale), split.images,
+                                            split.labels, split.valid))
     result = metrics_lib.finalize_dice(sums, self.run_data.dataset.class_names)
     result['loss'] = float(sums['loss_sum'] / sums['example_count'])
     return result
 
   def averaged_mask_dice(self, example_ids, split: EvalSplit) -> dict[str, float]:
-    sums = self._baseline(self.run_data.dataset.num_classes, self.run_data.train_labels,
+    sums = _averaged_mask_sums(self.run_data.dataset.num_classes, self.run_data.train_labels,
                           jnp.asarray(example_ids), split.labels, split.valid)
     return metrics_lib.finalize_dice(jax.device_get(sums), self.run_data.dataset.class_names)
 
   def panel(self, state, pe_scale, count: int):
     split = self.run_data.validation
     count = min(count, len(split.images01))
-    predictions = np.asarray(self._predict((state, pe_scale), split.images01[:count]))
+    predictions = np.asarray(_predict(self.predictor, (state, pe_scale), split.images01[:count]))
     return label_panel(split.images01, split.labels_host, predictions, count)
 
 
@@ -473,7 +508,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
 
   spec, init_state = model_spec(first, run_data.dataset.num_classes)
   replicated = data.replicated(mesh)
-  init = jax.jit(init_state, out_shardings=replicated)
+  init = _jitted_init(init_state, replicated)
   initial = [init(run.config.seed) for run in runs]
   num_params = count_parameters(initial[0].params)
   is_writer = jax.process_index() == 0
@@ -529,8 +564,10 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
   """The epoch loop of a group: one compiled (vmapped when K > 1) epoch, logs, checkpoints."""
   config = runs[0].config
   num_models = len(runs)
-  run_epoch = EpochRunner(spec, NamedSharding(mesh, P('data')), config.batch_size, num_models,
-                          scan=config.scan_epoch)
+  num_examples = len(runs[0].example_ids)
+  batch_size = data.training_batch_size(num_examples, config.batch_size, mesh.size)
+  run_epoch = EpochRunner.shared(spec, NamedSharding(mesh, P('data')), batch_size, num_models,
+                                 bool(config.scan_epoch))
   if num_models > 1:
     state = stack(states)
     pe_scales = jnp.asarray([pe_scale_of(run.config) for run in runs], jnp.float32)
@@ -541,8 +578,7 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
     example_ids = jnp.asarray(runs[0].example_ids)
   member = (lambda tree, k: unstack(tree, k)) if num_models > 1 else (lambda tree, k: tree)
 
-  num_examples = len(runs[0].example_ids)
-  steps_per_epoch = -(-num_examples // config.batch_size)
+  steps_per_epoch = -(-num_examples // batch_size)
   start_epoch = restored_epoch or 0
   last_checkpoint = restored_epoch
   report_progress = periodic_actions.ReportProgress(

@@ -53,6 +53,20 @@ def test_grouping_puts_only_seed_and_lambda_variants_together():
   assert len(sweep.plan_programs(sweep.expand(base), models_per_program=3)) == 6
 
 
+def test_runs_of_the_same_model_share_their_compiled_programs():
+  base = configuration.quick(configuration.base_config())
+  other_seed_and_scale = configuration.quick(configuration.base_config())
+  other_seed_and_scale.update(seed=3, pe_scale=256.0)
+  spec, init_state = train.model_spec(base, num_classes=4)
+  assert train.model_spec(other_seed_and_scale, num_classes=4) == (spec, init_state)
+  for change in ({'learning_rate': 0.01}, {'width': 8}, {'use_pe': False}, {'padding': 'reflect'},
+                 {'model': 'cnn4'}, {'compute_dtype': 'bfloat16'}):
+    other = configuration.quick(configuration.base_config())
+    other.update(change)
+    assert train.model_spec(other, num_classes=4)[0] != spec, change
+  assert train.model_spec(base, num_classes=2)[0] != spec
+
+
 def test_unknown_setting_in_a_sweep_is_refused():
   base = configuration.base_config()
   base.sweep = [{'pe_sclae': 1.0}]

@@ -1,15 +1,19 @@
 """End-to-end training tests on the chest phantom (CPU, fixed seeds)."""
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 import textwrap
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from pejax import configuration, train
+from pejax import configuration, data, steps, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -102,6 +106,37 @@ def test_subset_of_training_examples(data_dir, tmp_path):
   results = train.train_and_evaluate(small_config(data_dir, num_epochs=1, num_train_examples=5),
                                      str(tmp_path / 'run'))
   assert results['num_train_examples'] == 5 and results['steps'] == 1
+
+
+@pytest.mark.parametrize('num_examples, batch_size, multiple, expected', [
+    (5, 20, 1, 5), (10, 20, 1, 10), (10, 20, 4, 20), (7, 20, 1, 20), (20, 20, 1, 20),
+    (156, 20, 1, 20), (1, 20, 1, 1)])
+def test_training_batch_size(num_examples, batch_size, multiple, expected):
+  assert data.training_batch_size(num_examples, batch_size, multiple) == expected
+
+
+def test_a_batch_filled_from_a_small_training_set_equals_the_set_alone():
+  """What lets `training_batch_size` train 5 images in a batch of 5 instead of a filled 20."""
+  config = small_config(None)  # the small CNN: three BatchNorm layers
+  spec, init_state = train.model_spec(config, num_classes=4)
+  # Plain gradient descent with step 1: the new parameters show the gradients themselves
+  # (Adam's first step is about ±learning rate whatever the gradient's size).
+  spec = dataclasses.replace(spec, optimizer=optax.sgd(1.0))
+  state = init_state(0)
+  state = state.replace(opt_state=spec.optimizer.init(state.params))
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.normal(size=(5, 32, 32, 1)), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, 4, size=(5, 32, 32)), jnp.int32)
+  rows, weights = train.epoch_order(state.rng, 0, jnp.arange(5), batch_size=20)
+  train_step = jax.jit(steps.train_step, static_argnums=0)
+  filled_state, filled = train_step(spec, state, images[rows[0]], labels[rows[0]], weights[0],
+                                    jnp.float32(1.0))
+  alone_state, alone = train_step(spec, state, images, labels, jnp.ones(5), jnp.float32(1.0))
+  np.testing.assert_allclose(filled['loss'], alone['loss'], rtol=1e-5)
+  np.testing.assert_allclose(filled['grad_norm'], alone['grad_norm'], rtol=1e-4)
+  for new, reference in zip(jax.tree.leaves((filled_state.params, filled_state.batch_stats)),
+                            jax.tree.leaves((alone_state.params, alone_state.batch_stats))):
+    np.testing.assert_allclose(new, reference, rtol=1e-4, atol=1e-6)
 
 
 MULTI_DEVICE_SCRIPT = textwrap.dedent('''
