@@ -28,6 +28,8 @@ RESULTS_FILE = 'results.json'
 CONFIG_FILE = 'config.json'
 ROBUSTNESS_FILE = 'robustness.json'
 REPORT_FILE = 'report.md'
+# The figures the last report wrote, so that the next one can remove those it does not write.
+FIGURES_FILE = 'report_figures.json'
 
 # Standard deviations over seeds are population standard deviations, the same convention as
 # the bands of `robustness.aggregate_robustness` in the figures.
@@ -992,6 +994,26 @@ def _other_section(ctx: _Context, settings: Sequence[Setting]) -> list[str]:
            'above; clean test Dice.', ''] + markdown_table(['setting', 'Dice', 'n'], rows))
 
 
+def _summary_section(parts: Sequence[tuple[str, Sequence[Setting]]],
+                     all_settings: Sequence[Setting]) -> list[str]:
+  """The verdicts of a report with several parts in one list: each claim is judged in the
+  parts that have its runs (e.g. Table 2 at 100 epochs, the small CNN at 30)."""
+  out = ['## Verdicts on the paper\'s claims, all parts', '',
+         'Each claim as judged in the parts that have its runs (rules and every number in the '
+         'parts below).', '']
+  judged = [(label, evaluate_claims(members, all_settings)) for label, members in parts]
+  for claim in CLAIMS:
+    out.append(f'- **{claim.text}.**')
+    for dataset in _datasets(all_settings):
+      found = [(label, v) for label, verdicts in judged for v in verdicts
+               if v.claim == claim.name and v.dataset == dataset and v.status != NOT_MEASURED]
+      if not found:
+        out.append(f'  - {_title(dataset)}: **{NOT_MEASURED}**')
+      for label, verdict in found:
+        out.append(f'  - {_title(dataset)} ({label}): **{verdict.status}** — {verdict.numbers}')
+  return out + ['']
+
+
 SECTIONS = (_verdict_section, _table1_section, _corruptions_section, _small_cnn_section,
             _table2_section, _padding_section, _shift_section, _jitter_section)
 
@@ -1078,19 +1100,40 @@ def write_report(workdir: str, *, title: str | None = None) -> str:
   scales = {key: _scale_label(value, differing) for key, value in zip(scale_keys, scale_settings)}
   title = title or f'pejax report: {os.path.basename(os.path.normpath(os.path.abspath(workdir)))}'
   lines = _header(title, runs, unfinished, settings, scales)
-  for index, key in enumerate(scale_keys):
-    members = [s for s in settings if s.scale == key]
-    if len(scale_keys) > 1:
-      lines += [f'## Part {index + 1}: {scales[key]}', '']
+  parts = [(f'part {index + 1}, {scales[key]}', [s for s in settings if s.scale == key])
+           for index, key in enumerate(scale_keys)]
+  if len(parts) > 1:
+    lines += _summary_section(parts, settings)
+  figures = []
+  for index, (_, members) in enumerate(parts):
+    if len(parts) > 1:
+      lines += [f'## Part {index + 1}: {scales[scale_keys[index]]}', '']
       ctx = _Context(workdir, f'_part{index + 1}', '###', settings)
     else:
       ctx = _Context(workdir, '', '##', settings)
     for section in SECTIONS + (_other_section,):
       lines += section(ctx, members)
+    figures += [os.path.basename(figure) for figure in ctx.figures]
   path = os.path.join(workdir, REPORT_FILE)
   text = '\n'.join(lines).rstrip('\n') + '\n'
   files.write_atomically(path, lambda f: f.write(text))
+  _remove_stale_figures(workdir, figures)
   return path
+
+
+def _remove_stale_figures(workdir: str, figures: Sequence[str]) -> None:
+  """Deletes the figures an earlier report wrote (listed in its FIGURES_FILE) that this one
+  did not write again (e.g. after the part numbering changed), then lists this report's."""
+  listing = os.path.join(workdir, FIGURES_FILE)
+  previous = _read_json_or_none(listing) if os.path.exists(listing) else None
+  for name in (previous or {}).get('figures', []):
+    # Only plain file names of this folder: the listing is ours, but it is read from disk.
+    if name not in figures and name == os.path.basename(name) and name.endswith('.png'):
+      try:
+        os.remove(os.path.join(workdir, name))
+      except FileNotFoundError:
+        pass
+  files.write_json(listing, {'figures': sorted(figures)})
 
 
 def main(argv):

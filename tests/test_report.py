@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -344,13 +345,20 @@ def test_claims_not_assessed_where_a_class_is_never_found(tmp_path):
   assert verdicts['small_cnn'].status == report.NOT_MEASURED  # no small-CNN runs at all
 
 
+def two_scale_sweep(root):
+  """A U-Net setting (quick scale) and small-CNN settings at 30 epochs: a two-part report."""
+  write_setting(str(root), 'unet', 0.95, seeds=2, dataset='phantom_chest')
+  write_setting(str(root), 'unet_pe256', 0.93, seeds=2, pe=256.0, noise_drop=0.0,
+                dataset='phantom_chest')
+  for pe, clean in ((None, 0.30), (256.0, 0.83)):
+    write_setting(str(root), f'cnn4_pe{pe}', clean, seeds=2, pe=pe, dataset='phantom_chest',
+                  model='cnn4', num_epochs=30)
+
+
 def test_whether_a_dataset_was_learnt_is_judged_over_every_part(tmp_path):
   # The small CNN (its own scale, 30 epochs) barely beats the averaged mask; the U-Net of the
   # other part learnt the dataset, so the small-CNN claim is assessed, and holds.
-  write_setting(str(tmp_path), 'unet', 0.95, seeds=2, dataset='phantom_chest')
-  for pe, clean in ((None, 0.30), (256.0, 0.83)):
-    write_setting(str(tmp_path), f'cnn4_pe{pe}', clean, seeds=2, pe=pe, dataset='phantom_chest',
-                  model='cnn4', num_epochs=30)
+  two_scale_sweep(tmp_path)
   text = open(report.write_report(str(tmp_path))).read()
   assert '## Part 2' in text
   assert '  - chest phantom: **holds** — clean Dice no PE 0.300' in text
@@ -359,3 +367,36 @@ def test_whether_a_dataset_was_learnt_is_judged_over_every_part(tmp_path):
   cnn4_only = [s for s in report.group_runs(report.collect_runs(str(tmp_path))) if s.model == 'cnn4']
   assert {v.status for v in report.evaluate_claims(cnn4_only) if v.claim == 'small_cnn'} == {
       report.NOT_ASSESSED}
+
+
+
+def test_a_report_in_parts_lists_every_verdict_in_one_place(tmp_path):
+  two_scale_sweep(tmp_path)
+  text = open(report.write_report(str(tmp_path))).read()
+  summary = text[text.index("## Verdicts on the paper's claims, all parts"):text.index('## Part 1')]
+  assert ('  - chest phantom (part 2, 64×64, width 16, 30 epochs): **holds** — clean Dice no PE '
+          '0.300') in summary
+  assert ('  - chest phantom (part 1, 64×64, width 16, 20 epochs): **holds** — noise drop: no PE '
+          '0.100, PE λ=256 0.000') in summary
+  # A claim no part has runs for appears once, as not measured.
+  assert ('- **With 5/10 training images PE helps the U-Net (Table 2).**\n  - chest phantom: '
+          '**not measured**') in summary
+  for claim in report.CLAIMS:
+    assert summary.count(f'- **{claim.text}.**') == 1
+
+
+def test_a_new_report_removes_the_figures_only_an_old_one_wrote(tmp_path):
+  two_scale_sweep(tmp_path)
+  report.write_report(str(tmp_path))
+  assert os.path.exists(tmp_path / 'fig2_phantom_chest_unet_part1.png')
+  assert os.path.exists(tmp_path / 'fig5_phantom_chest_shift_part1.png')
+  (tmp_path / 'my_figure.png').write_bytes(b'mine')
+  for folder in os.listdir(tmp_path):
+    if folder.startswith('cnn4'):
+      shutil.rmtree(tmp_path / folder)
+  text = open(report.write_report(str(tmp_path))).read()
+  assert '## Part' not in text
+  pngs = sorted(n for n in os.listdir(tmp_path) if n.endswith('.png'))
+  assert pngs == ['fig2_phantom_chest_unet.png', 'fig5_phantom_chest_shift.png', 'my_figure.png']
+  assert json.load(open(tmp_path / report.FIGURES_FILE)) == {
+      'figures': ['fig2_phantom_chest_unet.png', 'fig5_phantom_chest_shift.png']}
