@@ -7,7 +7,7 @@ CPU-sized variant (64×64, width 16, 20 epochs):
 Other data / settings: --config.dataset=jsrt|acdc|phantom_cardiac --config.pe_scale=256 ...
 
 Expected result (measured, :quick on a 2-core CPU, 2026-11-24): test Dice 0.978 (right lung
-0.990, left lung 0.991, heart 0.954); averaged-mask baseline 0.816; 95 s. On JSRT at the paper's
+0.990, left lung 0.991, heart 0.954); averaged-mask baseline 0.816; 70 s. On JSRT at the paper's
 settings the paper reports 0.9649 ± 0.0012.
 """
 
