@@ -996,12 +996,14 @@ def _other_section(ctx: _Context, settings: Sequence[Setting]) -> list[str]:
 
 def _summary_section(parts: Sequence[tuple[str, Sequence[Setting]]],
                      all_settings: Sequence[Setting]) -> list[str]:
-  """The verdicts of a report with several parts in one list: each claim is judged in the
-  parts that have its runs (e.g. Table 2 at 100 epochs, the small CNN at 30)."""
+  """The verdicts of a report with several parts ((scale label, settings) each) in one list:
+  each claim is judged in the parts that have its runs (e.g. Table 2 at 100 epochs, the small
+  CNN at 30)."""
   out = ['## Verdicts on the paper\'s claims, all parts', '',
          'Each claim as judged in the parts that have its runs (rules and every number in the '
          'parts below).', '']
-  judged = [(label, evaluate_claims(members, all_settings)) for label, members in parts]
+  judged = [(f'part {index}, {scale}', evaluate_claims(members, all_settings))
+            for index, (scale, members) in enumerate(parts, 1)]
   for claim in CLAIMS:
     out.append(f'- **{claim.text}.**')
     for dataset in _datasets(all_settings):
@@ -1100,14 +1102,13 @@ def write_report(workdir: str, *, title: str | None = None) -> str:
   scales = {key: _scale_label(value, differing) for key, value in zip(scale_keys, scale_settings)}
   title = title or f'pejax report: {os.path.basename(os.path.normpath(os.path.abspath(workdir)))}'
   lines = _header(title, runs, unfinished, settings, scales)
-  parts = [(f'part {index + 1}, {scales[key]}', [s for s in settings if s.scale == key])
-           for index, key in enumerate(scale_keys)]
+  parts = [(scales[key], [s for s in settings if s.scale == key]) for key in scale_keys]
   if len(parts) > 1:
     lines += _summary_section(parts, settings)
   figures = []
-  for index, (_, members) in enumerate(parts):
+  for index, (scale, members) in enumerate(parts):
     if len(parts) > 1:
-      lines += [f'## Part {index + 1}: {scales[scale_keys[index]]}', '']
+      lines += [f'## Part {index + 1}: {scale}', '']
       ctx = _Context(workdir, f'_part{index + 1}', '###', settings)
     else:
       ctx = _Context(workdir, '', '##', settings)

@@ -369,7 +369,6 @@ def test_whether_a_dataset_was_learnt_is_judged_over_every_part(tmp_path):
       report.NOT_ASSESSED}
 
 
-
 def test_a_report_in_parts_lists_every_verdict_in_one_place(tmp_path):
   two_scale_sweep(tmp_path)
   text = open(report.write_report(str(tmp_path))).read()
