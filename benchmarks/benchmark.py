@@ -56,8 +56,9 @@ def parse_args(argv=None):
   parser.add_argument('--no_torch', dest='torch', action='store_false')
   parser.add_argument('--torch_compile', action='store_true', help='Also time torch.compile(model).')
   parser.add_argument('--torch_channels_last', action='store_true')
-  parser.add_argument('--stacked', default='', help='e.g. 1,4,12: K models trained by jax.vmap vs K '
-                                                    'sequential steps (small CNN, and U-Net at --stacked_unet_width).')
+  parser.add_argument('--stacked', default='',
+                      help='e.g. 1,4,12: K models trained by jax.vmap vs K sequential steps '
+                           '(small CNN, and U-Net at --stacked_unet_width).')
   parser.add_argument('--stacked_unet_width', type=int, default=16)
   parser.add_argument('--stacked_size', type=int, default=64)
   parser.add_argument('--only_stacked', action='store_true')

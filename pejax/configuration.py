@@ -1,19 +1,20 @@
-"""The settings of one run, their defaults (the paper's), and their validation.
+"""The settings of one run, their defaults (the paper's), their validation, and settings as JSON.
 
 Every config in `configs/` starts from `base_config()` and changes a few fields. Validation runs
 before any data is loaded or anything is written, and names the setting, its value and what is
-allowed.
+allowed. This module imports no JAX, TensorFlow or TFDS, so that loading a config is instant.
 """
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import ml_collections
 from ml_collections import config_dict
 
-from pejax import layers, models, robustness
-
-DATASETS = ('phantom_chest', 'phantom_cardiac', 'jsrt', 'acdc')
-COMPUTE_DTYPES = ('float32', 'bfloat16')
+from pejax import choices
+from pejax.errors import SettingError
 
 # Settings that change how a run is watched or computed, not what it computes (conv_impl only
 # reorders float sums): a finished or interrupted run may be continued with other values.
@@ -53,14 +54,29 @@ def base_config() -> ml_collections.ConfigDict:
   config.eval_batch_size = 32           # at most: splits are cut into equal batches
   config.num_image_panels = 4
   config.run_robustness = True
-  config.robustness = robustness.default_robustness_config()
+  config.robustness = default_robustness_config()
   return config
+
+
+def default_robustness_config() -> ml_collections.ConfigDict:
+  """Settings of the robustness grid; corruption lists hold the parameter of severity 1..5."""
+  cfg = ml_collections.ConfigDict()
+  cfg.gaussian_noise = choices.GAUSSIAN_NOISE_SIGMAS   # σ on [0, 1] intensities
+  cfg.shot_noise = choices.SHOT_NOISE_COUNTS           # c; smaller is more severe
+  cfg.gaussian_blur = choices.GAUSSIAN_BLUR_SIGMAS     # σ in pixels
+  cfg.severities = choices.SEVERITIES
+  # None: the paper's −64…64 step 8 at 256 px, scaled to the image size (17 shifts).
+  cfg.shifts = config_dict.placeholder(tuple)
+  cfg.shift_axis = 'x'        # 'x' (width), 'y' (height) or 'xy' (both by the same k)
+  cfg.shift_fill = 'zeros'    # 'zeros' (image 0, label background) or 'edge'
+  cfg.seed = 0
+  return cfg
 
 
 def quick(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Sizes a config for a 2-core CPU: 64×64 phantoms, narrower net, fewer epochs.
 
-  The small CNN learns slower per epoch than the U-Net but its epochs are ~5× cheaper.
+  The small CNN learns slower per epoch than the U-Net but its epochs are cheaper.
   """
   config.image_size = 64
   config.width = 16
@@ -75,38 +91,32 @@ VARIANTS = {'': lambda config: config, 'quick': quick}
 def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
   """`configs/x.py:quick` style variants; an unknown one is an error listing the known ones."""
   if variant not in VARIANTS:
-    raise ValueError(f'config variant {variant!r} is not known; use one of '
+    raise SettingError(f'config variant {variant!r} is not known; use one of '
                      f'{", ".join(repr(v) for v in VARIANTS)}.')
   return VARIANTS[variant](config)
 
 
-def _error(name: str, value, allowed: str) -> ValueError:
-  return ValueError(f'config.{name}={value!r} is not allowed: {allowed}.')
+def _error(name: str, value, allowed: str) -> SettingError:
+  return SettingError(f'config.{name}={value!r} is not allowed: {allowed}.')
 
 
 def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
-  """Raises ValueError for the first setting that cannot work, before any compute."""
-  if config.dataset not in DATASETS:
-    raise _error('dataset', config.dataset, f'use one of {", ".join(DATASETS)}')
-  if config.model not in models.MODELS:
-    raise _error('model', config.model, f'use one of {", ".join(models.MODELS)}')
-  if config.padding not in layers.PADDING_MODES:
-    raise _error('padding', config.padding, f'use one of {", ".join(layers.PADDING_MODES)}')
+  """Raises SettingError for the first setting that cannot work, before any compute."""
+  _check_choice(config, 'dataset', choices.DATASETS)
+  _check_choice(config, 'model', choices.MODELS)
+  _check_choice(config, 'padding', choices.PADDING_MODES)
   if config.model == 'unet' and config.padding == 'valid':
     raise _error('padding', config.padding, "the U-Net's skip connections need padded convolutions; "
                  "'valid' works with model='cnn4'")
-  if config.conv_impl not in layers.CONV_IMPL_CHOICES:
-    raise _error('conv_impl', config.conv_impl, f'use one of {", ".join(layers.CONV_IMPL_CHOICES)}')
-  if config.compute_dtype not in COMPUTE_DTYPES:
-    raise _error('compute_dtype', config.compute_dtype, f'use one of {", ".join(COMPUTE_DTYPES)}')
+  _check_choice(config, 'conv_impl', choices.CONV_IMPLS)
+  _check_choice(config, 'compute_dtype', choices.COMPUTE_DTYPES)
   if not config.pe_scale >= 0:
     raise _error('pe_scale', config.pe_scale, 'λ must be ≥ 0 (set config.use_pe=False for no PE)')
-  multiple = 2**models.UNET_DEPTH if config.model == 'unet' else 1
+  multiple = choices.UNET_SIZE_MULTIPLE if config.model == 'unet' else 1
   if config.image_size < 8 or config.image_size % multiple:
     raise _error('image_size', config.image_size,
-                 f'the U-Net halves the image {models.UNET_DEPTH} times, so the size must be a '
+                 f'the U-Net halves the image {choices.UNET_DEPTH} times, so the size must be a '
                  f'positive multiple of {multiple}' if multiple > 1 else 'use a size ≥ 8')
-  _validate_dataset_image_size(config.dataset, config.image_size)
   for name in ('width', 'num_epochs', 'batch_size', 'eval_batch_size', 'eval_every_epochs',
                'checkpoint_every_epochs', 'max_checkpoints_to_keep', 'log_every_epochs'):
     if int(config[name]) < 1:
@@ -128,20 +138,59 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
                    'only the phantom datasets have a position jitter; leave it None')
     if config.position_jitter < 0:
       raise _error('position_jitter', config.position_jitter, 'it must be ≥ 0')
-  robustness.validate_robustness_config(config.robustness)
+  validate_robustness_config(config.robustness)
 
 
-def _validate_dataset_image_size(dataset: str, image_size: int) -> None:
-  """The sizes the dataset builders make, so that a bad size fails before any data is built."""
-  from pejax import datasets  # imported here: configs stay free of TFDS
-  if datasets.is_phantom(dataset):
-    multiple = datasets.PHANTOM_SIZE_MULTIPLE
-    if image_size % multiple:
-      raise _error('image_size', image_size,
-                   f'the {dataset} builder makes images whose side is a multiple of {multiple}')
-  elif image_size not in datasets.dataset_spec(dataset).image_sizes:
-    sizes = ', '.join(str(s) for s in datasets.dataset_spec(dataset).image_sizes)
-    raise _error('image_size', image_size, f'the {dataset} builder is prepared at {sizes}')
+def _check_choice(config, name: str, allowed) -> None:
+  if config[name] not in allowed:
+    raise _error(name, config[name], f'use one of {", ".join(allowed)}')
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+  return (isinstance(value, (int, float))
+          and not isinstance(value, bool) and math.isfinite(float(value)))
+
+
+def _invalid(name: str, value, allowed: str) -> SettingError:
+  return SettingError(f'robustness config: {name}={value!r} is not allowed; {allowed}')
+
+
+def validate_robustness_config(cfg) -> None:
+  """Raises SettingError naming the first setting of the robustness grid that cannot work."""
+  for name in default_robustness_config():
+    if name not in cfg:
+      raise SettingError(f'robustness config: setting {name!r} is missing')
+  severities = cfg.severities
+  if (not isinstance(severities, (tuple, list))
+      or not all(_is_int(s) and 1 <= s <= 5 for s in severities)
+      or len(set(severities)) != len(severities)):
+    raise _invalid('severities', severities, 'allowed: distinct integers in 1..5')
+  for name in choices.CORRUPTIONS:
+    values = cfg[name]
+    if (not isinstance(values, (tuple, list)) or len(values) != 5
+        or not all(_is_number(v) for v in values)):
+      raise _invalid(name, values, 'allowed: 5 finite numbers, the parameter of severity 1..5')
+    if name == 'shot_noise':
+      if not all(v > 0 for v in values):
+        raise _invalid(name, values, 'allowed: photon counts c > 0')
+    elif not all(v >= 0 for v in values):
+      raise _invalid(name, values, 'allowed: standard deviations σ >= 0')
+  shifts = cfg.shifts
+  if shifts is not None and (
+      not isinstance(shifts, (tuple, list))
+      or not all(_is_number(k) and float(k) == int(k) for k in shifts)):
+    raise _invalid('shifts', shifts, 'allowed: None (the default) or a list of integer pixels')
+  if cfg.shift_axis not in choices.SHIFT_AXES:
+    raise _invalid('shift_axis', cfg.shift_axis, f'allowed: {choices.SHIFT_AXES}')
+  if cfg.shift_fill not in choices.SHIFT_FILLS:
+    raise _invalid('shift_fill', cfg.shift_fill, f'allowed: {choices.SHIFT_FILLS}')
+  if not _is_int(cfg.seed) or not 0 <= cfg.seed < 2**32:
+    raise _invalid('seed', cfg.seed, 'allowed: an integer in [0, 2**32)')
+
 
 
 def validate_against_data(config: ml_collections.ConfigDict, num_train: int) -> None:
@@ -151,7 +200,48 @@ def validate_against_data(config: ml_collections.ConfigDict, num_train: int) -> 
                  f'the training split of {config.dataset} has {num_train} examples')
 
 
+def json_safe(value):
+  """Converts NumPy/JAX scalars and arrays to plain Python; NaN and ±inf to None (valid JSON)."""
+  if isinstance(value, dict):
+    return {str(k): json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [json_safe(v) for v in value]
+  if hasattr(value, 'tolist') and not isinstance(value, (str, bytes)):
+    return json_safe(value.tolist())
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
+
+
+def settings_dict(config) -> dict[str, Any]:
+  """A config (ConfigDict or the dict read back from config.json) as plain JSON values."""
+  return json_safe(config.to_dict() if hasattr(config, 'to_dict') else dict(config))
+
+
 def result_settings(config) -> dict:
   """The settings that determine a run's numbers (what must match to resume or reuse it)."""
-  settings = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
-  return {k: v for k, v in settings.items() if k not in NON_RESULT_SETTINGS}
+  settings = {k: v for k, v in settings_dict(config).items() if k not in NON_RESULT_SETTINGS}
+  if isinstance(settings.get('robustness'), dict):
+    # The grid's batch size (a setting of earlier versions) changes no result.
+    settings['robustness'] = {k: v for k, v in settings['robustness'].items()
+                              if k != 'batch_size'}
+  return settings
+
+
+def pe_scale_of(config) -> float:
+  """λ of a config; 0 without PE (the coordinate channels are then not added at all)."""
+  return float(config.pe_scale) if config.use_pe else 0.0
+
+
+def data_settings(config) -> tuple:
+  """The settings that decide which data a run sees (runs sharing them share the placed data)."""
+  return (config.dataset, config.image_size, config.position_jitter, config.data_dir,
+          config.manual_dir, config.eval_batch_size)
+
+
+def group_settings(config) -> dict:
+  """Settings that must agree for runs to be trained together (all but seed and λ)."""
+  settings = result_settings(config)
+  for name in ('seed', 'pe_scale', 'robustness'):
+    settings.pop(name, None)
+  return settings

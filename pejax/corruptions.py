@@ -13,31 +13,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
-# Tiny-ImageNet-C parameters (Hendrycks & Dietterich), severity 1 (mildest) .. 5.
-GAUSSIAN_NOISE_SIGMAS = (0.04, 0.08, 0.12, 0.15, 0.18)
-SHOT_NOISE_COUNTS = (250.0, 100.0, 50.0, 30.0, 15.0)
-GAUSSIAN_BLUR_SIGMAS = (0.5, 0.75, 1.0, 1.25, 1.5)
-SEVERITIES = (1, 2, 3, 4, 5)
-
-DEFAULT_PARAMETERS = {
-    'gaussian_noise': GAUSSIAN_NOISE_SIGMAS,
-    'shot_noise': SHOT_NOISE_COUNTS,
-    'gaussian_blur': GAUSSIAN_BLUR_SIGMAS,
-}
+from pejax.choices import SHIFT_FILLS
 
 # scipy.ndimage / skimage default: the kernel extends to truncate·σ on each side.
 BLUR_TRUNCATE = 4.0
-
-SHIFT_FILLS = ('zeros', 'edge')
-
-
-def default_parameter(kind: str, severity: int) -> float:
-  """The default parameter of corruption `kind` at `severity` (1..5)."""
-  if kind not in DEFAULT_PARAMETERS:
-    raise ValueError(f'corruption kind {kind!r} unknown; allowed: {sorted(DEFAULT_PARAMETERS)}')
-  if severity not in SEVERITIES:
-    raise ValueError(f'severity {severity!r} outside {SEVERITIES}')
-  return DEFAULT_PARAMETERS[kind][severity - 1]
 
 
 @jax.jit

@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib
 import textwrap
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from data_builders.phantoms import phantoms_dataset_builder
+from pejax import choices, errors
 
 SPLITS = ('train', 'validation', 'test')
-# U-Net pools four times, so image sides must be multiples of 16.
-PHANTOM_SIZE_MULTIPLE = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,41 +37,51 @@ class SplitArrays:
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
+  """What the training code needs to know of a dataset; class names and prepared sizes are
+  read from its builder."""
   name: str
   class_names: tuple[str, ...]  # foreground classes, in label order 1, 2, 3
   num_classes: int  # including background
   normalization: str  # 'dataset' (train-split mean/std) or 'per_image' (each image's own)
-  image_sizes: tuple[int, ...]  # sizes with predefined builder configs
+  image_sizes: tuple[int, ...] | None  # sizes with predefined builder configs; None: any
   manual_download: bool
 
 
-_CHEST_CLASSES = ('right_lung', 'left_lung', 'heart')
-_CARDIAC_CLASSES = ('right_ventricle', 'myocardium', 'left_ventricle')
-_SIZES = (64, 128, 256)
-
-DATASETS: dict[str, DatasetSpec] = {
-    'phantom_chest': DatasetSpec('phantom_chest', _CHEST_CLASSES, 4, 'dataset', _SIZES, False),
-    'phantom_cardiac': DatasetSpec(
-        'phantom_cardiac', _CARDIAC_CLASSES, 4, 'per_image', _SIZES, False),
-    'jsrt': DatasetSpec('jsrt', _CHEST_CLASSES, 4, 'dataset', _SIZES, True),
-    'acdc': DatasetSpec('acdc', _CARDIAC_CLASSES, 4, 'per_image', _SIZES, True),
-}
 _PHANTOM_KINDS = {'phantom_chest': 'chest', 'phantom_cardiac': 'cardiac'}
 _MANUAL_BUILDER_MODULES = {
     'jsrt': 'data_builders.jsrt.jsrt_dataset_builder',
     'acdc': 'data_builders.acdc.acdc_dataset_builder',
 }
+# Normalization as in the paper (Sec. 2.2): chest data with the training split's statistics,
+# cardiac data per image.
+_NORMALIZATION = {'phantom_chest': 'dataset', 'jsrt': 'dataset',
+                  'phantom_cardiac': 'per_image', 'acdc': 'per_image'}
+DATASETS = choices.DATASETS
 
 
-class DatasetNotFoundError(RuntimeError):
-  """A manually downloaded dataset is neither prepared nor present in its manual folder."""
-
-
+@functools.cache
 def dataset_spec(name: str) -> DatasetSpec:
-  try:
-    return DATASETS[name]
-  except KeyError:
-    raise ValueError(f'Unknown dataset {name!r}; expected one of {sorted(DATASETS)}.') from None
+  if name not in _NORMALIZATION:
+    raise errors.SettingError(f'Unknown dataset {name!r}; expected one of {sorted(DATASETS)}.')
+  if is_phantom(name):
+    class_names = phantoms_dataset_builder.CLASS_NAMES[_PHANTOM_KINDS[name]]
+    sizes = None
+  else:
+    # Imported here so that the phantoms work without the real-data builders' dependencies.
+    module = importlib.import_module(_MANUAL_BUILDER_MODULES[name])
+    class_names = module.CLASS_NAMES
+    sizes = tuple(sorted(config.image_size for config in module.Builder.BUILDER_CONFIGS))
+  return DatasetSpec(name, tuple(class_names[1:]), len(class_names), _NORMALIZATION[name],
+                     sizes, not is_phantom(name))
+
+
+def check_image_size(name: str, image_size: int) -> None:
+  """Raises SettingError for a size the dataset's builder does not make, before any building."""
+  sizes = dataset_spec(name).image_sizes
+  if sizes is not None and image_size not in sizes:
+    raise errors.SettingError(
+        f'config.image_size={image_size!r} is not allowed: the {name} builder is prepared at '
+        f'{", ".join(map(str, sizes))}.')
 
 
 def is_phantom(name: str) -> bool:
@@ -81,20 +91,16 @@ def is_phantom(name: str) -> bool:
 def _make_builder(spec: DatasetSpec, image_size: int, position_jitter, data_dir):
   """The TFDS builder of a dataset at one image size (not yet prepared)."""
   if is_phantom(spec.name):
-    if image_size < PHANTOM_SIZE_MULTIPLE or image_size % PHANTOM_SIZE_MULTIPLE:
-      raise ValueError(f'Phantom image_size must be a multiple of {PHANTOM_SIZE_MULTIPLE} and at '
-                       f'least {PHANTOM_SIZE_MULTIPLE}, got {image_size}.')
     config = phantoms_dataset_builder.make_config(
         _PHANTOM_KINDS[spec.name], image_size, position_jitter=position_jitter)
     return phantoms_dataset_builder.Builder(config=config, data_dir=data_dir)
   if position_jitter is not None:
-    raise ValueError(f'position_jitter only applies to the phantom datasets '
+    raise errors.SettingError(f'position_jitter only applies to the phantom datasets '
                      f'{sorted(_PHANTOM_KINDS)}; {spec.name!r} is real data with the anatomy '
                      'where it is.')
   if image_size not in spec.image_sizes:
-    raise ValueError(
+    raise errors.SettingError(
         f'{spec.name!r} has no image_size {image_size}; expected one of {spec.image_sizes}.')
-  # Imported here so that the phantoms work without the real-data builders' dependencies.
   module = importlib.import_module(_MANUAL_BUILDER_MODULES[spec.name])
   return module.Builder(config=f'size_{image_size}', data_dir=data_dir)
 
@@ -113,7 +119,7 @@ def _prepare(builder, spec: DatasetSpec, manual_dir) -> None:
     reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
     instructions = getattr(builder, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None) or ''
     instructions = textwrap.dedent(instructions).strip()
-    raise DatasetNotFoundError(
+    raise errors.DatasetNotFoundError(
         f'The {spec.name!r} dataset is not prepared in {builder.data_dir_root} and its source '
         f'files were not found in the manual folder {searched} ({reason}).\n'
         f'Put the files there, or pass manual_dir=... (--manual_dir=...) to where they are:\n'
@@ -141,7 +147,7 @@ def load_split(name: str, split: str, *, image_size: int = 256,
   Args:
     name: a key of `DATASETS`.
     split: 'train', 'validation' or 'test'.
-    image_size: side of the square images; phantoms take any multiple of 16, real data one of
+    image_size: side of the square images; phantoms take any size ≥ 8, real data one of
       `DatasetSpec.image_sizes`.
     position_jitter: phantoms only: std of the anatomy's translation as a fraction of the image
       side; None is the builder's default.
@@ -156,7 +162,7 @@ def load_split(name: str, split: str, *, image_size: int = 256,
   """
   spec = dataset_spec(name)
   if split not in SPLITS:
-    raise ValueError(f'Unknown split {split!r}; expected one of {SPLITS}.')
+    raise errors.SettingError(f'Unknown split {split!r}; expected one of {SPLITS}.')
   builder = _make_builder(spec, image_size, position_jitter, data_dir)
   _prepare(builder, spec, manual_dir)
   return _read_split(builder, split)
@@ -180,7 +186,7 @@ def _dataset_names(argument: str) -> list[str]:
 
 
 def _describe(name: str, split: str, arrays: SplitArrays) -> str:
-  fractions = [float((arrays.labels == c).mean()) for c in range(DATASETS[name].num_classes)]
+  fractions = [float((arrays.labels == c).mean()) for c in range(dataset_spec(name).num_classes)]
   return (f'{name}/{split}: {len(arrays.ids)} images {arrays.images.shape[1:]}, intensity '
           f'{arrays.images.mean():.3f} ± {arrays.images.std():.3f}, class fractions '
           + ' '.join(f'{f:.3f}' for f in fractions))
@@ -211,12 +217,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     shown = splits[args.split]
     count = min(args.num_examples, len(shown.ids))
     title = f'{name} ({args.split}, {args.image_size}×{args.image_size})'
-    rows.append((title, shown.images[:count], shown.labels[:count], DATASETS[name].class_names))
+    rows.append((title, shown.images[:count], shown.labels[:count], dataset_spec(name).class_names))
 
   if args.picture:
     from pejax import visualize  # matplotlib only when drawing
     fig = visualize.example_grid(rows)
-    visualize.save_png(fig, args.picture)
+    visualize.save_figure(fig, args.picture, palette_colors=256)
     print(f'Wrote {args.picture}')
 
 

@@ -81,8 +81,7 @@ def phantom_scale() -> ml_collections.ConfigDict:
   config.num_epochs = 15
   config.eval_every_epochs = 15
   config.num_image_panels = 2
-  # A checkpoint costs ~0.25 s here, more than a 1-step epoch of Table 2's 5-image runs
-  # (measured: 56 s per run with a checkpoint every epoch, 31 s every 5 epochs, same Dice).
+  # A checkpoint costs more than a 1-step epoch of Table 2's 5-image runs (BENCHMARKS.md).
   config.checkpoint_every_epochs = 5
   return config
 

@@ -2,24 +2,19 @@
 
 Why the project's convolutions were slow on CPU (jaxlib 0.10.2; measurements in BENCHMARKS.md):
 
-- XLA:CPU hands float32 convolutions to YNNPACK by default. On an AVX2 machine its forward
-  convolution runs at about a third of the speed of XLA's other convolution path (Eigen), and
-  the weight gradient, which XLA writes as a convolution with an H×W window and the batch as
-  input features, at a tenth. Later XLA versions restrict YNNPACK convolutions to int8 for
-  this reason. `recommended_xla_flags()` / `recommended_compiler_options()` turn them off and
-  keep YNNPACK for matrix products and reductions; nothing else changes.
+- XLA:CPU hands float32 convolutions to YNNPACK by default, which is slow here for the forward
+  convolution and much slower for the weight gradient (which XLA writes as a convolution with
+  an H×W window and the batch as input features). Later XLA versions restrict YNNPACK
+  convolutions to int8 for this reason. `recommended_xla_flags()` /
+  `recommended_compiler_options()` turn them off and keep YNNPACK for matrix products and
+  reductions; nothing else changes.
 - `jax.vmap` over stacked models (sweeps) turns each convolution into a feature-grouped one,
   which XLA:CPU runs slower than the same convolutions one model after the other.
   `conv_general_dilated` below (registered as conv_impl='cpu' in `pejax.layers`) runs them model
   by model under vmap, and folds a vmapped axis into the batch when the kernel is shared.
 
-Computing the convolutions as large matrix products (im2col, or one product per kernel tap)
-was measured too and is slower here: the copies that build the operands cost more than they
-save, and a weight gradient as three products with a long contraction over shifted copies ran
-at 42 GFLOP/s against 80 for the convolution below (20 images of 64×64×64, 64 output channels).
-What remains costly around the weight gradient is the transposes of its operands (input to
-channels-first, output gradient to images-inner): XLA fuses the input's producer (BatchNorm,
-ReLU) into that transpose, which then runs 3–4× slower than a plain transpose.
+Other formulations (im2col, one matrix product per kernel tap) were measured and are slower
+here; BENCHMARKS.md has the numbers.
 
 Where to set the options: XLA reads `XLA_FLAGS` once, when JAX starts its CPU backend (the first
 computation or `jax.devices()`), so `recommended_xla_flags()` must be in the environment before

@@ -7,13 +7,14 @@ padding the one place where a model can learn position from the image border (Se
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from pejax import fast_conv
+from pejax.choices import CONV_IMPLS, PADDING_MODES
 
 # Padding modes: the project's names, as PyTorch calls them, mapped to `jnp.pad` modes.
 JNP_PAD_MODES = {
@@ -23,7 +24,6 @@ JNP_PAD_MODES = {
     'circular': 'wrap',        # c d | a b c d | a b
     'symmetric': 'symmetric',  # mirror repeating the edge pixel: b a | a b c d | d c
 }
-PADDING_MODES = tuple(JNP_PAD_MODES) + ('valid',)
 
 
 def check_padding_mode(padding: str) -> None:
@@ -52,7 +52,6 @@ CONV_IMPLEMENTATIONS: dict[str, Callable] = {
     'xla': jax.lax.conv_general_dilated,
     'cpu': fast_conv.conv_general_dilated,
 }
-CONV_IMPL_CHOICES = ('auto',) + tuple(CONV_IMPLEMENTATIONS)
 
 
 def conv_primitive(conv_impl: str) -> Callable:
@@ -60,7 +59,7 @@ def conv_primitive(conv_impl: str) -> Callable:
   if conv_impl == 'auto':
     conv_impl = 'cpu' if jax.default_backend() == 'cpu' else 'xla'
   if conv_impl not in CONV_IMPLEMENTATIONS:
-    raise ValueError(f'conv_impl={conv_impl!r} is not known; use one of {", ".join(CONV_IMPL_CHOICES)}.')
+    raise ValueError(f'conv_impl={conv_impl!r} is not known; use one of {", ".join(CONV_IMPLS)}.')
   return CONV_IMPLEMENTATIONS[conv_impl]
 
 

@@ -1,7 +1,7 @@
 """Dice as the paper reports it, from per-image confusion counts.
 
-Definition (verified against the paper's averaged-mask baseline, DESIGN.md §1): for each
-image, Dice of every foreground class c is 2|P_c ∩ G_c| / (|P_c| + |G_c|); a class absent from
+Definition (the paper's; it reproduces the paper's averaged-mask baselines): for each image,
+Dice of every foreground class c is 2|P_c ∩ G_c| / (|P_c| + |G_c|); a class absent from
 both prediction and ground truth of that image is skipped; the image's Dice is the mean over
 its remaining foreground classes; the reported Dice is the mean over images. Per-class Dice is
 the mean over the images where that class was not skipped.
@@ -12,7 +12,7 @@ accumulated by plain addition and finalized once with `finalize_dice`.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax.numpy as jnp
 import numpy as np

@@ -13,12 +13,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from pejax.choices import UNET_DEPTH
 from pejax.layers import PaddedConv, check_padding_mode, conv_primitive
 
 # PyTorch's BatchNorm2d defaults (momentum 0.1 there is 0.9 here), as the paper used PyTorch.
 BATCH_NORM_MOMENTUM = 0.9
 BATCH_NORM_EPSILON = 1e-5
-UNET_DEPTH = 4  # poolings; input sides must be divisible by 2**UNET_DEPTH
 
 
 class ConvBNReLU(nnx.Module):
@@ -150,10 +150,3 @@ def create_model(name: str, *, in_channels: int, num_classes: int = 4, width: in
     raise ValueError(f'model={name!r} is not a model; use one of {", ".join(MODELS)}.')
   return MODELS[name](in_channels, num_classes, width=width, padding=padding,
                       conv_impl=conv_impl, dtype=dtype, rngs=nnx.Rngs(seed))
-
-
-def output_size(name: str, input_size: int, padding: str, depth: int = 3) -> int:
-  """Spatial size of the logits for a square input (smaller only for the small CNN with 'valid')."""
-  if name == 'cnn4' and padding == 'valid':
-    return input_size - 2 * depth
-  return input_size

@@ -6,6 +6,8 @@ import os
 
 from absl import logging
 
+from pejax.errors import SettingError
+
 # Seconds a process waits for the others (coordinator start-up, a dead peer, shutdown) before
 # failing; the environment variable PEJAX_DISTRIBUTED_TIMEOUT_SECONDS overrides it.
 DISTRIBUTED_TIMEOUT_SECONDS = 120
@@ -24,7 +26,7 @@ def distributed_timeout_seconds() -> int:
   if value is None:
     return DISTRIBUTED_TIMEOUT_SECONDS
   if not value.isdigit() or int(value) < 1:
-    raise ValueError(f'PEJAX_DISTRIBUTED_TIMEOUT_SECONDS={value!r} is not allowed: use a whole '
+    raise SettingError(f'PEJAX_DISTRIBUTED_TIMEOUT_SECONDS={value!r} is not allowed: use a whole '
                      'number of seconds ≥ 1.')
   return int(value)
 

@@ -84,11 +84,16 @@ def center_crop_labels(labels, height, width):
   return labels[:, top:top + height, left:left + width]
 
 
-def cross_entropy_loss(logits, labels, weights):
-  """Mean pixel cross-entropy over examples with weight 1 (weight-0 examples fill a batch)."""
+def example_cross_entropy(logits, labels):
+  """Mean pixel cross-entropy of each example (N,), over the model's output (labels cropped)."""
   labels = center_crop_labels(labels, logits.shape[1], logits.shape[2])
   per_pixel = optax.softmax_cross_entropy_with_integer_labels(logits, labels.astype(jnp.int32))
-  per_example = per_pixel.mean(axis=(1, 2))
+  return per_pixel.mean(axis=(1, 2))
+
+
+def cross_entropy_loss(logits, labels, weights):
+  """Mean pixel cross-entropy over examples with weight 1 (weight-0 examples fill a batch)."""
+  per_example = example_cross_entropy(logits, labels)
   return jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
@@ -136,8 +141,6 @@ def eval_step(spec: StepSpec, state: TrainState, images, labels, valid, pe_scale
   logits, _ = apply_model(spec, state.params, state.batch_stats, images, pe_scale, train=False)
   predictions = pad_to_size(jnp.argmax(logits, axis=-1), labels.shape[1], labels.shape[2])
   sums = metrics_lib.dice_sums(predictions, labels, spec.num_classes, valid=valid)
-  cropped = center_crop_labels(labels, logits.shape[1], logits.shape[2])
-  per_pixel = optax.softmax_cross_entropy_with_integer_labels(logits, cropped.astype(jnp.int32))
-  sums['loss_sum'] = jnp.sum(per_pixel.mean(axis=(1, 2)) * valid)
+  sums['loss_sum'] = jnp.sum(example_cross_entropy(logits, labels) * valid)
   sums['example_count'] = jnp.sum(valid.astype(jnp.float32))
   return sums

@@ -1,10 +1,13 @@
-"""Training and evaluation: `train_and_evaluate(config, workdir)` for one run, `train_group` for
-several runs that differ only in λ and/or seed, trained together as one vmapped program.
+"""Training: `train_and_evaluate(config, workdir)` for one run, `train_group` for several runs
+that differ only in λ and/or seed (trained together as one vmapped program), `train_sweep` for
+a sweep config.
 
-The training split lives on the device(s) as one row-sharded array; one epoch (shuffle, gather
-batches by index, Adam steps) is one compiled `lax.scan`. The state is replicated and the batch
-is sharded over the `data` axis of a mesh of every device of every process, so the same code
-runs on one CPU, several GPUs or a multi-host TPU slice. A checkpoint is written every
+The training split lives on the device(s) as one row-sharded array (`input_pipeline`); each
+step gathers its batch by index on the device. By default one compiled step per batch is
+dispatched from Python (asynchronously); `config.scan_epoch` compiles the whole epoch as one
+`lax.scan` instead, which is slower on XLA:CPU (BENCHMARKS.md). The state is replicated and the
+batch is sharded over the `data` axis of a mesh of every device of every process, so the same
+code runs on one CPU, several GPUs or a multi-host TPU slice. A checkpoint is written every
 `checkpoint_every_epochs` epochs; running the same command again continues from the latest one
 and ends with the numbers of an uninterrupted run.
 """
@@ -15,7 +18,8 @@ import dataclasses
 import functools
 import os
 import time
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -27,21 +31,28 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from pejax import configuration, data, datasets, files, models, robustness, steps
-from pejax import metrics as metrics_lib
+from pejax import (configuration, datasets, evaluation, input_pipeline, models, steps, sweep,
+                   workdir as workdir_lib)
+from pejax.errors import NonFiniteLossError, RunNotFoundError, SettingError
 from pejax.positional import input_channels
 
-RESULTS_FILE = 'results.json'
-CONFIG_FILE = 'config.json'
-CHECKPOINT_FOLDER = 'checkpoints'
+# Models trained together in one program at most (memory grows with it). On XLA:CPU a vmapped
+# convolution runs slower per model than separate ones (BENCHMARKS.md), so there runs are
+# trained one at a time unless the config says otherwise.
+DEFAULT_MODELS_PER_PROGRAM = {'cpu': 1}
+DEFAULT_MODELS_PER_PROGRAM_ACCELERATOR = 12
 
 
-class NonFiniteLossError(RuntimeError):
-  """Training produced a non-finite loss or gradient."""
+def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Every check of a run's settings that needs no data: the settings, then the sizes its
+  dataset's builder makes."""
+  configuration.validate_config(config, num_devices)
+  datasets.check_image_size(config.dataset, config.image_size)
 
 
-class SettingsMismatchError(ValueError):
-  """The workdir holds a run made with other settings."""
+def itstime(epoch: int, every: int, total: int) -> bool:
+  """The one rule for periodic work: every `every` epochs, and at the last epoch."""
+  return epoch % every == 0 or epoch == total
 
 
 # ----------------------------------------------------------------------------- model and state
@@ -89,10 +100,6 @@ def count_parameters(params) -> int:
   return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(params)))
 
 
-def pe_scale_of(config) -> float:
-  return float(config.pe_scale) if config.use_pe else 0.0
-
-
 # ------------------------------------------------------------------------------ compiled parts
 
 
@@ -137,8 +144,8 @@ class EpochRunner:
 
   `scan=True` compiles the epoch as one `lax.scan`; `scan=False` dispatches one compiled step
   per batch from Python (the data, the order and the gathering stay on the device, and
-  dispatch is asynchronous). On XLA:CPU convolutions inside a scan run about 10× slower than
-  the same step outside it (BENCHMARKS.md), so the loop is the default.
+  dispatch is asynchronous). On XLA:CPU convolutions inside a scan run much slower than the
+  same step outside it (BENCHMARKS.md), so the loop is the default.
   """
 
   def __init__(self, spec, batch_sharding, batch_size: int, num_models: int, scan: bool):
@@ -178,126 +185,6 @@ class EpochRunner:
     return self._next_epoch(state), stacked
 
 
-@dataclasses.dataclass(frozen=True)
-class Predictor:
-  """Label maps from images in [0, 1]: normalize, PE, model, argmax.
-
-  Hashable and called as `predictor((state, pe_scale), images)`, so one compiled evaluation
-  serves every state of the same architecture.
-  """
-  spec: steps.StepSpec
-  normalizer: data.Normalizer
-
-  def __call__(self, model_state, images):
-    state, pe_scale = model_state
-    return steps.predict(self.spec, state, self.normalizer(images), pe_scale)
-
-
-def evaluate_batches(predictor: Predictor, model_state, images, labels, valid):
-  """Summed `steps.eval_step` statistics over (batches, batch, ...) arrays, as one scan."""
-  state, pe_scale = model_state
-
-  def sums_of(batch):
-    batch_images, batch_labels, batch_valid = batch
-    return steps.eval_step(predictor.spec, state, predictor.normalizer(batch_images),
-                           batch_labels, batch_valid, pe_scale)
-
-  first = jax.tree.map(lambda x: x[0], (images, labels, valid))
-  initial = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(sums_of, first))
-  totals, _ = jax.lax.scan(
-      lambda totals, batch: (jax.tree.map(jnp.add, totals, sums_of(batch)), None),
-      initial, (images, labels, valid))
-  return totals
-
-
-def averaged_mask_sums(num_classes: int, train_labels, example_ids, labels, valid):
-  """Dice statistics of the paper's baseline: the averaged training mask of this run's
-  training examples, predicted for every image of (batches, batch, ...) `labels`."""
-  mask = metrics_lib.averaged_mask(train_labels[example_ids], num_classes)
-  sums = jax.vmap(lambda batch_labels, batch_valid: metrics_lib.dice_sums(
-      jnp.broadcast_to(mask, batch_labels.shape), batch_labels, num_classes, valid=batch_valid))(
-          labels, valid)
-  return jax.tree.map(lambda x: x.sum(axis=0), sums)
-
-
-# ------------------------------------------------------------------------------------ data
-
-
-@dataclasses.dataclass
-class EvalSplit:
-  """A split batched for evaluation: (batches, batch, ...) arrays sharded on the batch axis."""
-  images: jax.Array
-  labels: jax.Array
-  valid: jax.Array
-  images01: np.ndarray       # host copy, (N, H, W, 1), for the robustness grid and panels
-  labels_host: np.ndarray
-
-
-def place_eval_split(split: datasets.SplitArrays, max_batch_size: int, mesh) -> EvalSplit:
-  """Pads a split to whole batches (of at most `max_batch_size`, as few padded rows as the
-  number of batches allows) and shards each batch over the devices."""
-  count = len(split.images)
-  batch_size = data.balanced_batch_size(count, max_batch_size, mesh.size)
-  num_batches = max(1, -(-count // batch_size))
-  total = num_batches * batch_size
-  sharding = NamedSharding(mesh, P(None, 'data'))
-  per_process = batch_size // jax.process_count()
-  start = jax.process_index() * per_process
-
-  def batched(array):
-    padded = np.zeros((total,) + array.shape[1:], array.dtype)
-    padded[:count] = array
-    padded = padded.reshape((num_batches, batch_size) + array.shape[1:])
-    local = padded[:, start:start + per_process]
-    return jax.make_array_from_process_local_data(sharding, local, padded.shape)
-
-  return EvalSplit(images=batched(split.images), labels=batched(split.labels.astype(np.int32)),
-                   valid=batched(np.ones((count,), np.float32)), images01=split.images,
-                   labels_host=split.labels)
-
-
-@dataclasses.dataclass
-class RunData:
-  """Everything runs on one dataset share: splits on the device(s) and the normalization."""
-  dataset: datasets.DatasetSpec
-  train_images: jax.Array    # normalized, row-sharded, rows padded to the device count
-  train_labels: jax.Array
-  num_train: int             # real rows of the training arrays
-  normalizer: data.Normalizer
-  validation: EvalSplit
-  test: EvalSplit
-
-
-def data_settings(config) -> tuple:
-  """The settings that decide which data a run sees (runs sharing them share `RunData`)."""
-  return (config.dataset, config.image_size, config.position_jitter, config.data_dir,
-          config.manual_dir, config.eval_batch_size)
-
-
-def load_run_data(config, mesh) -> RunData:
-  """Loads (building on first use) the dataset of `config` and places it on the devices.
-
-  Normalization statistics come from the whole training split's images, also for runs on a
-  subset of it (they need no labels, and runs of a sweep then see the same inputs).
-  """
-  spec = datasets.dataset_spec(config.dataset)
-  load_kwargs = dict(image_size=config.image_size, data_dir=config.data_dir,
-                     manual_dir=config.manual_dir)
-  if config.position_jitter is not None:
-    load_kwargs['position_jitter'] = config.position_jitter
-  splits = datasets.load_splits(config.dataset, **load_kwargs)
-  num_train = len(splits['train'].images)
-  train_images = data.place_rows(splits['train'].images, mesh)
-  normalizer = data.fit_normalizer(spec.normalization, train_images, num_train)
-  train_images = jax.jit(normalizer, out_shardings=data.row_sharding(mesh))(train_images)
-  eval_batch = -(-config.eval_batch_size // mesh.size) * mesh.size
-  return RunData(dataset=spec, train_images=train_images,
-                 train_labels=data.place_rows(splits['train'].labels.astype(np.int32), mesh),
-                 num_train=num_train, normalizer=normalizer,
-                 validation=place_eval_split(splits['validation'], eval_batch, mesh),
-                 test=place_eval_split(splits['test'], eval_batch, mesh))
-
-
 # ------------------------------------------------------------------------------------ runs
 
 
@@ -315,61 +202,12 @@ class Run:
     return os.path.basename(os.path.normpath(self.workdir))
 
 
-def check_settings(workdir: str, config) -> bool:
-  """True if the workdir already holds this run; raises if it holds a run with other settings."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    return False
-  stored = configuration.result_settings(files.read_json(path))
-  current = configuration.result_settings(files.json_safe(config.to_dict()))
-  differing = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
-  if differing:
-    details = '; '.join(f'{k}: {stored.get(k)!r} there, {current.get(k)!r} now' for k in differing)
-    raise SettingsMismatchError(
-        f'the workdir {workdir} holds a run with other settings ({details}). Use another '
-        '--workdir, or delete that one to start over.')
-  return True
-
-
-def is_finished(workdir: str) -> bool:
-  return os.path.exists(os.path.join(workdir, RESULTS_FILE))
-
-
-def group_settings(config) -> dict:
-  """Settings that must agree for runs to be trained together (all but seed and λ)."""
-  settings = configuration.result_settings(files.json_safe(config.to_dict()))
-  for name in ('seed', 'pe_scale', 'robustness'):
-    settings.pop(name, None)
-  return settings
-
-
 def stack(trees):
   return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
 
 
 def unstack(tree, index: int):
   return jax.tree.map(lambda leaf: leaf[index], tree)
-
-
-def label_panel(images01, labels, predictions, count: int):
-  """Rows of (input | ground truth | prediction) for TensorBoard, uint8 (H·count, 3W, 3)."""
-  from pejax import visualize  # matplotlib only when panels are drawn
-  rows = []
-  for image, truth, predicted in zip(images01[:count], labels[:count], predictions[:count]):
-    gray = np.repeat(np.clip(image, 0, 1), 3, axis=-1)
-    rows.append(np.concatenate([gray, visualize.colorize_labels(truth),
-                                visualize.colorize_labels(predicted)], axis=1))
-  return (np.concatenate(rows, axis=0) * 255).astype(np.uint8)
-
-
-def dice_table(title: str, class_names, rows: dict[str, dict]) -> str:
-  """A plain-text table of mean and per-class Dice, one row per entry of `rows`."""
-  header = ['', 'dice'] + list(class_names)
-  lines = [title, '  '.join(f'{h:>14}' for h in header)]
-  for name, values in rows.items():
-    cells = [values['dice']] + [values[f'dice_{c}'] for c in class_names]
-    lines.append('  '.join([f'{name:>14}'] + [f'{v:14.4f}' for v in cells]))
-  return '\n'.join(lines)
 
 
 def restore_common_epoch(runs: Sequence[Run], abstract_state):
@@ -390,141 +228,42 @@ def restore_common_epoch(runs: Sequence[Run], abstract_state):
   return epoch, states
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _evaluate_batches(predictor: Predictor, model_state, images, labels, valid):
-  return evaluate_batches(predictor, model_state, images, labels, valid)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _predict(predictor: Predictor, model_state, images):
-  return predictor(model_state, images)
-
-
-_averaged_mask_sums = jax.jit(averaged_mask_sums, static_argnums=0)
-
-
-class Evaluator:
-  """The evaluations of the runs of a group, compiled once per model and normalization (the
-  jitted functions are module-level with the hashable predictor static, so later runs of a
-  sweep reuse them)."""
-
-  def __init__(self, spec: steps.StepSpec, run_data: RunData):
-    self.predictor = Predictor(spec, run_data.normalizer)
-    self.run_data = run_data
-
-  def dice(self, state, pe_scale, split: EvalSplit) -> dict[str, float]:
-    sums = jax.device_get(_evaluate_batches(self.predictor, (state, pe_scale), split.images,
-                                            split.labels, split.valid))
-    result = metrics_lib.finalize_dice(sums, self.run_data.dataset.class_names)
-    result['loss'] = float(sums['loss_sum'] / sums['example_count'])
-    return result
-
-  def averaged_mask_dice(self, example_ids, split: EvalSplit) -> dict[str, float]:
-    sums = _averaged_mask_sums(self.run_data.dataset.num_classes, self.run_data.train_labels,
-                          jnp.asarray(example_ids), split.labels, split.valid)
-    return metrics_lib.finalize_dice(jax.device_get(sums), self.run_data.dataset.class_names)
-
-  def panel(self, state, pe_scale, count: int):
-    split = self.run_data.validation
-    count = min(count, len(split.images01))
-    predictions = np.asarray(_predict(self.predictor, (state, pe_scale), split.images01[:count]))
-    return label_panel(split.images01, split.labels_host, predictions, count)
-
-
-def finish_run(run: Run, state, evaluator: Evaluator, timings: dict) -> dict:
-  """Final evaluation of one trained run; writes results.json (and robustness files)."""
-  config = run.config
-  run_data = evaluator.run_data
-  class_names = run_data.dataset.class_names
-  pe_scale = jnp.float32(pe_scale_of(config))
-  is_writer = jax.process_index() == 0
-  start = time.perf_counter()
-  final = {'validation': evaluator.dice(state, pe_scale, run_data.validation),
-           'test': evaluator.dice(state, pe_scale, run_data.test)}
-  for name in ('validation', 'test'):
-    final[f'{name}_averaged_mask'] = evaluator.averaged_mask_dice(run.example_ids,
-                                                                  getattr(run_data, name))
-  timings = dict(timings, eval_seconds=time.perf_counter() - start)
-  final_step = int(state.step)
-  run.writer.write_scalars(final_step, {f'test_{k}': v for k, v in final['test'].items()})
-  results = {
-      'config': config.to_dict(), 'dataset': config.dataset, 'class_names': list(class_names),
-      'num_parameters': count_parameters(state.params), 'num_train_examples': len(run.example_ids),
-      'epochs': int(state.epoch), 'steps': final_step, 'devices': jax.device_count(),
-      'processes': jax.process_count(), 'platform': jax.devices()[0].platform,
-      'jax_version': jax.__version__, 'normalization': dataclasses.asdict(run_data.normalizer),
-      **final,
-  }
-  if config.run_robustness:
-    grid = robustness.evaluate_robustness(
-        evaluator.predictor, run_data.test.images01, run_data.test.labels_host.astype(np.int32),
-        config.robustness, num_classes=run_data.dataset.num_classes, class_names=class_names,
-        model_state=(state, pe_scale))
-    timings['robustness_seconds'] = grid['seconds']
-    results['robustness_file'] = 'robustness.json'
-    if is_writer:
-      robustness.write_robustness(grid, run.workdir)
-      label = config.model + (f' PE λ={config.pe_scale:g}' if config.use_pe else ' no PE')
-      curve = [{'label': label, 'result': grid}]
-      images = {
-          'robustness_corruptions': robustness.plot_corruptions(
-              curve, os.path.join(run.workdir, 'robustness_corruptions.png'),
-              references=[('averaged mask', final['test_averaged_mask']['dice'])]),
-          'robustness_shifts': robustness.plot_shifts(
-              curve, os.path.join(run.workdir, 'robustness_shifts.png')),
-      }
-      run.writer.write_images(final_step, {k: v[None] for k, v in images.items()})
-  results['timings'] = timings
-  if is_writer:
-    files.write_json(os.path.join(run.workdir, RESULTS_FILE), results)
-  run.writer.flush()
-  logging.info('\n%s', dice_table(
-      f'{run.name}: Dice on the {config.dataset} test split ({len(run_data.test.images01)} images)',
-      class_names, {'model': final['test'], 'averaged mask': final['test_averaged_mask']}))
-  return files.json_safe(results)
-
-
 def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str], *,
-                mesh=None, run_data: RunData | None = None, evaluate_only: bool = False):
+                mesh=None, run_data: input_pipeline.RunData | None = None,
+                evaluate_only: bool = False):
   """Trains runs that differ only in seed and/or λ together (vmapped), then evaluates each.
 
   Each run keeps its own workdir, checkpoints, TensorBoard logs and results.json, exactly as if
   it had been trained alone; finished runs must be filtered out by the caller.
   """
   first = configs[0]
-  mesh = mesh or data.make_mesh()
+  mesh = mesh or input_pipeline.make_mesh()
   for config in configs:
-    configuration.validate_config(config, mesh.size)
-    if group_settings(config) != group_settings(first):
-      raise ValueError('runs trained together may differ only in seed and pe_scale.')
+    validate(config, mesh.size)
+    if configuration.group_settings(config) != configuration.group_settings(first):
+      raise SettingError('runs trained together may differ only in seed and pe_scale.')
   # Data first (it may fail on an absent manual download): nothing in a workdir is touched yet.
-  run_data = run_data or load_run_data(first, mesh)
+  run_data = run_data or input_pipeline.load_run_data(first, mesh)
   configuration.validate_against_data(first, run_data.num_train)
   runs = [Run(config, workdir) for config, workdir in zip(configs, workdirs)]
-  started = [check_settings(run.workdir, run.config) for run in runs]
-  if evaluate_only and not all(started):
-    missing = [run.workdir for run, s in zip(runs, started) if not s]
-    raise FileNotFoundError(f'--mode=evaluate: no run in {", ".join(missing)}; train it first.')
+  started = [workdir_lib.check_settings(run.workdir, run.config) for run in runs]
+  if evaluate_only:
+    workdir_lib.require_runs([run.workdir for run in runs], started)
 
   spec, init_state = model_spec(first, run_data.dataset.num_classes)
-  replicated = data.replicated(mesh)
+  replicated = input_pipeline.replicated(mesh)
   init = _jitted_init(init_state, replicated)
   initial = [init(run.config.seed) for run in runs]
   num_params = count_parameters(initial[0].params)
   is_writer = jax.process_index() == 0
   checkpoint_bytes = 4 * (num_params * 3 + 1024) * (first.max_checkpoints_to_keep + 1)
   for run, was_started in zip(runs, started):
-    run.example_ids = data.training_subset(run_data.num_train, run.config.num_train_examples,
+    run.example_ids = input_pipeline.training_subset(run_data.num_train, run.config.num_train_examples,
                                            run.config.seed)
-    files.check_writable(run.workdir, checkpoint_bytes + 64 * 2**20)
+    workdir_lib.check_writable(run.workdir, checkpoint_bytes + 64 * 2**20)
     if is_writer and not was_started:
-      files.write_json(os.path.join(run.workdir, CONFIG_FILE), run.config.to_dict())
-    run.checkpoints = ocp.CheckpointManager(
-        os.path.abspath(os.path.join(run.workdir, CHECKPOINT_FOLDER)),
-        # A process killed while writing leaves an uncommitted temporary folder (never read,
-        # never renamed): delete such leftovers instead of letting them fill the disk.
-        options=ocp.CheckpointManagerOptions(max_to_keep=first.max_checkpoints_to_keep,
-                                             create=True, cleanup_tmp_directories=True))
+      workdir_lib.write_config(run.workdir, run.config)
+    run.checkpoints = workdir_lib.checkpoint_manager(run.workdir, first.max_checkpoints_to_keep)
     run.writer = metric_writers.create_default_writer(run.workdir, just_logging=not is_writer)
 
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, initial[0])
@@ -533,17 +272,17 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
     states = restored
     logging.info('Restored the checkpoints of epoch %d.', restored_epoch)
   elif evaluate_only:
-    raise FileNotFoundError('--mode=evaluate: no checkpoint in '
+    raise RunNotFoundError('--mode=evaluate: no checkpoint in '
                             f'{", ".join(run.checkpoints.directory.as_posix() for run in runs)}.')
   else:
     states = initial
     for run in runs:
       if is_writer:
-        run.writer.write_hparams({k: v for k, v in files.json_safe(run.config.to_dict()).items()
+        run.writer.write_hparams({k: v for k, v in configuration.settings_dict(run.config).items()
                                   if isinstance(v, (int, float, str, bool))})
   del initial
 
-  evaluator = Evaluator(spec, run_data)
+  evaluator = evaluation.Evaluator(spec, run_data)
   timings = {'epoch_seconds': []}
   try:
     if not evaluate_only:
@@ -553,7 +292,9 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
     # Also on an interruption (Ctrl-C, an error): let a checkpoint being written complete.
     for run in runs:
       run.checkpoints.wait_until_finished()
-  results = [finish_run(run, state, evaluator, timings) for run, state in zip(runs, states)]
+  results = [evaluator.finish_run(state, run.config, run.workdir, run.example_ids, run.writer,
+                                  count_parameters(state.params), timings)
+             for run, state in zip(runs, states)]
   for run in runs:
     run.writer.close()
     run.checkpoints.close()
@@ -565,16 +306,16 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
   config = runs[0].config
   num_models = len(runs)
   num_examples = len(runs[0].example_ids)
-  batch_size = data.training_batch_size(num_examples, config.batch_size, mesh.size)
+  batch_size = input_pipeline.training_batch_size(num_examples, config.batch_size, mesh.size)
   run_epoch = EpochRunner.shared(spec, NamedSharding(mesh, P('data')), batch_size, num_models,
                                  bool(config.scan_epoch))
   if num_models > 1:
     state = stack(states)
-    pe_scales = jnp.asarray([pe_scale_of(run.config) for run in runs], jnp.float32)
+    pe_scales = jnp.asarray([configuration.pe_scale_of(run.config) for run in runs], jnp.float32)
     example_ids = jnp.asarray(np.stack([run.example_ids for run in runs]))
   else:
     state = states[0]
-    pe_scales = jnp.float32(pe_scale_of(config))
+    pe_scales = jnp.float32(configuration.pe_scale_of(config))
     example_ids = jnp.asarray(runs[0].example_ids)
   member = (lambda tree, k: unstack(tree, k)) if num_models > 1 else (lambda tree, k: tree)
 
@@ -597,21 +338,21 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
     timings['epoch_seconds'].append(seconds)
     step = epoch * steps_per_epoch
     report_progress(step)
-    evaluate_now = epoch % config.eval_every_epochs == 0 or epoch == config.num_epochs
-    save_now = epoch % config.checkpoint_every_epochs == 0 or epoch == config.num_epochs
+    evaluate_now = itstime(epoch, config.eval_every_epochs, config.num_epochs)
+    save_now = itstime(epoch, config.checkpoint_every_epochs, config.num_epochs)
     for k, run in enumerate(runs):
       run_metrics = member(step_metrics, k)
       if not np.all(run_metrics['finite']):
         _raise_non_finite(run, run_metrics, epoch, steps_per_epoch, last_checkpoint)
       train_loss = float(np.mean(run_metrics['loss']))
-      if epoch % config.log_every_epochs == 0 or epoch == config.num_epochs:
+      if itstime(epoch, config.log_every_epochs, config.num_epochs):
         run.writer.write_scalars(step, {
             'train_loss': train_loss, 'train_grad_norm': float(np.mean(run_metrics['grad_norm'])),
             'learning_rate': config.learning_rate, 'epoch': epoch, 'epoch_seconds': seconds})
       line = f'epoch {epoch:3d}/{config.num_epochs}  step {step:6d}  train_loss {train_loss:.4f}'
       run_state = member(state, k)
       if evaluate_now:
-        pe_scale = jnp.float32(pe_scale_of(run.config))
+        pe_scale = jnp.float32(configuration.pe_scale_of(run.config))
         scores = evaluator.dice(run_state, pe_scale, run_data.validation)
         run.writer.write_scalars(step, {f'eval_{name}': v for name, v in scores.items()})
         line += f'  eval_dice {scores["dice"]:.4f}  eval_loss {scores["loss"]:.4f}'
@@ -652,24 +393,62 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   Returns the results. A finished run is not retrained: its results are returned as they are
   (with `evaluate_only=True` the latest checkpoint is evaluated again instead).
   """
-  configuration.validate_config(config, jax.device_count())
-  if is_finished(workdir) and not evaluate_only and check_settings(workdir, config):
+  validate(config, jax.device_count())
+  if (workdir_lib.is_finished(workdir) and not evaluate_only
+      and workdir_lib.check_settings(workdir, config)):
     logging.info('The run in %s is finished; not retraining it (results.json).', workdir)
-    return files.read_json(os.path.join(workdir, RESULTS_FILE))
+    return workdir_lib.read_results(workdir).to_json()
   return train_group([config], [workdir], evaluate_only=evaluate_only)[0]
 
 
-# Errors that mean "fix the settings or the environment", reported without a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, OSError, NonFiniteLossError)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, *, evaluate_only: bool = False):
-  """What `main.py` calls: one run or a sweep; errors the user can fix as one clear line."""
-  from pejax import sweep
-  try:
-    if sweep.is_sweep(config):
-      return sweep.run_sweep(config, workdir, evaluate_only=evaluate_only)
-    return train_and_evaluate(config, workdir, evaluate_only=evaluate_only)
-  except USER_ERRORS + (datasets.DatasetNotFoundError,) as error:
-    logging.error('%s: %s', type(error).__name__, error)
-    raise SystemExit(f'pejax: error: {error}') from None
+def train_sweep(config: ml_collections.ConfigDict, workdir: str, *,
+                evaluate_only: bool = False) -> list[str]:
+  """Runs every unfinished run of a sweep config under `workdir`, then writes the report.
+
+  Runs that can share a program (`sweep.plan_programs`) are trained together; the dataset of
+  consecutive programs is loaded and placed once. Returns the run folders.
+  """
+  platform = jax.devices()[0].platform
+  models_per_program = int(config.get('max_models_per_program') or DEFAULT_MODELS_PER_PROGRAM.get(
+      platform, DEFAULT_MODELS_PER_PROGRAM_ACCELERATOR))
+  runs = sweep.expand(config)
+  mesh = input_pipeline.make_mesh()
+  # Everything is checked before any compute: settings, and that no finished run would be
+  # overwritten by a run with other settings.
+  for name, run_config in runs:
+    try:
+      validate(run_config, mesh.size)
+    except SettingError as error:
+      raise SettingError(f'sweep run {name}: {error}') from None
+    workdir_lib.check_settings(os.path.join(workdir, name), run_config)
+  finished = {name for name, _ in runs if workdir_lib.is_finished(os.path.join(workdir, name))}
+  pending = [(n, c) for n, c in runs if (n in finished) == evaluate_only]
+  total, done = len(runs), len(runs) - len(pending)
+  logging.info('Sweep %s: %d runs, %d finished, %d to %s.', workdir, total, done, len(pending),
+               'evaluate' if evaluate_only else 'run')
+  programs = sweep.plan_programs(pending, models_per_program)
+  start = time.perf_counter()
+  finished_here = 0
+  loaded: dict[tuple, input_pipeline.RunData] = {}
+  for index, program in enumerate(programs, 1):
+    names = [name for name, _ in program]
+    logging.info('Sweep program %d/%d: %s (runs done %d/%d)', index, len(programs),
+                 ', '.join(names), done, total)
+    key = configuration.data_settings(program[0][1])
+    if key not in loaded:
+      loaded.clear()  # keep one dataset on the device at a time
+      loaded[key] = input_pipeline.load_run_data(program[0][1], mesh)
+    train_group([c for _, c in program], [os.path.join(workdir, n) for n in names],
+                mesh=mesh, run_data=loaded[key], evaluate_only=evaluate_only)
+    done += len(program)
+    finished_here += len(program)
+    elapsed = time.perf_counter() - start
+    eta = elapsed / finished_here * (len(pending) - finished_here)
+    logging.info('Sweep: runs done %d/%d, %.0fs elapsed, ETA %.0fs (%s).', done, total, elapsed,
+                 eta, time.strftime('%H:%M:%S', time.localtime(time.time() + eta)))
+  if jax.process_index() == 0:
+    from pejax import report  # the report reads every run back from the folder
+    logging.info('Report: %s', report.write_report(workdir))
+  return [os.path.join(workdir, name) for name, _ in runs]

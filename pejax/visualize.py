@@ -1,17 +1,26 @@
-"""Plotting helpers shared by the dataset pictures, reports and TensorBoard image summaries.
+"""Every figure of pejax: dataset pictures, TensorBoard image panels, robustness curves (paper
+Figs. 2–5) and the report's figures.
 
-Figures are made with `matplotlib.figure.Figure` on the Agg canvas, not with pyplot, so that
-nothing here depends on (or changes) the user's interactive backend.
+Figures are made with `matplotlib.figure.Figure` on the Agg canvas (`new_figure`), not with
+pyplot, so that nothing here depends on (or changes) the user's interactive backend, and saved
+with `save_figure`.
+
+Robustness plots take `curves`, a list of mappings, one per model or setting:
+  {'label': str, 'result': robustness result (or the mean of several),
+   'std': optional result-shaped std (drawn as a band), 'style': optional plot kwargs},
+and `references`, a list of (label, Dice) horizontal lines, e.g. the averaged-mask baseline.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.backends import backend_agg
 from matplotlib import figure as mpl_figure
 from matplotlib import patches
+
+from pejax import robustness, workdir
 
 # RGB in [0, 1] per class; class 0 (background) is black and is left uncoloured by `overlay`.
 # Colour-blind-safe hues (Okabe-Ito): blue, orange, bluish green.
@@ -66,13 +75,21 @@ def figure_to_array(fig: mpl_figure.Figure) -> np.ndarray:
   return np.array(canvas.buffer_rgba())[..., :3]
 
 
-def save_png(fig: mpl_figure.Figure, path, palette_colors: int | None = 256) -> None:
-  """Writes `fig` as a PNG; a palette of `palette_colors` keeps noisy images small."""
-  from PIL import Image  # Pillow comes with matplotlib
-  picture = Image.fromarray(figure_to_array(fig))
+def save_figure(fig: mpl_figure.Figure, path: str, palette_colors: int | None = None
+                ) -> np.ndarray:
+  """Writes `fig` as a PNG at `path` (atomically) and returns its RGB pixels.
+
+  A palette of `palette_colors` keeps pictures of noisy images small (documentation pictures).
+  """
+  pixels = figure_to_array(fig)
   if palette_colors:
-    picture = picture.quantize(palette_colors)
-  picture.save(path, optimize=True)
+    from PIL import Image  # Pillow comes with matplotlib
+    picture = Image.fromarray(pixels).quantize(palette_colors)
+    workdir.write_atomically(path, lambda f: picture.save(f, format='png', optimize=True),
+                             mode='wb')
+  else:
+    workdir.write_atomically(path, lambda f: fig.savefig(f, format='png'), mode='wb')
+  return pixels
 
 
 def example_grid(rows: Sequence[tuple[str, np.ndarray, np.ndarray, Sequence[str]]],
@@ -115,3 +132,114 @@ def example_grid(rows: Sequence[tuple[str, np.ndarray, np.ndarray, Sequence[str]
     mask_axis.legend(handles=legend, loc='center left', bbox_to_anchor=(1.08, 0.5), fontsize=9,
                      frameon=False)
   return fig
+
+
+def label_panel(images01, labels, predictions, count: int) -> np.ndarray:
+  """Rows of (input | ground truth | prediction) for TensorBoard, uint8 (H·count, 3W, 3)."""
+  rows = []
+  for image, truth, predicted in zip(images01[:count], labels[:count], predictions[:count]):
+    rows.append(np.concatenate([_gray_to_rgb(image), colorize_labels(truth),
+                                colorize_labels(predicted)], axis=1))
+  return (np.concatenate(rows, axis=0) * 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------- robustness curves
+
+CORRUPTION_TITLES = {'gaussian_noise': 'Gaussian noise', 'gaussian_blur': 'Gaussian blur',
+                     'shot_noise': 'Shot noise'}
+
+
+def _plot_curve(axis, xs, means, stds, curve):
+  style = dict(marker='o', markersize=3)
+  style.update(curve.get('style') or {})
+  line, = axis.plot(xs, means, label=curve['label'], **style)
+  if stds is not None:
+    means, stds = np.asarray(means, float), np.asarray(stds, float)
+    axis.fill_between(xs, means - stds, means + stds, color=line.get_color(), alpha=0.2,
+                      linewidth=0)
+
+
+def _metric_label(metric: str) -> str:
+  return metric.replace('dice', 'Dice', 1).replace('_', ' ')
+
+
+def _draw_references(axis, references):
+  for index, (label, value) in enumerate(references):
+    axis.axhline(value, color='0.4', linestyle=('--', ':', '-.')[index % 3], linewidth=1,
+                 label=label)
+
+
+def _severity_curve(result, name, metric):
+  levels = sorted(int(level) for level in result.get(name, {}))
+  xs = [0] + levels
+  ys = [result['clean'][metric]] + [result[name][str(level)][metric] for level in levels]
+  return xs, ys
+
+
+def plot_corruptions(curves: Sequence[Mapping], path: str, *, metric: str = 'dice',
+                     references: Sequence[tuple[str, float]] = (), title: str | None = None,
+                     ) -> np.ndarray:
+  """Dice versus severity (0 = clean) in three panels — Gaussian noise, Gaussian blur, shot
+  noise — as in the paper's Figure 2. Saves a PNG at `path`, returns its RGB pixels."""
+  figure = new_figure(12, 3.6)
+  axes = figure.subplots(1, 3, sharey=True)
+  for axis, name in zip(axes, ('gaussian_noise', 'gaussian_blur', 'shot_noise')):
+    for curve in curves:
+      xs, ys = _severity_curve(curve['result'], name, metric)
+      stds = _severity_curve(curve['std'], name, metric)[1] if curve.get('std') else None
+      _plot_curve(axis, xs, ys, stds, curve)
+    _draw_references(axis, references)
+    axis.set_title(CORRUPTION_TITLES[name])
+    axis.set_xlabel('severity (0 = clean)')
+    axis.set_xticks(range(6))
+    axis.grid(alpha=0.3)
+  axes[0].set_ylabel(_metric_label(metric))
+  axes[-1].legend(fontsize='small', loc='lower left')
+  if title:
+    figure.suptitle(title)
+  figure.tight_layout()
+  return save_figure(figure, path)
+
+
+def plot_shifts(curves: Sequence[Mapping], path: str, *, metric: str = 'dice',
+                references: Sequence[tuple[str, float]] = (), title: str | None = None,
+                ) -> np.ndarray:
+  """Dice versus shift in pixels, as in the paper's Figure 5. Saves a PNG at `path`, returns
+  its RGB pixels."""
+  figure = new_figure(5.5, 4)
+  axis = figure.subplots()
+  name = 'shift_x'
+  for curve in curves:
+    name = robustness.shift_condition(curve['result'])
+    xs, ys = robustness.shift_curve(curve['result'], metric)
+    stds = robustness.shift_curve(curve['std'], metric)[1] if curve.get('std') else None
+    _plot_curve(axis, xs, ys, stds, curve)
+  _draw_references(axis, references)
+  axis.set_xlabel(f'shift along {name.removeprefix("shift_")} (pixels)')
+  axis.set_ylabel(_metric_label(metric))
+  axis.grid(alpha=0.3)
+  axis.legend(fontsize='small')
+  if title:
+    axis.set_title(title)
+  figure.tight_layout()
+  return save_figure(figure, path)
+
+
+def plot_jitter(path: str, lines: Sequence[tuple[str, str, str, list, list, list]],
+                title: str) -> np.ndarray:
+  """Clean Dice versus position jitter; each line is (label, color, linestyle, jitters, means,
+  stds)."""
+  figure = new_figure(6, 4)
+  axis = figure.subplots()
+  for label, color, linestyle, xs, means, stds in lines:
+    means, stds = np.asarray(means, float), np.asarray(stds, float)
+    axis.plot(xs, means, label=label, color=color, linestyle=linestyle, marker='o', markersize=3)
+    axis.fill_between(xs, means - np.nan_to_num(stds), means + np.nan_to_num(stds), color=color,
+                      alpha=0.15, linewidth=0)
+  axis.set_xlabel('position jitter (fraction of the image size)')
+  axis.set_ylabel('clean test Dice')
+  axis.set_title(title)
+  axis.grid(alpha=0.3)
+  axis.legend(fontsize='small')
+  figure.tight_layout()
+  return save_figure(figure, path)

@@ -31,7 +31,7 @@ def pause_here():
 
 def install_pause(moment: str):
   kind, _, where = moment.partition(':')
-  from pejax import files, train
+  from pejax import evaluation, train, workdir as workdir_lib
 
   if kind == 'train_step':
     epoch, pause_step = (int(n) for n in where.split(':'))
@@ -70,19 +70,19 @@ def install_pause(moment: str):
     atomicity.AtomicRenameTemporaryPath.finalize = finalize
 
   elif kind == 'final_evaluation':
-    original_baseline = train.Evaluator.averaged_mask_dice
+    original_baseline = evaluation.Evaluator.averaged_mask_dice
 
     def averaged_mask_dice(self, *args, **kwargs):
       pause_here()
       return original_baseline(self, *args, **kwargs)
 
-    train.Evaluator.averaged_mask_dice = averaged_mask_dice
+    evaluation.Evaluator.averaged_mask_dice = averaged_mask_dice
 
   elif kind == 'results_write':
-    original_write_atomically = files.write_atomically
+    original_write_atomically = workdir_lib.write_atomically
 
     def write_atomically(path, write, mode='w'):
-      if os.path.basename(path) != train.RESULTS_FILE:
+      if os.path.basename(path) != workdir_lib.RESULTS_FILE:
         return original_write_atomically(path, write, mode)
 
       def half_write(handle):
@@ -92,7 +92,7 @@ def install_pause(moment: str):
 
       return original_write_atomically(path, half_write, mode)
 
-    files.write_atomically = write_atomically
+    workdir_lib.write_atomically = write_atomically
 
   else:
     raise ValueError(f'PEJAX_TEST_PAUSE_AT={moment!r} is not a known moment.')
@@ -100,8 +100,9 @@ def install_pause(moment: str):
 
 if __name__ == '__main__':
   from absl import app
-  import main
-  main.use_fast_cpu_convolutions()  # exactly what `python main.py` does before it starts
+  from pejax import cli
+  cli.use_fast_cpu_convolutions()  # exactly what `python main.py` does before it starts
+  cli.define_flags()
   if os.environ.get('PEJAX_TEST_PAUSE_AT'):
     install_pause(os.environ['PEJAX_TEST_PAUSE_AT'])
-  app.run(main.main)
+  app.run(cli.main)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import skimage.filters
 
-from pejax import corruptions
+from pejax import choices, configuration, corruptions
 
 
 def skimage_blur(images, sigma):
@@ -19,9 +19,9 @@ def skimage_blur(images, sigma):
 @pytest.mark.parametrize('shape', [(2, 24, 40, 2), (1, 32, 32, 1)])
 def test_blur_matches_skimage_for_every_default_sigma(shape):
   images = np.random.default_rng(0).random(shape).astype(np.float32)
-  max_radius = corruptions.blur_radius(max(corruptions.GAUSSIAN_BLUR_SIGMAS))
+  max_radius = corruptions.blur_radius(max(choices.GAUSSIAN_BLUR_SIGMAS))
   traced_blur = jax.jit(lambda x, s: corruptions.gaussian_blur(x, s, max_radius=max_radius))
-  for sigma in corruptions.GAUSSIAN_BLUR_SIGMAS + (0.18,):   # 0.18: the paper's literal list
+  for sigma in choices.GAUSSIAN_BLUR_SIGMAS + (0.18,):   # 0.18: the paper's literal list
     expected = skimage_blur(images, sigma)
     np.testing.assert_allclose(traced_blur(images, sigma), expected, atol=1e-5)
     np.testing.assert_allclose(corruptions.gaussian_blur(images, sigma), expected, atol=1e-5)
@@ -80,9 +80,9 @@ def test_more_severe_changes_images_more(kind):
       'shot_noise': lambda c: corruptions.shot_noise(images, c, key),
       'gaussian_blur': lambda s: corruptions.gaussian_blur(images, s, max_radius=6),
   }[kind]
-  changes = [float(jnp.mean(jnp.abs(apply(corruptions.default_parameter(kind, severity))
-                                     - images)))
-             for severity in corruptions.SEVERITIES]
+  parameters = configuration.default_robustness_config()[kind]
+  changes = [float(jnp.mean(jnp.abs(apply(parameters[severity - 1]) - images)))
+             for severity in choices.SEVERITIES]
   assert all(a < b for a, b in zip(changes, changes[1:])), changes
 
 
@@ -163,8 +163,6 @@ def test_default_shifts_scale_with_image_size():
   assert len(corruptions.default_shifts(100)) == 17
 
 
-def test_unknown_fill_and_kind_are_rejected():
+def test_unknown_fill_is_rejected():
   with pytest.raises(ValueError, match='circular'):
     corruptions.shift_array(jnp.zeros((1, 4, 4)), 1, 2, fill='circular')
-  with pytest.raises(ValueError, match='speckle'):
-    corruptions.default_parameter('speckle', 1)

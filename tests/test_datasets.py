@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from data_builders.phantoms import phantom_generator as generator
-from pejax import datasets
+from pejax import datasets, errors
 from pejax import visualize
 
 SIZE = 32
@@ -25,7 +25,7 @@ def chest_splits(data_dir):
 def test_load_splits_returns_whole_sorted_splits_equal_to_the_generator(chest_splits):
   assert {split: len(arrays.ids) for split, arrays in chest_splits.items()} == {
       'train': 156, 'validation': 23, 'test': 68}
-  for split, arrays in chest_splits.items():
+  for arrays in chest_splits.values():
     count = len(arrays.ids)
     assert arrays.images.shape == (count, SIZE, SIZE, 1) and arrays.images.dtype == np.float32
     assert arrays.labels.shape == (count, SIZE, SIZE) and arrays.labels.dtype == np.uint8
@@ -63,8 +63,8 @@ def test_dataset_specs():
 
 
 @pytest.mark.parametrize('name, kwargs, message', [
-    ('phantom_chest', dict(image_size=40), 'multiple of 16'),
-    ('phantom_chest', dict(image_size=0), 'multiple of 16'),
+    ('phantom_chest', dict(image_size=4), 'at least 8'),
+    ('phantom_chest', dict(image_size=0), 'at least 8'),
     ('jsrt', dict(position_jitter=0.1), 'position_jitter'),
     ('acdc', dict(image_size=96), r'\(64, 128, 256\)'),
 ])
@@ -84,7 +84,7 @@ def test_unknown_split_is_refused(tmp_path):
 def test_missing_real_data_raises_one_clear_error(tmp_path):
   manual_dir = tmp_path / 'manual'
   manual_dir.mkdir()
-  with pytest.raises(datasets.DatasetNotFoundError) as raised:
+  with pytest.raises(errors.DatasetNotFoundError) as raised:
     datasets.load_split('jsrt', 'train', image_size=64, data_dir=tmp_path / 'data',
                         manual_dir=manual_dir)
   message = str(raised.value)

@@ -25,7 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from pejax import configuration, data, files, train
+from pejax import cli, configuration, input_pipeline, train, workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, 'tests', 'reliability_worker.py')
@@ -138,12 +138,12 @@ def run_killed_at(moment, flags, tmp_path, name):
 
 
 def committed_checkpoints(workdir):
-  folder = os.path.join(workdir, train.CHECKPOINT_FOLDER)
+  folder = os.path.join(workdir, workdir_lib.CHECKPOINT_FOLDER)
   return sorted(int(name) for name in os.listdir(folder) if name.isdigit())
 
 
 def uncommitted_checkpoints(workdir):
-  return glob.glob(os.path.join(workdir, train.CHECKPOINT_FOLDER, '*.orbax-checkpoint-tmp*'))
+  return glob.glob(os.path.join(workdir, workdir_lib.CHECKPOINT_FOLDER, '*.orbax-checkpoint-tmp*'))
 
 
 def restored_epoch(log):
@@ -160,8 +160,8 @@ def trained_epochs(log):
 
 def outcome(workdir):
   """The numbers of a finished run that must not depend on how it was interrupted."""
-  results = files.read_json(os.path.join(workdir, train.RESULTS_FILE))
-  grid = files.read_json(os.path.join(workdir, 'robustness.json'))
+  results = workdir_lib.read_json(os.path.join(workdir, workdir_lib.RESULTS_FILE))
+  grid = workdir_lib.read_json(os.path.join(workdir, 'robustness.json'))
   grid.pop('seconds')
   numbers = {key: results[key] for key in ('test', 'validation', 'test_averaged_mask',
                                            'validation_averaged_mask', 'epochs', 'steps')}
@@ -199,8 +199,7 @@ BAD_SETTINGS = [
     (dict(model='unet', image_size=40),
      r'config\.image_size=40 is not allowed: the U-Net halves the image 4 times, so the size '
      r'must be a positive multiple of 16'),
-    (dict(image_size=40), r'config\.image_size=40 is not allowed: the phantom_chest builder '
-     r'makes images whose side is a multiple of 16'),
+    (dict(image_size=4), r'config\.image_size=4 is not allowed: use a size ≥ 8'),
     (dict(dataset='jsrt', image_size=32), r'config\.image_size=32 is not allowed: the jsrt '
      r'builder is prepared at 64, 128, 256'),
     (dict(num_train_examples=0), r'config\.num_train_examples=0 is not allowed: use ≥ 1'),
@@ -233,7 +232,7 @@ def test_bad_settings_stop_before_any_compute(data_dir, tmp_path, monkeypatch, s
   workdir = str(tmp_path / 'run')
   config = with_settings(small_config(data_dir), settings)
   with pytest.raises(SystemExit, match='pejax: error: ' + message):
-    train.run(config, workdir)
+    cli.run(config, workdir)
   assert not os.path.exists(workdir)
 
 
@@ -268,10 +267,10 @@ def test_a_finished_run_is_never_overwritten_by_other_settings(data_dir, tmp_pat
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(small_config(data_dir, num_epochs=1), workdir)
   before = snapshot(workdir)
-  monkeypatch.setattr(train, 'load_run_data', forbidden('loading data'))
+  monkeypatch.setattr(input_pipeline, 'load_run_data', forbidden('loading data'))
   with pytest.raises(SystemExit, match=r"pejax: error: the workdir .*run holds a run with other "
                      r"settings \(learning_rate: 0\.001 there, 0\.01 now\)"):
-    train.run(small_config(data_dir, num_epochs=1, learning_rate=0.01), workdir)
+    cli.run(small_config(data_dir, num_epochs=1, learning_rate=0.01), workdir)
   assert snapshot(workdir) == before
 
 
@@ -315,7 +314,7 @@ def test_runs_killed_at_four_moments_resume_to_the_uninterrupted_numbers(
   assert restored_epoch(log) is None and trained_epochs(log) == [1, 2]
   committed = committed_checkpoints(workdir)
   assert committed in ([1], [1, 2])
-  assert not os.path.exists(os.path.join(workdir, train.RESULTS_FILE))
+  assert not os.path.exists(os.path.join(workdir, workdir_lib.RESULTS_FILE))
 
   # 2. While the checkpoint of epoch 3 is written (in Orbax's temporary folder, uncommitted).
   log = run_killed_at('checkpoint_write:3', flags, tmp_path, 'checkpoint')
@@ -332,15 +331,15 @@ def test_runs_killed_at_four_moments_resume_to_the_uninterrupted_numbers(
   assert restored_epoch(log) == 2 and trained_epochs(log) == [3, 4]
   assert committed_checkpoints(workdir) == [2, 4]
   assert uncommitted_checkpoints(workdir) == []
-  assert not os.path.exists(os.path.join(workdir, train.RESULTS_FILE))
+  assert not os.path.exists(os.path.join(workdir, workdir_lib.RESULTS_FILE))
 
   # 4. While results.json is written (the robustness files are already there): the half
   # written file is a temporary one beside it, and the run does not count as finished.
   log = run_killed_at('results_write', flags, tmp_path, 'results')
   assert restored_epoch(log) == 4 and trained_epochs(log) == []
   assert os.path.exists(os.path.join(workdir, 'robustness.json'))
-  assert not os.path.exists(os.path.join(workdir, train.RESULTS_FILE))
-  assert len(glob.glob(os.path.join(workdir, f'.{train.RESULTS_FILE}.*.tmp'))) == 1
+  assert not os.path.exists(os.path.join(workdir, workdir_lib.RESULTS_FILE))
+  assert len(glob.glob(os.path.join(workdir, f'.{workdir_lib.RESULTS_FILE}.*.tmp'))) == 1
 
   # The same command once more finishes the run with the uninterrupted run's numbers.
   log = Process(flags, tmp_path / 'last.log').finish()
@@ -394,7 +393,7 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
   workdir = str(tmp_path / 'run')
   config = small_config(data_dir)
   with pytest.raises(SystemExit) as error:
-    train.run(config, workdir)
+    cli.run(config, workdir)
   message = str(error.value)
   # 60 examples in batches of 20: 3 steps per epoch, so epoch 3 starts at step 7.
   assert message.startswith('pejax: error: run: non-finite loss or gradient at step 7 (epoch 3, '
@@ -402,9 +401,9 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
   assert 'training stopped, the last good checkpoint (epoch 2) is kept in' in message
   assert calls['epochs'] == 3  # nothing trained after the bad epoch
   assert committed_checkpoints(workdir) == [1, 2]
-  assert not os.path.exists(os.path.join(workdir, train.RESULTS_FILE))
+  assert not os.path.exists(os.path.join(workdir, workdir_lib.RESULTS_FILE))
   # The kept checkpoint is the good state of epoch 2.
-  manager = ocp.CheckpointManager(os.path.join(workdir, train.CHECKPOINT_FOLDER))
+  manager = ocp.CheckpointManager(os.path.join(workdir, workdir_lib.CHECKPOINT_FOLDER))
   state = manager.restore(2)
   assert int(state['step']) == 6 and int(state['epoch']) == 2
   assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state['params']))
@@ -416,9 +415,9 @@ def test_absurd_learning_rate_stops_at_the_first_non_finite_step(data_dir, tmp_p
   with pytest.raises(SystemExit, match=r'pejax: error: run: non-finite loss or gradient at step '
                      r'\d+ .*no checkpoint had been written yet\. Lower config\.learning_rate '
                      r'\(now 1e\+30\)'):
-    train.run(small_config(data_dir, learning_rate=1e30), workdir)
+    cli.run(small_config(data_dir, learning_rate=1e30), workdir)
   assert committed_checkpoints(workdir) == []
-  assert not os.path.exists(os.path.join(workdir, train.RESULTS_FILE))
+  assert not os.path.exists(os.path.join(workdir, workdir_lib.RESULTS_FILE))
 
 
 # ----------------------------------------------------------------------------- 4. multi-process
@@ -438,19 +437,19 @@ def start_two_processes(flags, tmp_path, name, env=None):
 
 
 def test_each_process_places_only_its_rows(monkeypatch):
-  """`data.place_rows` hands JAX only the rows of this process's devices (two processes with
+  """`input_pipeline.place_rows` hands JAX only the rows of this process's devices (two processes with
   one device each, simulated)."""
   rows = np.arange(7 * 3, dtype=np.float32).reshape(7, 3)
   placed = {}
   mesh = types.SimpleNamespace(size=2)
-  monkeypatch.setattr(data, 'row_sharding', lambda mesh: None)
+  monkeypatch.setattr(input_pipeline, 'row_sharding', lambda mesh: None)
   monkeypatch.setattr(jax, 'process_count', lambda: 2)
   for index in range(2):
     monkeypatch.setattr(jax, 'process_index', lambda index=index: index)
     monkeypatch.setattr(jax, 'make_array_from_process_local_data',
                         lambda sharding, local, shape, index=index: placed.update(
                             {index: (local, shape)}))
-    data.place_rows(rows, mesh)
+    input_pipeline.place_rows(rows, mesh)
   assert placed[0][1] == placed[1][1] == (8, 3)
   np.testing.assert_array_equal(placed[0][0], rows[:4])
   np.testing.assert_array_equal(placed[1][0], np.concatenate([rows[4:], np.zeros((1, 3))]))
@@ -466,8 +465,8 @@ def test_two_processes_train_like_one_process_with_two_devices(data_dir, tmp_pat
   pair = start_two_processes(command_line(data_dir, workdir, **settings), tmp_path, 'process')
   for process in pair + [single]:
     process.finish()
-  one = files.read_json(str(tmp_path / 'single' / train.RESULTS_FILE))
-  two = files.read_json(os.path.join(workdir, train.RESULTS_FILE))
+  one = workdir_lib.read_json(str(tmp_path / 'single' / workdir_lib.RESULTS_FILE))
+  two = workdir_lib.read_json(os.path.join(workdir, workdir_lib.RESULTS_FILE))
   assert (one['devices'], one['processes'], two['devices'], two['processes']) == (2, 1, 2, 2)
   for split in ('test', 'validation', 'test_averaged_mask'):
     for key, value in one[split].items():
@@ -505,28 +504,28 @@ def test_a_killed_process_makes_the_other_exit_with_an_error(data_dir, tmp_path)
 
 def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
   path = str(tmp_path / 'results.json')
-  files.write_json(path, {'dice': 0.9})
+  workdir_lib.write_json(path, {'dice': 0.9})
 
   # json.dump has written part of the new file when it meets something it cannot encode.
   with pytest.raises(TypeError):
-    files.write_json(path, {'dice': 0.5, 'zzz': object()})
-  assert files.read_json(path) == {'dice': 0.9}
+    workdir_lib.write_json(path, {'dice': 0.5, 'zzz': object()})
+  assert workdir_lib.read_json(path) == {'dice': 0.9}
   assert os.listdir(tmp_path) == ['results.json']
 
   def interrupted(handle):
     handle.write('{"dice": 0.')
     raise KeyboardInterrupt
   with pytest.raises(KeyboardInterrupt):
-    files.write_atomically(path, interrupted)
-  assert files.read_json(path) == {'dice': 0.9}
+    workdir_lib.write_atomically(path, interrupted)
+  assert workdir_lib.read_json(path) == {'dice': 0.9}
   assert os.listdir(tmp_path) == ['results.json']
 
   def full_disk(*args):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
   monkeypatch.setattr(os, 'replace', full_disk)
   with pytest.raises(OSError, match='No space left'):
-    files.write_json(path, {'dice': 0.5})
-  assert files.read_json(path) == {'dice': 0.9}
+    workdir_lib.write_json(path, {'dice': 0.5})
+  assert workdir_lib.read_json(path) == {'dice': 0.9}
   assert os.listdir(tmp_path) == ['results.json']
 
 
@@ -569,7 +568,7 @@ def test_an_unwritable_workdir_is_refused(tmp_path, monkeypatch, where):
     workdir = tmp_path / 'run'
   with pytest.raises(OSError, match=rf'the workdir {workdir} is not writable \(.+\); choose '
                      r'another --workdir or fix its permissions\.'):
-    files.check_writable(str(workdir), 0)
+    workdir_lib.check_writable(str(workdir), 0)
   assert not os.path.exists(workdir) or os.listdir(workdir) == []
 
 
@@ -580,7 +579,7 @@ def test_processes_sharing_a_workdir_probe_it_without_disturbing_each_other(tmp_
   def probe_many_times():
     try:
       for _ in range(200):
-        files.check_writable(workdir, 0)
+        workdir_lib.check_writable(workdir, 0)
     except OSError as error:
       errors.append(error)
 
@@ -607,5 +606,5 @@ def test_an_unwritable_or_full_workdir_fails_before_training(data_dir, tmp_path,
     message = (rf'the workdir {workdir} has 1 MiB free but this run needs about \d+ MiB for '
                r'checkpoints and logs; free some space or choose another --workdir\.')
   with pytest.raises(SystemExit, match='pejax: error: ' + message):
-    train.run(small_config(data_dir), str(workdir))
+    cli.run(small_config(data_dir), str(workdir))
   assert os.listdir(workdir) == []

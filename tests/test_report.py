@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from pejax import configuration, files, report
+from pejax import aggregation, claims, configuration, report, report_sections, workdir as workdir_lib
 
 CHEST_CLASSES = ['right_lung', 'left_lung', 'heart']
 CARDIAC_CLASSES = ['right_ventricle', 'myocardium', 'left_ventricle']
@@ -49,7 +49,7 @@ def write_run(folder, *, clean, noise_drop=0.1, shift_drop=0.1, robustness=True,
   config = configuration.quick(configuration.base_config())
   for name, value in overrides.items():
     config[name] = value
-  config = files.json_safe(config.to_dict())
+  config = configuration.json_safe(config.to_dict())
   classes = CLASSES[config['dataset']]
   num_train = config['num_train_examples'] or 30
   results = {
@@ -62,12 +62,12 @@ def write_run(folder, *, clean, noise_drop=0.1, shift_drop=0.1, robustness=True,
       'validation_averaged_mask': dice_dict(AVERAGED_MASK, classes),
       'timings': {'train_seconds': 36.0, 'median_epoch_seconds': 1.0},
   }
-  files.write_json(os.path.join(folder, 'config.json'), config)
+  workdir_lib.write_json(os.path.join(folder, 'config.json'), config)
   if robustness:
     results['robustness_file'] = 'robustness.json'
-    files.write_json(os.path.join(folder, 'robustness.json'),
+    workdir_lib.write_json(os.path.join(folder, 'robustness.json'),
                      robustness_result(clean, noise_drop, shift_drop, classes))
-  files.write_json(os.path.join(folder, 'results.json'), results)
+  workdir_lib.write_json(os.path.join(folder, 'results.json'), results)
 
 
 def write_setting(root, name, clean, seeds=3, pe=None, **kwargs):
@@ -122,7 +122,11 @@ def build_sweep(root):
                 dataset='phantom_chest', model=model, position_jitter=jitter, use_pe=True,
                 pe_scale=256.0)
   # An unfinished run: settings written, no results yet.
-  files.write_json(os.path.join(root, 'jsrt_unet_unfinished', 'config.json'), {'seed': 9})
+  workdir_lib.write_json(os.path.join(root, 'jsrt_unet_unfinished', 'config.json'), {'seed': 9})
+
+
+def collect_runs(root):
+  return workdir_lib.scan_runs(root)[0]
 
 
 NUM_RUNS = 4 * 3 + 2 * 3 + 2 * 3 + 2 * 2 * 2 + 2 * 2 + 4 * 2 * 2
@@ -138,7 +142,7 @@ def sweep(tmp_path_factory):
 
 
 def stat_text(values):
-  return f'{np.mean(values):.4f} ± {np.std(values, ddof=report.STD_DDOF):.4f}'
+  return f'{np.mean(values):.4f} ± {np.std(values, ddof=aggregation.STD_DDOF):.4f}'
 
 
 def block(text, start):
@@ -157,26 +161,26 @@ def table_row(text, first_cell):
 
 def test_collect_runs_skips_unfinished(sweep):
   root, _, text = sweep
-  runs, unfinished = report.scan_runs(root)
+  runs, unfinished = workdir_lib.scan_runs(root)
   assert len(runs) == NUM_RUNS
   assert unfinished == ['jsrt_unet_unfinished']
-  assert len(report.collect_runs(root)) == NUM_RUNS
-  assert all(run['robustness'] for run in runs)
+  assert len(collect_runs(root)) == NUM_RUNS
+  assert all(run.robustness for run in runs)
   assert f'from {NUM_RUNS} finished runs' in text
   assert '1 unfinished run skipped (jsrt_unet_unfinished)' in text
 
 
 def test_grouping_and_seed_statistics(sweep):
   root, _, _ = sweep
-  settings = report.group_runs(report.collect_runs(root))
-  table1 = report.select(settings, dataset='jsrt', model='unet', padding='zeros',
+  settings = aggregation.group_runs(collect_runs(root))
+  table1 = aggregation.select(settings, dataset='jsrt', model='unet', padding='zeros',
                          num_train_examples=None, position_jitter=None)
   assert [s.pe for s in table1] == [None, 1.0, 10.0, 256.0]
   without = table1[0]
   assert sorted(without.seeds) == [0, 1, 2]
   expected = [0.96 + o for o in SEED_OFFSETS[3]]
   assert without.test().mean == pytest.approx(np.mean(expected))
-  assert without.test().std == pytest.approx(np.std(expected, ddof=report.STD_DDOF))
+  assert without.test().std == pytest.approx(np.std(expected, ddof=aggregation.STD_DDOF))
   assert without.test().n == 3
   # Every run is in exactly one setting.
   assert sum(len(s.runs) for s in settings) == NUM_RUNS
@@ -195,7 +199,7 @@ def test_table1_values_and_paper_column(sweep):
     assert row[1] == stat_text(values)
     assert row[2] == '3'
     assert row[3] == stat_text([v + CLASS_OFFSETS[0] for v in values])  # right lung
-    paper = report.PAPER_TABLE1['jsrt'][pe]
+    paper = claims.PAPER_TABLE1['jsrt'][pe]
     assert row[-1] == f'{paper[0]:.4f} ± {paper[1]:.4f}'
   # A phantom shows the real dataset it mimics, labelled as an analogue.
   cardiac = block(text, '**cardiac phantom** — U-Net')
@@ -215,7 +219,7 @@ def test_small_cnn_and_table2(sweep):
     row = table_row(table2, str(size))
     assert row[1] == stat_text([without + o for o in SEED_OFFSETS[2]])
     assert row[3] == stat_text([with_pe + o for o in SEED_OFFSETS[2]])
-    paper = report.PAPER_TABLE2['jsrt'][size]
+    paper = claims.PAPER_TABLE2['jsrt'][size]
     assert row[5:] == [f'{paper[None][0]:.4f} ± {paper[None][1]:.4f}',
                        f'{paper[256.0][0]:.4f} ± {paper[256.0][1]:.4f}']
   assert table_row(table2, 'all (30)')[1] == stat_text([0.96 + o for o in SEED_OFFSETS[3]])
@@ -225,7 +229,7 @@ def test_jitter_benefit_is_paired_by_seed(sweep):
   _, _, text = sweep
   jitter = block(text, '**chest phantom: PE benefit versus position jitter**')
   for (model, value), (without, with_pe) in JITTER.items():
-    title = report.MODEL_TITLES[model]
+    title = report_sections.MODEL_TITLES[model]
     rows = [line for line in jitter.splitlines() if line.startswith(f'| {title} | {value:g} |')]
     assert len(rows) == 1, rows
     cells = [cell.strip() for cell in rows[0].strip('|').split('|')]
@@ -249,20 +253,20 @@ def test_figures_are_written(sweep):
 def test_verdicts(sweep):
   root, _, text = sweep
   verdicts = {(v.claim, v.dataset): v for v in
-              report.evaluate_claims(report.group_runs(report.collect_runs(root)))}
+              claims.evaluate_claims(aggregation.group_runs(collect_runs(root)))}
   expected = {
-      ('noise_robustness', 'jsrt'): report.HOLDS,
-      ('clean_cost', 'jsrt'): report.HOLDS,
-      ('reflection_padding', 'jsrt'): report.FAILS,
-      ('shift', 'jsrt'): report.HOLDS,
-      ('small_cnn', 'jsrt'): report.HOLDS,
-      ('small_data', 'jsrt'): report.HOLDS,
-      ('noise_robustness', 'phantom_cardiac'): report.HOLDS,
-      ('shift', 'phantom_cardiac'): report.FAILS,
-      ('reflection_padding', 'phantom_cardiac'): report.NOT_MEASURED,
-      ('small_cnn', 'phantom_cardiac'): report.NOT_MEASURED,
+      ('noise_robustness', 'jsrt'): claims.HOLDS,
+      ('clean_cost', 'jsrt'): claims.HOLDS,
+      ('reflection_padding', 'jsrt'): claims.FAILS,
+      ('shift', 'jsrt'): claims.HOLDS,
+      ('small_cnn', 'jsrt'): claims.HOLDS,
+      ('small_data', 'jsrt'): claims.HOLDS,
+      ('noise_robustness', 'phantom_cardiac'): claims.HOLDS,
+      ('shift', 'phantom_cardiac'): claims.FAILS,
+      ('reflection_padding', 'phantom_cardiac'): claims.NOT_MEASURED,
+      ('small_cnn', 'phantom_cardiac'): claims.NOT_MEASURED,
       # The chest phantom has only jitter runs, outside the paper's settings.
-      ('noise_robustness', 'phantom_chest'): report.NOT_MEASURED,
+      ('noise_robustness', 'phantom_chest'): claims.NOT_MEASURED,
   }
   for key, status in expected.items():
     assert verdicts[key].status == status, (key, verdicts[key])
@@ -271,9 +275,9 @@ def test_verdicts(sweep):
   assert '(gap +0.000)' in verdicts[('reflection_padding', 'jsrt')].numbers
   # Every claim is one line in the report, with its rule and one verdict line per dataset.
   verdict_block = text[text.index('## Verdicts'):text.index('## Table 1')]
-  for claim in report.CLAIMS:
+  for claim in claims.CLAIMS:
     assert f'- **{claim.text}.** Rule: ' in verdict_block
-  assert verdict_block.count('  - JSRT: **') == len(report.CLAIMS)
+  assert verdict_block.count('  - JSRT: **') == len(claims.CLAIMS)
   assert '  - JSRT: **does not hold** — noise Dice zero/reflect' in verdict_block
   assert '  - cardiac phantom: **does not hold** — mean Dice over shifts' in verdict_block
 
@@ -302,7 +306,7 @@ def test_only_sections_with_runs(tmp_path):
 
 
 def test_cli_fails_without_finished_runs(tmp_path):
-  files.write_json(str(tmp_path / 'unfinished' / 'config.json'), {'seed': 0})
+  workdir_lib.write_json(str(tmp_path / 'unfinished' / 'config.json'), {'seed': 0})
   failed = subprocess.run([sys.executable, '-m', 'pejax.report', f'--workdir={tmp_path}'],
                           capture_output=True, text=True, timeout=120)
   assert failed.returncode != 0
@@ -312,8 +316,8 @@ def test_cli_fails_without_finished_runs(tmp_path):
 
 def claim_verdicts(root):
   """{claim name: Verdict} for a folder holding runs of one dataset."""
-  settings = report.group_runs(report.collect_runs(str(root)))
-  return {v.claim: v for v in report.evaluate_claims(settings)}
+  settings = aggregation.group_runs(collect_runs(str(root)))
+  return {v.claim: v for v in claims.evaluate_claims(settings)}
 
 
 def test_claims_not_assessed_where_no_model_beats_the_averaged_mask(tmp_path):
@@ -323,9 +327,9 @@ def test_claims_not_assessed_where_no_model_beats_the_averaged_mask(tmp_path):
     write_setting(str(tmp_path), f'cardiac_pe{pe}', 0.82, seeds=2, pe=pe, noise_drop=noise_drop,
                   dataset='phantom_cardiac')
   verdicts = claim_verdicts(tmp_path)
-  assert verdicts['noise_robustness'].status == report.NOT_ASSESSED
+  assert verdicts['noise_robustness'].status == claims.NOT_ASSESSED
   assert 'mean Dice 0.820 vs averaged mask 0.810' in verdicts['noise_robustness'].numbers
-  assert verdicts['small_cnn'].status == report.NOT_MEASURED  # no small-CNN runs at all
+  assert verdicts['small_cnn'].status == claims.NOT_MEASURED  # no small-CNN runs at all
 
 
 def test_claims_not_assessed_where_a_class_is_never_found(tmp_path):
@@ -338,11 +342,11 @@ def test_claims_not_assessed_where_a_class_is_never_found(tmp_path):
     results = json.load(open(path))
     first = f'dice_{results["class_names"][0]}'
     results['test'][first] = results['test_averaged_mask'][first]
-    files.write_json(path, results)
+    workdir_lib.write_json(path, results)
   verdicts = claim_verdicts(tmp_path)
-  assert verdicts['noise_robustness'].status == report.NOT_ASSESSED
+  assert verdicts['noise_robustness'].status == claims.NOT_ASSESSED
   assert 'right_ventricle Dice' in verdicts['noise_robustness'].numbers
-  assert verdicts['small_cnn'].status == report.NOT_MEASURED  # no small-CNN runs at all
+  assert verdicts['small_cnn'].status == claims.NOT_MEASURED  # no small-CNN runs at all
 
 
 def two_scale_sweep(root):
@@ -364,9 +368,9 @@ def test_whether_a_dataset_was_learnt_is_judged_over_every_part(tmp_path):
   assert '  - chest phantom: **holds** — clean Dice no PE 0.300' in text
   assert '**not assessed**' not in text
   # Judged on the small-CNN part alone, the chest phantom counts as not learnt.
-  cnn4_only = [s for s in report.group_runs(report.collect_runs(str(tmp_path))) if s.model == 'cnn4']
-  assert {v.status for v in report.evaluate_claims(cnn4_only) if v.claim == 'small_cnn'} == {
-      report.NOT_ASSESSED}
+  cnn4_only = [s for s in aggregation.group_runs(collect_runs(str(tmp_path))) if s.model == 'cnn4']
+  assert {v.status for v in claims.evaluate_claims(cnn4_only) if v.claim == 'small_cnn'} == {
+      claims.NOT_ASSESSED}
 
 
 def test_a_report_in_parts_lists_every_verdict_in_one_place(tmp_path):
@@ -380,7 +384,7 @@ def test_a_report_in_parts_lists_every_verdict_in_one_place(tmp_path):
   # A claim no part has runs for appears once, as not measured.
   assert ('- **With 5/10 training images PE helps the U-Net (Table 2).**\n  - chest phantom: '
           '**not measured**') in summary
-  for claim in report.CLAIMS:
+  for claim in claims.CLAIMS:
     assert summary.count(f'- **{claim.text}.**') == 1
 
 
@@ -397,5 +401,5 @@ def test_a_new_report_removes_the_figures_only_an_old_one_wrote(tmp_path):
   assert '## Part' not in text
   pngs = sorted(n for n in os.listdir(tmp_path) if n.endswith('.png'))
   assert pngs == ['fig2_phantom_chest_unet.png', 'fig5_phantom_chest_shift.png', 'my_figure.png']
-  assert json.load(open(tmp_path / report.FIGURES_FILE)) == {
+  assert json.load(open(tmp_path / workdir_lib.FIGURES_FILE)) == {
       'figures': ['fig2_phantom_chest_unet.png', 'fig5_phantom_chest_shift.png']}

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pejax import corruptions, data, robustness
+from pejax import (choices, configuration, corruptions, datasets, input_pipeline, robustness,
+                   visualize, workdir as workdir_lib)
 from pejax.metrics import dice_sums, finalize_dice
 
 NUM_IMAGES, SIZE = 10, 32
@@ -32,11 +33,22 @@ def make_split(seed=0):
 
 
 def small_config(**overrides):
-  cfg = robustness.default_robustness_config()
-  cfg.batch_size = 4    # 10 images: the last batch is padded and masked
+  cfg = configuration.default_robustness_config()
   for name, value in overrides.items():
     cfg[name] = value
   return cfg
+
+
+def placed(images, labels, batch_size=4):
+  """The split as the grid gets it: on the device, in equal batches (10 images in batches of 4:
+  the last batch is padded and masked)."""
+  ids = np.array([f'{i:03d}' for i in range(len(images))])
+  return input_pipeline.place_eval_split(datasets.SplitArrays(images, labels, ids), batch_size)
+
+
+def evaluate(predict, images, labels, cfg, batch_size=4, **kwargs):
+  return robustness.evaluate_robustness(predict, placed(images, labels, batch_size), cfg,
+                                        **kwargs)
 
 
 @pytest.fixture(scope='module')
@@ -47,7 +59,7 @@ def split():
 @pytest.fixture(scope='module')
 def grid(split):
   images, labels = split
-  return robustness.evaluate_robustness(threshold_predict, images, labels, small_config(),
+  return evaluate(threshold_predict, images, labels, small_config(),
                                         class_names=CLASS_NAMES)
 
 
@@ -63,7 +75,7 @@ def test_layout_and_default_table(grid):
     assert list(grid[name]) == ['1', '2', '3', '4', '5']
   assert list(grid['shift_x']) == [str(k) for k in range(-8, 9)]   # 32 px: step 1
   assert grid['parameters']['gaussian_blur'] == {
-      str(s): v for s, v in zip(range(1, 6), corruptions.GAUSSIAN_BLUR_SIGMAS)}
+      str(s): v for s, v in zip(range(1, 6), choices.GAUSSIAN_BLUR_SIGMAS)}
   assert set(grid['clean']) == {'dice'} | {f'dice_{n}' for n in CLASS_NAMES}
   json.dumps(grid)
 
@@ -73,7 +85,7 @@ def test_clean_and_deterministic_conditions_equal_plain_evaluation(split, grid):
   expected = direct_dice(images, labels)
   assert grid['clean'] == pytest.approx(expected, rel=1e-6, nan_ok=True)
   assert 0.3 < grid['clean']['dice'] < 0.99    # neither trivial nor broken
-  blurred = corruptions.gaussian_blur(images, corruptions.GAUSSIAN_BLUR_SIGMAS[2])
+  blurred = corruptions.gaussian_blur(images, choices.GAUSSIAN_BLUR_SIGMAS[2])
   assert grid['gaussian_blur']['3'] == pytest.approx(direct_dice(blurred, labels), rel=1e-6)
   for k in (-5, 3):
     shifted = corruptions.shift_images_and_labels(images, labels, k)
@@ -91,9 +103,9 @@ def test_noise_lowers_dice_with_severity(grid):
 
 def test_same_seed_identical_other_seed_differs(split, grid):
   images, labels = split
-  again = robustness.evaluate_robustness(threshold_predict, images, labels, small_config(),
+  again = evaluate(threshold_predict, images, labels, small_config(),
                                          class_names=CLASS_NAMES)
-  other = robustness.evaluate_robustness(threshold_predict, images, labels,
+  other = evaluate(threshold_predict, images, labels,
                                          small_config(seed=1), class_names=CLASS_NAMES)
   for name in ('clean', 'gaussian_noise', 'shot_noise', 'gaussian_blur', 'shift_x'):
     assert again[name] == grid[name]
@@ -111,9 +123,9 @@ def test_grid_is_one_program_compiled_once(split):
     return threshold_predict(images)
 
   images, labels = split
-  first = robustness.evaluate_robustness(counting_predict, images, labels, small_config())
+  first = evaluate(counting_predict, images, labels, small_config())
   other_images, other_labels = make_split(seed=1)
-  second = robustness.evaluate_robustness(counting_predict, other_images, other_labels,
+  second = evaluate(counting_predict, other_images, other_labels,
                                           small_config(seed=7))
   assert len(traces) == 1 and traces[0] == (4, SIZE, SIZE, 1)
   assert first['clean'] != second['clean']
@@ -128,7 +140,7 @@ def test_model_state_is_a_traced_argument(split):
 
   images, labels = split
   cfg = small_config(severities=(), shifts=(0, 4))
-  results = [robustness.evaluate_robustness(predict_with_state, images, labels, cfg,
+  results = [evaluate(predict_with_state, images, labels, cfg,
                                             model_state=jnp.float32(gain))
              for gain in (1.05, 0.8)]
   assert len(traces) == 1
@@ -140,9 +152,9 @@ def test_model_state_is_a_traced_argument(split):
 
 def test_batch_size_edge_fill_and_y_axis(split, grid):
   images, labels = split
-  cfg = small_config(batch_size=3, shifts=(-3, 6), shift_axis='y', shift_fill='edge')
-  result = robustness.evaluate_robustness(threshold_predict, images, labels, cfg,
-                                          class_names=CLASS_NAMES)
+  cfg = small_config(shifts=(-3, 6), shift_axis='y', shift_fill='edge')
+  result = evaluate(threshold_predict, images, labels, cfg, batch_size=3,
+                    class_names=CLASS_NAMES)
   # Noise is keyed per image, not per batch: another batch size gives the same numbers.
   for name in ('gaussian_noise', 'shot_noise'):
     for severity, dice in result[name].items():
@@ -161,28 +173,29 @@ def test_batch_size_edge_fill_and_y_axis(split, grid):
     ('shifts', (1.5,), 'shifts'),
     ('shift_fill', 'reflect', 'zeros'),
     ('shift_axis', 'z', 'shift_axis'),
-    ('batch_size', 0, 'batch_size'),
+    ('seed', -1, 'seed'),
 ])
 def test_config_validation(name, value, message):
-  cfg = robustness.default_robustness_config()
-  robustness.validate_robustness_config(cfg)
+  cfg = configuration.default_robustness_config()
+  configuration.validate_robustness_config(cfg)
   cfg[name] = value
   with pytest.raises(ValueError, match=message) as error:
-    robustness.validate_robustness_config(cfg)
+    configuration.validate_robustness_config(cfg)
   assert name in str(error.value) and repr(value) in str(error.value)
 
 
 def test_paper_literal_blur_list_is_accepted():
-  cfg = robustness.default_robustness_config()
+  cfg = configuration.default_robustness_config()
   cfg.gaussian_blur = (0.04, 0.08, 0.12, 0.15, 0.18)
   cfg.shifts = (-4, 0, 4)
-  robustness.validate_robustness_config(cfg)
+  configuration.validate_robustness_config(cfg)
 
 
 def test_write_robustness_json_and_csv(grid, tmp_path):
   result = dict(grid)
   result['clean'] = dict(grid['clean'], dice_heart=float('nan'))
-  json_path, csv_path = robustness.write_robustness(result, str(tmp_path))
+  json_path, csv_path = workdir_lib.write_robustness(str(tmp_path), result,
+                                                     robustness.result_rows(result))
   assert sorted(os.listdir(tmp_path)) == ['robustness.csv', 'robustness.json']
   with open(json_path) as f:
     loaded = json.load(f)
@@ -211,11 +224,11 @@ def test_aggregate_and_plots(grid, tmp_path):
   curves = [{'label': 'w/o PE', 'result': grid},
             {'label': 'two seeds', 'result': mean, 'std': std, 'style': {'linestyle': '--'}}]
   references = [('averaged mask', 0.5)]
-  pixels = robustness.plot_corruptions(curves, str(tmp_path / 'corruptions.png'),
+  pixels = visualize.plot_corruptions(curves, str(tmp_path / 'corruptions.png'),
                                        references=references, title='phantom')
   assert pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[-1] == 3
   assert pixels.shape[1] > pixels.shape[0]
-  pixels = robustness.plot_shifts(curves, str(tmp_path / 'shifts.png'), references=references)
+  pixels = visualize.plot_shifts(curves, str(tmp_path / 'shifts.png'), references=references)
   assert pixels.dtype == np.uint8 and pixels.shape[-1] == 3
   assert sorted(os.listdir(tmp_path)) == ['corruptions.png', 'shifts.png']
   with open(tmp_path / 'shifts.png', 'rb') as f:
@@ -226,7 +239,7 @@ def test_aggregate_and_plots(grid, tmp_path):
     (68, 32, 1, 23), (64, 32, 1, 32), (23, 32, 1, 23), (33, 32, 1, 17), (68, 32, 4, 24),
     (1, 32, 4, 4), (100, 7, 1, 7)])
 def test_balanced_batch_size(num_examples, max_batch, multiple, expected):
-  size = data.balanced_batch_size(num_examples, max_batch, multiple)
+  size = input_pipeline.balanced_batch_size(num_examples, max_batch, multiple)
   assert size == expected
   assert size % multiple == 0 and size <= max(max_batch, multiple)
   assert -(-num_examples // size) == -(-num_examples // max_batch)  # no extra batch

@@ -103,12 +103,12 @@ def test_a_sweep_skips_finished_runs_and_writes_a_report(data_dir, tmp_path):
   config.num_epochs = 1
   config.sweep = sweep.product(pe=sweep.pe_settings([None, 256.0]), seed=[0, 1])
   workdir = str(tmp_path / 'sweep')
-  sweep.run_sweep(config, workdir)
+  train.train_sweep(config, workdir)
   results = sorted(glob.glob(os.path.join(workdir, '*', 'results.json')))
   assert len(results) == 4
   assert os.path.exists(os.path.join(workdir, 'report.md'))
   stamps = [os.path.getmtime(p) for p in results]
-  sweep.run_sweep(config, workdir)  # everything finished: nothing is retrained
+  train.train_sweep(config, workdir)  # everything finished: nothing is retrained
   assert [os.path.getmtime(p) for p in results] == stamps
 
 
@@ -121,7 +121,7 @@ def test_paper_configs_expand_and_validate(path):
   config = config_flags_lib._ConfigFileParser(name='config').parse(path)
   runs = sweep.expand(config)
   assert len(runs) >= 4
-  for name, run_config in runs:
+  for _, run_config in runs:
     configuration.validate_config(run_config, num_devices=1)
   seeds = {c.seed for _, c in runs}
   assert seeds == {0, 1, 2}
@@ -139,5 +139,5 @@ def test_gpu_scale_paper_configs_run_in_miniature(path, data_dir, tmp_path):
   # One seed and the first programs only: enough to exercise every kind of run in the sweep.
   kept = [dict(r, dataset=stand_in[r['dataset']]) for r in config.sweep if r['seed'] == 0]
   config.sweep = kept[:2]
-  sweep.run_sweep(config, str(tmp_path / 'sweep'))
+  train.train_sweep(config, str(tmp_path / 'sweep'))
   assert len(glob.glob(str(tmp_path / 'sweep' / '*' / 'results.json'))) == len(config.sweep)

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from pejax import configuration, data, steps, train
+from pejax import configuration, errors, input_pipeline, steps, train, workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,8 +56,8 @@ def test_resume_after_interruption_gives_the_uninterrupted_results(data_dir, tmp
   monkeypatch.setattr(train.EpochRunner, '__call__', interrupt_in_third_epoch)
   with pytest.raises(KeyboardInterrupt):
     train.train_and_evaluate(config, workdir)
-  assert not os.path.exists(os.path.join(workdir, train.RESULTS_FILE))
-  assert sorted(os.listdir(os.path.join(workdir, train.CHECKPOINT_FOLDER))) == ['1', '2']
+  assert not os.path.exists(os.path.join(workdir, workdir_lib.RESULTS_FILE))
+  assert sorted(os.listdir(os.path.join(workdir, workdir_lib.CHECKPOINT_FOLDER))) == ['1', '2']
   monkeypatch.setattr(train.EpochRunner, '__call__', original)
   resumed = train.train_and_evaluate(config, workdir)
 
@@ -97,7 +97,7 @@ def test_other_settings_in_a_used_workdir_are_refused(data_dir, tmp_path):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(small_config(data_dir, num_epochs=1), workdir)
   before = sorted(os.listdir(workdir))
-  with pytest.raises(train.SettingsMismatchError, match='learning_rate'):
+  with pytest.raises(errors.SettingsMismatchError, match='learning_rate'):
     train.train_and_evaluate(small_config(data_dir, num_epochs=1, learning_rate=0.01), workdir)
   assert sorted(os.listdir(workdir)) == before
 
@@ -112,7 +112,7 @@ def test_subset_of_training_examples(data_dir, tmp_path):
     (5, 20, 1, 5), (10, 20, 1, 10), (10, 20, 4, 20), (7, 20, 1, 20), (20, 20, 1, 20),
     (156, 20, 1, 20), (1, 20, 1, 1)])
 def test_training_batch_size(num_examples, batch_size, multiple, expected):
-  assert data.training_batch_size(num_examples, batch_size, multiple) == expected
+  assert input_pipeline.training_batch_size(num_examples, batch_size, multiple) == expected
 
 
 def test_a_batch_filled_from_a_small_training_set_equals_the_set_alone():

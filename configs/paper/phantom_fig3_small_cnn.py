@@ -1,4 +1,5 @@
-"""Figure 3 / Sec. 3.2: the small CNN, no PE vs λ = 256; on the phantoms, CPU-sized (64×64, width 8), three seeds.
+"""Figure 3 / Sec. 3.2: the small CNN, no PE vs λ = 256; on the phantoms, CPU-sized (64×64, width
+8), three seeds.
 
   python main.py --config=configs/paper/phantom_fig3_small_cnn.py --workdir=runs/phantom_paper
 Writes runs/phantom_paper/report.md. Measured time and results: README, "Reproducing the paper".
@@ -8,4 +9,6 @@ from pejax import experiments
 
 
 def get_config():
-  return experiments.sweep_config(experiments.phantom_scale(), experiments.fig3_small_cnn(experiments.PHANTOM_DATASETS, **experiments.PHANTOM_CNN4_SETTINGS))
+  return experiments.sweep_config(
+      experiments.phantom_scale(),
+      experiments.fig3_small_cnn(experiments.PHANTOM_DATASETS, **experiments.PHANTOM_CNN4_SETTINGS))

@@ -1,4 +1,5 @@
-"""Figure 4: zero vs reflection padding, no PE vs λ = 256; on the phantoms, CPU-sized (64×64, width 8), three seeds.
+"""Figure 4: zero vs reflection padding, no PE vs λ = 256; on the phantoms, CPU-sized (64×64, width
+8), three seeds.
 
   python main.py --config=configs/paper/phantom_fig4_padding.py --workdir=runs/phantom_paper
 Writes runs/phantom_paper/report.md. Measured time and results: README, "Reproducing the paper".
@@ -8,4 +9,6 @@ from pejax import experiments
 
 
 def get_config():
-  return experiments.sweep_config(experiments.phantom_scale(), experiments.fig4_padding(experiments.PHANTOM_DATASETS))
+  return experiments.sweep_config(
+      experiments.phantom_scale(),
+      experiments.fig4_padding(experiments.PHANTOM_DATASETS))

@@ -1,4 +1,5 @@
-"""Beyond the paper: PE benefit vs the anatomy's position jitter (chest phantom, small CNN and U-Net); on the phantoms, CPU-sized (64×64, width 8), three seeds.
+"""Beyond the paper: PE benefit vs the anatomy's position jitter (chest phantom, small CNN and
+U-Net); on the phantoms, CPU-sized (64×64, width 8), three seeds.
 
   python main.py --config=configs/paper/phantom_jitter.py --workdir=runs/phantom_paper
 Writes runs/phantom_paper/report.md. Measured time and results: README, "Reproducing the paper".
@@ -8,4 +9,6 @@ from pejax import experiments
 
 
 def get_config():
-  return experiments.sweep_config(experiments.phantom_scale(), experiments.jitter_benefit(cnn4_settings=experiments.PHANTOM_CNN4_SETTINGS, **experiments.NO_GRID))
+  return experiments.sweep_config(
+      experiments.phantom_scale(),
+      experiments.jitter_benefit(cnn4_settings=experiments.PHANTOM_CNN4_SETTINGS, **experiments.NO_GRID))

@@ -1,4 +1,5 @@
-"""Table 1 and Figure 2 (and Figure 5): U-Net, zero padding, no PE and λ = 1, 10, 256; on the phantoms, CPU-sized (64×64, width 8), three seeds.
+"""Table 1 and Figure 2 (and Figure 5): U-Net, zero padding, no PE and λ = 1, 10, 256; on the
+phantoms, CPU-sized (64×64, width 8), three seeds.
 
   python main.py --config=configs/paper/phantom_table1_fig2.py --workdir=runs/phantom_paper
 Writes runs/phantom_paper/report.md. Measured time and results: README, "Reproducing the paper".
@@ -8,4 +9,6 @@ from pejax import experiments
 
 
 def get_config():
-  return experiments.sweep_config(experiments.phantom_scale(), experiments.table1_fig2(experiments.PHANTOM_DATASETS))
+  return experiments.sweep_config(
+      experiments.phantom_scale(),
+      experiments.table1_fig2(experiments.PHANTOM_DATASETS))

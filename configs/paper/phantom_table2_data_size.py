@@ -1,4 +1,5 @@
-"""Table 2: U-Net on all / 10 / 5 training images, no PE vs λ = 256 (chest phantom); on the phantoms, CPU-sized (64×64, width 8), three seeds.
+"""Table 2: U-Net on all / 10 / 5 training images, no PE vs λ = 256 (chest phantom); on the
+phantoms, CPU-sized (64×64, width 8), three seeds.
 
   python main.py --config=configs/paper/phantom_table2_data_size.py --workdir=runs/phantom_paper
 Writes runs/phantom_paper/report.md. Measured time and results: README, "Reproducing the paper".
@@ -8,4 +9,6 @@ from pejax import experiments
 
 
 def get_config():
-  return experiments.sweep_config(experiments.phantom_scale(), experiments.table2_data_size('phantom_chest', **experiments.PHANTOM_TABLE2_SETTINGS))
+  return experiments.sweep_config(
+      experiments.phantom_scale(),
+      experiments.table2_data_size('phantom_chest', **experiments.PHANTOM_TABLE2_SETTINGS))

@@ -442,7 +442,7 @@ def _read_h5(path):
 
 
 def _check_slices(pairs, paths):
-  for (image, label), path in zip(pairs, paths):
+  for (image, _), path in zip(pairs, paths):
     if image.ndim != 2 or image.shape != pairs[0][0].shape:
       raise ValueError(
           f'ACDC: the slice {path} has shape {image.shape}; the slices of a volume must '

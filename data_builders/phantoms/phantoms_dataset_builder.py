@@ -21,6 +21,11 @@ from data_builders.phantoms import phantom_generator
 CHEST = phantom_generator.CHEST
 CARDIAC = phantom_generator.CARDIAC
 KINDS = phantom_generator.KINDS
+# Names of the label values 0..3, as JSRT's and ACDC's builders name theirs.
+CLASS_NAMES = {
+    CHEST: ('background', 'right_lung', 'left_lung', 'heart'),
+    CARDIAC: ('background', 'right_ventricle', 'myocardium', 'left_ventricle'),
+}
 DEFAULT_POSITION_JITTER = phantom_generator.DEFAULT_POSITION_JITTER
 # Chest as JSRT's 247 images split in the paper; cardiac about a third of ACDC's slice count.
 DEFAULT_SPLIT_SIZES = {

@@ -1,0 +1,236 @@
+"""A sweep's finished runs grouped into *settings* (runs that differ only in the seed), with
+statistics over seeds; what the claims and the report are computed from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+from absl import logging
+
+from pejax import configuration, robustness
+from pejax.workdir import RunRecord
+
+DATASET_ORDER = ('jsrt', 'acdc', 'phantom_chest', 'phantom_cardiac')
+# The axes along which the paper's experiments vary; every other setting (image size, width,
+# epochs, ...) is the *scale* of a run, and runs of different scales are reported apart.
+EXPERIMENT_AXES = ('dataset', 'model', 'padding', 'use_pe', 'pe_scale', 'num_train_examples',
+                   'position_jitter')
+# Left out of a setting's key, besides configuration.NON_RESULT_SETTINGS: the seed (what runs of
+# one setting differ in) and whether the robustness grid was evaluated.
+_NOT_GROUPED = ('seed', 'run_robustness')
+# Standard deviations over seeds are population standard deviations, the same convention as
+# the bands of the figures.
+STD_DDOF = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Stat:
+  """Mean ± std (ddof=STD_DDOF) over the finite values of `n` runs."""
+  mean: float
+  std: float
+  n: int
+
+
+def summarize(values: Sequence[float | None]) -> Stat:
+  finite = np.asarray([np.nan if v is None else v for v in values], np.float64)
+  finite = finite[np.isfinite(finite)]
+  if not finite.size:
+    return Stat(float('nan'), float('nan'), 0)
+  std = float(np.std(finite, ddof=STD_DDOF)) if finite.size > STD_DDOF else float('nan')
+  return Stat(float(np.mean(finite)), std, int(finite.size))
+
+
+def setting_key(config: Mapping) -> dict:
+  """The settings that make a run's numbers, less the seed: runs with equal keys are seeds of
+  one setting."""
+  settings = {k: v for k, v in config.items()
+              if k not in configuration.NON_RESULT_SETTINGS and k not in _NOT_GROUPED}
+  if not settings.get('use_pe', False):
+    settings['pe_scale'] = None  # λ means nothing without PE
+  if isinstance(settings.get('robustness'), Mapping):
+    settings['robustness'] = {k: v for k, v in settings['robustness'].items()
+                              if k != 'batch_size'}
+  return settings
+
+
+def _canonical(settings: Mapping) -> str:
+  return json.dumps(configuration.json_safe(settings), sort_keys=True)
+
+
+@dataclasses.dataclass(eq=False)
+class Setting:
+  """The runs (seeds) of one setting."""
+  settings: dict
+  runs: list[RunRecord]
+
+  @property
+  def dataset(self) -> str:
+    return self.settings.get('dataset')
+
+  @property
+  def model(self) -> str:
+    return self.settings.get('model')
+
+  @property
+  def padding(self) -> str:
+    return self.settings.get('padding', 'zeros')
+
+  @property
+  def pe(self) -> float | None:
+    """λ, or None without PE."""
+    return float(self.settings['pe_scale']) if self.settings.get('use_pe') else None
+
+  @property
+  def num_train_examples(self) -> int | None:
+    return self.settings.get('num_train_examples')
+
+  @property
+  def position_jitter(self) -> float | None:
+    return self.settings.get('position_jitter')
+
+  @property
+  def seeds(self) -> list:
+    return [run.config.get('seed') for run in self.runs]
+
+  @property
+  def class_names(self) -> list[str]:
+    return list(self.runs[0].results.class_names or [])
+
+  @property
+  def scale(self) -> str:
+    return _canonical({k: v for k, v in self.settings.items() if k not in EXPERIMENT_AXES})
+
+  def test(self, metric: str = 'dice') -> Stat:
+    return summarize([(run.results.test or {}).get(metric) for run in self.runs])
+
+  def averaged_mask(self, metric: str = 'dice') -> Stat:
+    return summarize([(run.results.test_averaged_mask or {}).get(metric)
+                      for run in self.runs])
+
+  def train_examples(self) -> list[int]:
+    return sorted({run.results.num_train_examples for run in self.runs} - {None})
+
+  @property
+  def robust_runs(self) -> list[dict]:
+    return [run for run in self.runs if run.robustness]
+
+  def per_run(self, measure: Callable[[Mapping], float]) -> Stat:
+    """`measure(robustness result)` over the runs with a robustness grid."""
+    values = []
+    for run in self.robust_runs:
+      try:
+        values.append(measure(run.robustness))
+      except (KeyError, TypeError, ValueError):
+        values.append(None)
+    return summarize(values)
+
+  @functools.cached_property
+  def robustness_curves(self) -> tuple[dict, dict] | None:
+    """(mean, std) robustness results for the figures, or None without robustness grids."""
+    if not self.robust_runs:
+      return None
+    try:
+      return robustness.aggregate_robustness([run.robustness for run in self.robust_runs])
+    except (KeyError, TypeError, ValueError) as error:
+      logging.warning('Robustness grids of %s cannot be averaged (%s).', self.label, error)
+      return None
+
+  @property
+  def label(self) -> str:
+    return ', '.join(filter(None, [
+        self.dataset, self.model, self.padding, pe_label(self.pe),
+        None if self.num_train_examples is None else f'{self.num_train_examples} images',
+        None if self.position_jitter is None else f'jitter {self.position_jitter:g}']))
+
+
+def group_runs(runs: Sequence[RunRecord]) -> list[Setting]:
+  """Runs grouped into settings (all but the seed), in a stable order."""
+  groups: dict[str, Setting] = {}
+  for run in runs:
+    key = setting_key(run.config)
+    groups.setdefault(_canonical(key), Setting(key, [])).runs.append(run)
+  for setting in groups.values():
+    setting.runs.sort(key=lambda run: (str(run.config.get('seed')), run.name))
+  return sorted(groups.values(), key=_setting_order)
+
+
+def dataset_rank(dataset: str) -> tuple:
+  return (DATASET_ORDER.index(dataset) if dataset in DATASET_ORDER else len(DATASET_ORDER),
+          str(dataset))
+
+
+def pe_rank(pe: float | None) -> float:
+  return -1.0 if pe is None else pe
+
+
+def _setting_order(setting: Setting) -> tuple:
+  return (setting.scale, dataset_rank(setting.dataset), str(setting.model),
+          setting.padding != 'zeros', str(setting.padding),
+          setting.num_train_examples is not None, -(setting.num_train_examples or 0),
+          -1.0 if setting.position_jitter is None else setting.position_jitter,
+          pe_rank(setting.pe))
+
+
+ANY = object()
+
+
+def select(settings: Sequence[Setting], **conditions) -> list[Setting]:
+  """Settings whose properties equal the conditions (a value, or `ANY`)."""
+  return [s for s in settings
+          if all(value is ANY or getattr(s, name) == value for name, value in conditions.items())]
+
+
+def standard(settings: Sequence[Setting], dataset: str, model: str = 'unet', *,
+              padding='zeros', num_train_examples=None, position_jitter=None) -> list[Setting]:
+  """The paper's default setting (zero padding, all data, default jitter) of a dataset/model."""
+  return select(settings, dataset=dataset, model=model, padding=padding,
+                num_train_examples=num_train_examples, position_jitter=position_jitter)
+
+
+def has_shifts(setting: Setting) -> bool:
+  return any(any(k.startswith('shift_') and run.robustness[k] for k in run.robustness)
+             for run in setting.robust_runs)
+
+
+def pe_label(pe: float | None) -> str:
+  return 'no PE' if pe is None else f'PE λ={pe:g}'
+
+
+def datasets_of(settings: Sequence[Setting]) -> list[str]:
+  return sorted({s.dataset for s in settings}, key=dataset_rank)
+
+
+def pe_sorted(settings: Sequence[Setting]) -> list[Setting]:
+  return sorted(settings, key=lambda s: pe_rank(s.pe))
+
+
+def pe_of_interest(settings: Sequence[Setting]) -> float | None:
+  """λ=256 (the paper's PE in Table 2 and Figures 3–5) if run, else the largest λ run."""
+  scales = {s.pe for s in settings} - {None}
+  if not scales:
+    return None
+  return 256.0 if 256.0 in scales else max(scales)
+
+
+def paired_difference(with_pe: Setting, without_pe: Setting) -> Stat:
+  """Dice with PE minus without, over seeds run in both (paired), else of the two means."""
+  def dice(run):
+    return (run.results.test or {}).get('dice')
+
+  by_seed = {run.config.get('seed'): run for run in without_pe.runs}
+  pairs = [(dice(run), dice(by_seed[run.config.get('seed')]))
+           for run in with_pe.runs if run.config.get('seed') in by_seed]
+  pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+  if pairs:
+    return summarize([a - b for a, b in pairs])
+  a, b = with_pe.test(), without_pe.test()
+  if not a.n or not b.n:
+    return Stat(float('nan'), float('nan'), 0)
+  return Stat(a.mean - b.mean, float(np.hypot(a.std, b.std)), min(a.n, b.n))
+
+

@@ -1,0 +1,31 @@
+"""The values settings can take and the paper's default parameters, importable without JAX.
+
+The configuration validates settings against these names before anything heavy is imported;
+the modules that implement them (layers, models, corruptions, robustness) take them from here,
+so a name is defined once.
+"""
+
+DATASETS = ('phantom_chest', 'phantom_cardiac', 'jsrt', 'acdc')
+MODELS = ('unet', 'cnn4')            # paper Table 3 and Table 4
+COMPUTE_DTYPES = ('float32', 'bfloat16')
+
+# Poolings of the U-Net: its input sides must be multiples of 2**UNET_DEPTH.
+UNET_DEPTH = 4
+UNET_SIZE_MULTIPLE = 2**UNET_DEPTH
+
+# Padding modes as PyTorch's `Conv2d(padding_mode=...)` names them, plus 'symmetric' and
+# 'valid' (no padding; the small CNN only).
+PADDING_MODES = ('zeros', 'reflect', 'replicate', 'circular', 'symmetric', 'valid')
+# 'auto' resolves to 'cpu' (pejax.fast_conv) on the CPU backend and to 'xla' elsewhere.
+CONV_IMPLS = ('auto', 'xla', 'cpu')
+
+# Test-time corruptions (paper Sec. 2.3): Tiny-ImageNet-C parameters (Hendrycks & Dietterich),
+# severity 1 (mildest) .. 5, on intensities in [0, 1].
+CORRUPTIONS = ('gaussian_noise', 'shot_noise', 'gaussian_blur')
+GAUSSIAN_NOISE_SIGMAS = (0.04, 0.08, 0.12, 0.15, 0.18)    # x + N(0, σ²)
+SHOT_NOISE_COUNTS = (250.0, 100.0, 50.0, 30.0, 15.0)      # Poisson(x·c) / c
+GAUSSIAN_BLUR_SIGMAS = (0.5, 0.75, 1.0, 1.25, 1.5)        # pixels
+SEVERITIES = (1, 2, 3, 4, 5)
+# Shifts of test images and masks (paper Fig. 5).
+SHIFT_AXES = ('x', 'y', 'xy')
+SHIFT_FILLS = ('zeros', 'edge')

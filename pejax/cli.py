@@ -1,0 +1,104 @@
+"""The command line of pejax: flags, multi-process start-up, and the dispatch to one run, a
+sweep, the evaluation of a trained run, or the report. `main.py` calls `console_main`.
+
+Errors the user can fix (`pejax.errors.PejaxError`) end the program with one line and a
+non-zero exit; any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+MODES = ('train', 'evaluate', 'report')
+
+
+def define_flags() -> dict:
+  """The command's flags (defined once per process); returns their holders by name."""
+  if 'mode' in flags.FLAGS:
+    return _FLAG_HOLDERS
+  _FLAG_HOLDERS.update(
+      config=config_flags.DEFINE_config_file(
+          'config', None, 'Config file (configs/*.py[:variant]).', lock_config=True),
+      workdir=flags.DEFINE_string(
+          'workdir', None, 'Run folder; default runs/<config name>[_<variant>].'),
+      mode=flags.DEFINE_enum(
+          'mode', 'train', MODES,
+          'train: train (or continue) then evaluate; evaluate: evaluate the latest checkpoint '
+          'of --workdir again; report: write the report of the sweep in --workdir.'),
+      coordinator_address=flags.DEFINE_string(
+          'coordinator_address', None, 'host:port of process 0, for several processes on '
+          'CPU/GPU (Cloud TPU VMs find it themselves).'),
+      num_processes=flags.DEFINE_integer(
+          'num_processes', None, 'Processes in a multi-process run.'),
+      process_id=flags.DEFINE_integer(
+          'process_id', None, 'This process in a multi-process run.'),
+  )
+  return _FLAG_HOLDERS
+
+
+_FLAG_HOLDERS: dict = {}
+
+
+def use_fast_cpu_convolutions() -> None:
+  """Turns off XLA:CPU's YNNPACK convolutions, which are slow here (BENCHMARKS.md).
+
+  XLA reads XLA_FLAGS once, when its CPU backend starts, so this runs before any computation;
+  only on the jaxlib release whose flag it is (an unknown flag would stop XLA). Set
+  PEJAX_DEFAULT_XLA_FLAGS=0 to leave XLA_FLAGS alone.
+  """
+  import jaxlib
+  if (os.environ.get('PEJAX_DEFAULT_XLA_FLAGS', '1') == '0'
+      or not jaxlib.__version__.startswith('0.10.')):
+    return
+  from pejax import fast_conv
+  os.environ['XLA_FLAGS'] = (
+      f"{os.environ.get('XLA_FLAGS', '')} {fast_conv.recommended_xla_flags()}".strip())
+
+
+def default_workdir(config_argument: str) -> str:
+  path, _, variant = config_argument.partition(':')
+  name = os.path.splitext(os.path.basename(path))[0]
+  return os.path.join('runs', f'{name}_{variant}' if variant else name)
+
+
+def run(config, workdir: str, *, mode: str = 'train'):
+  """One run, a sweep, an evaluation or the report; a user's error as one line, exit 1."""
+  from pejax import errors, report, sweep, train
+  try:
+    if mode == 'report':
+      return report.write_report(workdir)
+    if sweep.is_sweep(config):
+      return train.train_sweep(config, workdir, evaluate_only=mode == 'evaluate')
+    return train.train_and_evaluate(config, workdir, evaluate_only=mode == 'evaluate')
+  except errors.PejaxError as error:
+    raise SystemExit(f'pejax: error: {error}') from None
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  holders = define_flags()
+  mode = holders['mode'].value
+  config = holders['config'].value
+  if config is None and mode != 'report':
+    raise app.UsageError('--config is required (e.g. --config=configs/unet_pe.py:quick).')
+  workdir = holders['workdir'].value
+  if workdir is None:
+    if config is None:
+      raise app.UsageError('--mode=report needs --workdir.')
+    workdir = default_workdir(config_flags.get_config_filename(flags.FLAGS['config']))
+  from pejax import runtime  # after flag parsing: XLA options are set before JAX starts
+  runtime.initialize(holders['coordinator_address'].value, holders['num_processes'].value,
+                     holders['process_id'].value)
+  from absl import logging
+  logging.info('Config %s, workdir %s', config, workdir)
+  run(config, workdir, mode=mode)
+
+
+def console_main() -> None:
+  use_fast_cpu_convolutions()
+  define_flags()
+  app.run(main)

@@ -1,0 +1,187 @@
+"""Evaluation of a model state on a split: Dice (mean and per class), loss, the averaged-mask
+baseline, the robustness grid, image panels — one `Evaluator` used at the end of training, by
+`--mode=evaluate` and by every run of a sweep.
+
+Dice follows the paper (see `pejax.metrics`). Every evaluation is a cached jitted sum over the
+split's batches followed by one division (`metrics.finalize_dice`); the jitted functions are
+module-level with a hashable `Predictor` static, so later runs of a sweep reuse them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from pejax import configuration, input_pipeline, metrics, robustness, steps, visualize, workdir as workdir_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictor:
+  """Label maps from images in [0, 1]: normalize, PE, model, argmax.
+
+  Hashable and called as `predictor((state, pe_scale), images)`, so one compiled evaluation
+  serves every state of the same architecture.
+  """
+  spec: steps.StepSpec
+  normalizer: input_pipeline.Normalizer
+
+  def __call__(self, model_state, images):
+    state, pe_scale = model_state
+    return steps.predict(self.spec, state, self.normalizer(images), pe_scale)
+
+
+def evaluate_batches(predictor: Predictor, model_state, images, labels, valid):
+  """Summed `steps.eval_step` statistics over (batches, batch, ...) arrays, as one scan."""
+  state, pe_scale = model_state
+
+  def sums_of(batch):
+    batch_images, batch_labels, batch_valid = batch
+    return steps.eval_step(predictor.spec, state, predictor.normalizer(batch_images),
+                           batch_labels, batch_valid, pe_scale)
+
+  first = jax.tree.map(lambda x: x[0], (images, labels, valid))
+  initial = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(sums_of, first))
+  totals, _ = jax.lax.scan(
+      lambda totals, batch: (jax.tree.map(jnp.add, totals, sums_of(batch)), None),
+      initial, (images, labels, valid))
+  return totals
+
+
+def averaged_mask_sums(num_classes: int, train_labels, example_ids, labels, valid):
+  """Dice statistics of the paper's baseline: the averaged training mask of this run's
+  training examples, predicted for every image of (batches, batch, ...) `labels`."""
+  mask = metrics.averaged_mask(train_labels[example_ids], num_classes)
+  sums = jax.vmap(lambda batch_labels, batch_valid: metrics.dice_sums(
+      jnp.broadcast_to(mask, batch_labels.shape), batch_labels, num_classes, valid=batch_valid))(
+          labels, valid)
+  return jax.tree.map(lambda x: x.sum(axis=0), sums)
+
+
+_evaluate_batches = jax.jit(evaluate_batches, static_argnums=0)
+_averaged_mask_sums = jax.jit(averaged_mask_sums, static_argnums=0)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _predict(predictor: Predictor, model_state, images):
+  return predictor(model_state, images)
+
+
+class Evaluator:
+  """The evaluations of one model architecture on one dataset's placed splits."""
+
+  def __init__(self, spec: steps.StepSpec, run_data: input_pipeline.RunData):
+    self.predictor = Predictor(spec, run_data.normalizer)
+    self.run_data = run_data
+
+  @property
+  def class_names(self) -> tuple[str, ...]:
+    return self.run_data.dataset.class_names
+
+  def dice(self, state, pe_scale, split: input_pipeline.EvalSplit) -> dict[str, float]:
+    """Mean and per-class Dice and the mean loss of a state on a split."""
+    sums = jax.device_get(_evaluate_batches(self.predictor, (state, pe_scale), split.images01,
+                                            split.labels, split.valid))
+    result = metrics.finalize_dice(sums, self.class_names)
+    result['loss'] = float(sums['loss_sum'] / sums['example_count'])
+    return result
+
+  def averaged_mask_dice(self, example_ids, split: input_pipeline.EvalSplit) -> dict[str, float]:
+    """The averaged-mask baseline of the training examples `example_ids` on a split."""
+    sums = _averaged_mask_sums(self.run_data.dataset.num_classes, self.run_data.train_labels,
+                               jnp.asarray(example_ids), split.labels, split.valid)
+    return metrics.finalize_dice(jax.device_get(sums), self.class_names)
+
+  def panel(self, state, pe_scale, count: int) -> np.ndarray:
+    """Input | ground truth | prediction of the first `count` validation images."""
+    split = self.run_data.validation
+    count = min(count, split.count)
+    images = split.host_images01[:count]
+    predictions = np.asarray(_predict(self.predictor, (state, pe_scale), images))
+    return visualize.label_panel(images, split.host_labels, predictions, count)
+
+  def final(self, state, pe_scale, example_ids) -> dict[str, dict]:
+    """Validation and test Dice of a trained state, and the averaged mask on both splits."""
+    scores = {}
+    for name in ('validation', 'test'):
+      split = getattr(self.run_data, name)
+      scores[name] = self.dice(state, pe_scale, split)
+      scores[f'{name}_averaged_mask'] = self.averaged_mask_dice(example_ids, split)
+    return scores
+
+  def robustness(self, state, pe_scale, cfg) -> dict[str, Any]:
+    """The robustness grid (`robustness.evaluate_robustness`) of a state on the test split."""
+    return robustness.evaluate_robustness(
+        self.predictor, self.run_data.test, cfg, num_classes=self.run_data.dataset.num_classes,
+        class_names=self.class_names, model_state=(state, pe_scale))
+
+
+  def finish_run(self, state, config, workdir: str, example_ids, writer, num_parameters: int,
+                 timings: dict) -> dict:
+    """Final evaluation of a trained run; writes results.json (and the robustness files) into
+    `workdir` and the test Dice to `writer`; returns the results as JSON."""
+    run_data = self.run_data
+    class_names = self.class_names
+    pe_scale = jnp.float32(configuration.pe_scale_of(config))
+    is_writer = jax.process_index() == 0
+    start = time.perf_counter()
+    final = self.final(state, pe_scale, example_ids)
+    timings = dict(timings, eval_seconds=time.perf_counter() - start)
+    final_step = int(state.step)
+    writer.write_scalars(final_step, {f'test_{k}': v for k, v in final['test'].items()})
+    results = workdir_lib.Results(
+        config=config.to_dict(), dataset=config.dataset, class_names=list(class_names),
+        num_parameters=num_parameters, num_train_examples=len(example_ids),
+        epochs=int(state.epoch), steps=final_step, devices=jax.device_count(),
+        processes=jax.process_count(), platform=jax.devices()[0].platform,
+        jax_version=jax.__version__, normalization=dataclasses.asdict(run_data.normalizer),
+        **final)
+    if config.run_robustness:
+      grid = self.robustness(state, pe_scale, config.robustness)
+      timings['robustness_seconds'] = grid['seconds']
+      results.robustness_file = workdir_lib.ROBUSTNESS_FILE
+      if is_writer:
+        _write_robustness(workdir, writer, config, grid, final['test_averaged_mask']['dice'],
+                          final_step)
+    results.timings = timings
+    if is_writer:
+      workdir_lib.write_results(workdir, results)
+    writer.flush()
+    name = os.path.basename(os.path.normpath(workdir))
+    logging.info('\n%s', dice_table(
+        f'{name}: Dice on the {config.dataset} test split ({run_data.test.count} images)',
+        class_names, {'model': final['test'], 'averaged mask': final['test_averaged_mask']}))
+    return results.to_json()
+
+
+def _write_robustness(workdir: str, writer, config, grid: dict, averaged_mask_dice: float,
+                      step: int) -> None:
+  """robustness.json/csv, the corruption and shift figures, and the figures in TensorBoard."""
+  workdir_lib.write_robustness(workdir, grid, robustness.result_rows(grid))
+  label = config.model + (f' PE λ={config.pe_scale:g}' if config.use_pe else ' no PE')
+  curve = [{'label': label, 'result': grid}]
+  images = {
+      'robustness_corruptions': visualize.plot_corruptions(
+          curve, os.path.join(workdir, 'robustness_corruptions.png'),
+          references=[('averaged mask', averaged_mask_dice)]),
+      'robustness_shifts': visualize.plot_shifts(
+          curve, os.path.join(workdir, 'robustness_shifts.png')),
+  }
+  writer.write_images(step, {k: v[None] for k, v in images.items()})
+
+
+def dice_table(title: str, class_names, rows: dict[str, dict]) -> str:
+  """A plain-text table of mean and per-class Dice, one row per entry of `rows`."""
+  header = ['', 'dice'] + list(class_names)
+  lines = [title, '  '.join(f'{h:>14}' for h in header)]
+  for name, values in rows.items():
+    cells = [values['dice']] + [values[f'dice_{c}'] for c in class_names]
+    lines.append('  '.join([f'{name:>14}'] + [f'{v:14.4f}' for v in cells]))
+  return '\n'.join(lines)
