@@ -16,8 +16,9 @@ Conventions:
     definition, the larger of the two directed 95th percentiles (MONAI's
     HausdorffDistanceMetric(percentile=95), DeepMind's compute_robust_hausdorff), is not it.
   Mean surface distance (MSD): the mean of the union of both directed distance sets, the
-    average symmetric surface distance of medpy's `assd` (0.5.x) and MONAI's
-    SurfaceDistanceMetric(symmetric=True).
+    average symmetric surface distance of Heimann et al. (IEEE TMI 2009) and of medpy 0.5.2's
+    `assd`. Older medpy averaged the two directed means instead, which differs when the two
+    surfaces have different sizes.
   Dice of a class: 2|P ∩ G| / (|P| + |G|), as `pejax.metrics` defines it.
 
 Empty structures (nnU-Net's rule), recorded per class in `status_<class>`:
