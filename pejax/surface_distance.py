@@ -14,7 +14,7 @@ Conventions:
   HD95: the 95th percentile of the union of both directed distance sets, interpolated
     linearly between order statistics (NumPy's default) — medpy's `hd95`. The other common
     definition, the larger of the two directed 95th percentiles (MONAI's
-    HausdorffDistanceMetric(percentile=95), DeepMind's compute_robust_hausdorff), is not it.
+    HausdorffDistanceMetric(percentile=95), DeepMind's compute_robust_hausdorff), is not used.
   Mean surface distance (MSD): the mean of the union of both directed distance sets, the
     average symmetric surface distance of Heimann et al. (IEEE TMI 2009) and of medpy 0.5.2's
     `assd`. Older medpy averaged the two directed means instead, which differs when the two
