@@ -4,17 +4,23 @@ Command, from the repository root on a machine with one NVIDIA GPU:
 
   python benchmarks/gpu_check.py --out=gpu_check_results
 
-Needs: JAX with CUDA (`pip install -U "jax[cuda13]"`, or `"jax[cuda12]"` for older drivers),
-flax, optax, numpy; and PyTorch with CUDA for the PyTorch columns (`pip install torch`; without
-it they read "not installed"). Nothing else: no TensorFlow, TFDS, CLU or network (the phantoms
-are generated in NumPy), and the project need not be pip-installed.
+Needs: JAX with CUDA, Flax, Optax, NumPy; and PyTorch with CUDA for the PyTorch columns
+(without it they read "not installed"):
 
-Run time: at most 8 minutes (`--deadline_minutes`); a measurement that would start after its
-share of that time is skipped and listed as skipped instead of overrunning.
+  pip install torch && pip install -U "jax[cuda12]" flax optax   # cuda12 or cuda13: the major
+                                                                 # version of torch.version.cuda
 
-Outputs, in `--out`: `gpu_check.json` (every number, the environment, what was skipped and
-why, errors) and `gpu_check.md` (the same as tables), rewritten after each part so an
-interrupted run leaves what it measured.
+Nothing else: no TensorFlow, TFDS, CLU or network (the phantoms are generated in NumPy), and
+the project need not be pip-installed. `--no_torch` leaves PyTorch out if it will not load
+beside JAX's CUDA libraries.
+
+Run time: at most 8 minutes (`--deadline_minutes`), most of it compiling (XLA and
+torch.compile); a measurement that would not fit in its part's share of the deadline is
+skipped and listed as skipped instead of overrunning.
+
+Outputs, in `--out` (default `./gpu_check_results`): `gpu_check.json` (every number, the
+environment, what was skipped and why, errors) and `gpu_check.md` (the same as tables),
+rewritten after each measurement so that an interrupted run leaves what it measured.
 
 What it measures:
 
@@ -31,9 +37,8 @@ What it measures:
    phantom images (`pejax.metrics`), beside the averaged-mask baseline.
 4. K = 1, 4, 12 models trained together by `jax.vmap` against K sequential steps (128²).
 
-`--smoke` runs every part at toy sizes (32², width 4, 2 steps) on whatever JAX finds, CPU
-included, in well under a minute; the test suite runs it. Compile times count against the
-deadline: on a GPU the XLA and torch.compile compilations are most of the 8 minutes.
+`--smoke` runs every part at toy sizes (small CNN only, 32², width 4, 2 steps) on whatever JAX
+finds, CPU included, in about half a minute on 2 CPU cores; `tests/test_gpu_check.py` runs it.
 """
 
 from __future__ import annotations
@@ -616,7 +621,7 @@ def phantom_training(args, sizes, clock, results):
   step = jax.jit(train_rows, donate_argnums=(0,)).lower(
       state, next_rows(), train_x, train_y, pe_scale).compile()
   report['compile_seconds'] = time.perf_counter() - start
-  losses, finite = [], True
+  losses = []
   start = time.perf_counter()
   done = 0
   while done < sizes.phantom_steps:

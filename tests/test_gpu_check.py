@@ -137,3 +137,12 @@ def test_peak_table_and_override(gpu_check):
   assert gpu_check.parse_peak_override('70') == {'bfloat16': 70.0, 'float32': 70.0}
   with pytest.raises(ValueError, match='not a dtype'):
     gpu_check.parse_peak_override('fp8=1000')
+
+
+def test_full_sizes_refuse_a_machine_without_gpu(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  process = subprocess.run([sys.executable, SCRIPT, f'--out={tmp_path}'], cwd=str(tmp_path),
+                           env=env, capture_output=True, text=True, timeout=120)
+  assert process.returncode == 2
+  assert 'JAX finds no GPU' in process.stderr and '--smoke' in process.stderr
+  assert not os.listdir(tmp_path)
