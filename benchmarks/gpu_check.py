@@ -15,8 +15,10 @@ the project need not be pip-installed. `--no_torch` leaves PyTorch out if it wil
 beside JAX's CUDA libraries.
 
 Run time: at most 8 minutes (`--deadline_minutes`), most of it compiling (XLA and
-torch.compile); a measurement that would not fit in its part's share of the deadline is
-skipped and listed as skipped instead of overrunning.
+torch.compile). A measurement starts only if the time it is expected to take fits in its
+part's share of the deadline; otherwise it is skipped and listed as skipped. Expected times
+are the compile times measured so far (30 s before the first), so only a compilation far
+slower than those before it can make the run overrun, by its excess.
 
 Outputs, in `--out` (default `./gpu_check_results`): `gpu_check.json` (every number, the
 environment, what was skipped and why, errors) and `gpu_check.md` (the same as tables),
