@@ -71,9 +71,9 @@ CHEST_CLASSES = ['right_lung', 'left_lung', 'heart']
 # Dense (no sparsity) peak TFLOP/s from NVIDIA's datasheets, at boost clock: bfloat16 and TF32
 # on tensor cores, float32 on CUDA cores. Matched against JAX's device_kind in this order.
 GPU_PEAKS = (
+    ('GH200', r'GH200', dict(bfloat16=989.5, tf32=494.5, float32=67.0)),
     ('H200 NVL', r'H200.*NVL', dict(bfloat16=835.5, tf32=417.5, float32=60.0)),
     ('H200 SXM', r'H200', dict(bfloat16=989.5, tf32=494.5, float32=67.0)),
-    ('GH200', r'GH200', dict(bfloat16=989.5, tf32=494.5, float32=67.0)),
     ('H100 NVL', r'H100.*NVL', dict(bfloat16=835.5, tf32=417.5, float32=60.0)),
     ('H100 PCIe', r'H100.*PCIE', dict(bfloat16=756.5, tf32=378.0, float32=51.0)),
     ('H100 SXM', r'H100', dict(bfloat16=989.5, tf32=494.5, float32=67.0)),

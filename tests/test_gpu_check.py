@@ -127,6 +127,8 @@ def test_peak_table_and_override(gpu_check):
   assert peak('NVIDIA H100 80GB HBM3', None)['bfloat16'] == 989.5
   assert peak('NVIDIA H100 PCIe', None)['bfloat16'] == 756.5
   assert peak('NVIDIA H200', None)['source'].startswith('table: H200 SXM')
+  assert peak('NVIDIA GH200 480GB', None)['source'].startswith('table: GH200')
+  assert peak('NVIDIA H100 NVL', None)['bfloat16'] == 835.5
   assert peak('NVIDIA A100-SXM4-40GB', None)['float32'] == 156.0      # TF32 for float32
   assert peak('NVIDIA L4', None)['bfloat16'] == 121.0
   assert peak('NVIDIA L40S', None)['bfloat16'] == 362.0
