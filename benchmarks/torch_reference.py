@@ -3,7 +3,9 @@
 Same layers as `pejax.models`: 3×3 convolution without bias (zero padding 1) + BatchNorm2d +
 ReLU, 2×2 max-pool, bilinear ×2 upsampling with align_corners=False, concatenation with the
 skip, a 1×1 score convolution with bias; pixel-wise cross-entropy and Adam (lr 1e-3). The
-positional-encoding channels are appended inside the step, as `pejax.steps` does.
+positional-encoding channels are appended inside the step, as `pejax.steps` does. On a GPU,
+`autocast_dtype=torch.bfloat16` is the counterpart of the JAX steps' bfloat16 compute dtype
+(float32 master weights and optimizer state).
 Needs PyTorch (`pip install 'pejax[benchmark]'`, i.e. torch==2.13.0); used only by benchmarks.
 """
 
@@ -76,8 +78,8 @@ def add_coordinate_channels(images, scale):
   if scale is None:
     return images
   batch, _, height, width = images.shape
-  x = scale * torch.arange(width, dtype=images.dtype) / max(width - 1, 1)
-  y = scale * torch.arange(height, dtype=images.dtype) / max(height - 1, 1)
+  x = scale * torch.arange(width, dtype=images.dtype, device=images.device) / max(width - 1, 1)
+  y = scale * torch.arange(height, dtype=images.dtype, device=images.device) / max(height - 1, 1)
   coords = torch.stack([x[None, :].expand(height, width), y[:, None].expand(height, width)])
   return torch.cat([images, coords[None].expand(batch, 2, height, width)], dim=1)
 
@@ -86,23 +88,34 @@ class Steps:
   """A model, its Adam optimizer, and train / eval steps that mirror `pejax.steps`."""
 
   def __init__(self, model_name, *, in_channels, width=64, num_classes=4, pe_scale=None,
-               channels_last=False, compile=False):
-    self.model = MODELS[model_name](in_channels, num_classes, width=width)
+               channels_last=False, compile=False, device='cpu', autocast_dtype=None):
+    self.device = torch.device(device)
+    self.model = MODELS[model_name](in_channels, num_classes, width=width).to(self.device)
     self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
     self.model = self.model.to(memory_format=self.memory_format)
+    self.autocast_dtype = autocast_dtype
     self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
     self.pe_scale = pe_scale
     self.num_classes = num_classes
-    # torch.compile traces the model once shapes are known (at the first call).
-    self.forward = torch.compile(self.model) if compile else self.model
+    # torch.compile traces the model once shapes are known (at the first call); dynamic=False
+    # compiles each input shape for itself, as XLA does, instead of one shape-generic program
+    # from the second shape on.
+    self.forward = torch.compile(self.model, dynamic=False) if compile else self.model
 
   def inputs(self, images):
     return add_coordinate_channels(images, self.pe_scale).contiguous(memory_format=self.memory_format)
 
+  def autocast(self):
+    """Mixed precision in `autocast_dtype`, or nothing (float32) when it is None."""
+    return torch.autocast(self.device.type, dtype=self.autocast_dtype,
+                          enabled=self.autocast_dtype is not None)
+
   def train_step(self, images, labels):
     self.model.train()
     self.optimizer.zero_grad(set_to_none=True)
-    loss = F.cross_entropy(self.forward(self.inputs(images)), labels)
+    with self.autocast():
+      logits = self.forward(self.inputs(images))
+    loss = F.cross_entropy(logits.float(), labels)
     loss.backward()
     self.optimizer.step()
     return loss.detach()
@@ -111,10 +124,12 @@ class Steps:
   def eval_step(self, images, labels):
     """Loss and the per-class Dice counts (intersection, predicted, true) of a batch."""
     self.model.eval()
-    logits = self.forward(self.inputs(images))
+    with self.autocast():
+      logits = self.forward(self.inputs(images))
+    logits = logits.float()
     predictions = logits.argmax(dim=1)
     loss = F.cross_entropy(logits, labels, reduction='none').mean(dim=(1, 2)).sum()
-    classes = torch.arange(self.num_classes)[None, :, None, None]
+    classes = torch.arange(self.num_classes, device=self.device)[None, :, None, None]
     predicted = predictions[:, None] == classes
     true = labels[:, None] == classes
     return loss, (predicted & true).sum((2, 3)), predicted.sum((2, 3)), true.sum((2, 3))
