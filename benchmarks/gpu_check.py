@@ -521,17 +521,18 @@ def stacked_models(args, sizes, clock, torch, results):
         holder = {'stacked': stacked, 'states': states}
         del built, stacked, states
 
-        def run_vmapped(holder=holder, vmapped=vmapped, pe_scales=pe_scales):
+        def run_vmapped(holder=holder, vmapped=vmapped, pe_scales=pe_scales,
+                        batch=(images, labels, weights)):
           state = holder.pop('stacked')
           for _ in range(sizes.inner_steps):
-            state, metrics = vmapped(state, images, labels, weights, pe_scales)
+            state, metrics = vmapped(state, *batch, pe_scales)
           jax.block_until_ready(state)
           holder['stacked'] = state
 
-        def run_sequential(holder=holder, single=single):
+        def run_sequential(holder=holder, single=single, batch=(images, labels, weights)):
           states = holder.pop('states')
           for _ in range(sizes.inner_steps):
-            states = [single(s, images, labels, weights, jnp.float32(1.0))[0] for s in states]
+            states = [single(s, *batch, jnp.float32(1.0))[0] for s in states]
           jax.block_until_ready(states)
           holder['states'] = states
 

@@ -25,7 +25,7 @@ import pytest
 from flax import nnx
 from jax import export
 
-from pejax import corruptions, data, models, robustness, steps
+from pejax import configuration, corruptions, input_pipeline, models, robustness, steps
 from pejax.positional import input_channels
 
 PLATFORMS = ('cuda', 'tpu')
@@ -139,16 +139,18 @@ def robustness_grid_program(predict_fn, num_images, size):
 
   The one reference to the module's private grid program, whose signature may change.
   """
-  cfg = robustness.default_robustness_config()
+  cfg = configuration.default_robustness_config()
   table = robustness.condition_table(cfg, size, size)
   blur_sigmas = [row['parameter'] for row in table if row['condition'] == 'gaussian_blur']
   options = dict(predict_fn=predict_fn, num_classes=NUM_CLASSES,
-                 batch_size=data.balanced_batch_size(num_images, BATCH),
                  max_blur_radius=max(corruptions.blur_radius(s) for s in blur_sigmas),
                  shift_axis=cfg.shift_axis, shift_fill=cfg.shift_fill)
+  # The test split as `input_pipeline.place_eval_split` lays it out: equal, masked batches.
+  num_batches, batch_size = input_pipeline.pad_to_batches(num_images, BATCH)
+  batched = lambda shape, dtype: jax.ShapeDtypeStruct((num_batches, batch_size) + shape, dtype)
   column = lambda key, dtype: jnp.asarray([row[key] for row in table], dtype)
-  arrays = (jax.ShapeDtypeStruct((num_images, size, size, 1), jnp.float32),
-            jax.ShapeDtypeStruct((num_images, size, size), jnp.int32),
+  arrays = (batched((size, size, 1), jnp.float32), batched((size, size), jnp.int32),
+            batched((), jnp.float32), batched((), jnp.int32),
             column('kind', jnp.int32), column('parameter', jnp.float32),
             column('shift', jnp.int32), column('level', jnp.int32),
             jnp.asarray(cfg.seed, jnp.uint32))

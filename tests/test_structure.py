@@ -15,7 +15,7 @@ HEAVY = ('jax', 'jaxlib', 'flax', 'optax', 'orbax', 'clu', 'tensorflow', 'tensor
 TENSORFLOW = ('tensorflow', 'tensorflow_datasets', 'clu')
 # Modules that must run where only jax/flax/optax/numpy are installed (a bare GPU image).
 COMPUTE_CORE = ('positional', 'layers', 'fast_conv', 'models', 'steps', 'metrics', 'corruptions',
-                'robustness')
+                'robustness', 'surface_distance')
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 80
 
