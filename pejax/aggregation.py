@@ -13,6 +13,7 @@ import numpy as np
 from absl import logging
 
 from pejax import configuration, robustness
+from pejax.statistics import Stat, summarize
 from pejax.workdir import RunRecord
 
 DATASET_ORDER = ('jsrt', 'acdc', 'phantom_chest', 'phantom_cardiac')
@@ -23,28 +24,6 @@ EXPERIMENT_AXES = ('dataset', 'model', 'padding', 'use_pe', 'pe_scale', 'num_tra
 # Left out of a setting's key, besides configuration.NON_RESULT_SETTINGS: the seed (what runs of
 # one setting differ in) and whether the robustness grid was evaluated.
 _NOT_GROUPED = ('seed', 'run_robustness')
-# Standard deviations over seeds are population standard deviations, the same convention as
-# the bands of the figures.
-STD_DDOF = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class Stat:
-  """Mean ± std (ddof=STD_DDOF) over the finite values of `n` runs."""
-  mean: float
-  std: float
-  n: int
-
-
-def summarize(values: Sequence[float | None]) -> Stat:
-  finite = np.asarray([np.nan if v is None else v for v in values], np.float64)
-  finite = finite[np.isfinite(finite)]
-  if not finite.size:
-    return Stat(float('nan'), float('nan'), 0)
-  std = float(np.std(finite, ddof=STD_DDOF)) if finite.size > STD_DDOF else float('nan')
-  return Stat(float(np.mean(finite)), std, int(finite.size))
-
-
 def setting_key(config: Mapping) -> dict:
   """The settings that make a run's numbers, less the seed: runs with equal keys are seeds of
   one setting."""
@@ -135,7 +114,8 @@ class Setting:
     if not self.robust_runs:
       return None
     try:
-      return robustness.aggregate_robustness([run.robustness for run in self.robust_runs])
+      return robustness.aggregate_robustness([run.robustness for run in self.robust_runs],
+                                             ddof=1)
     except (KeyError, TypeError, ValueError) as error:
       logging.warning('Robustness grids of %s cannot be averaged (%s).', self.label, error)
       return None
@@ -217,20 +197,41 @@ def pe_of_interest(settings: Sequence[Setting]) -> float | None:
   return 256.0 if 256.0 in scales else max(scales)
 
 
+def paired_values(settings: Sequence[Setting], per_image: Callable[[Mapping], float] | None,
+                  per_run: Callable[[RunRecord], float]) -> np.ndarray:
+  """A quantity of several settings on the seeds run in all of them, paired.
+
+  (settings, seeds, images), paired by seed and image id, where every run involved has
+  per-image values (`RunRecord.per_image`) and `per_image` is given; otherwise (settings,
+  seeds, 1) from `per_run`. NaN where a value is undefined.
+  """
+  by_seed = [{run.config.get('seed'): run for run in setting.runs} for setting in settings]
+  seeds = sorted(set.intersection(*(set(runs) for runs in by_seed)), key=str)
+  rows = [[runs[seed] for seed in seeds] for runs in by_seed]
+  if per_image is not None and seeds and all(run.per_image for row in rows for run in row):
+    ids = sorted(set.intersection(*(set(run.per_image) for row in rows for run in row)))
+    return np.array([[[_value(per_image, run.per_image[i]) for i in ids] for run in row]
+                     for row in rows], np.float64).reshape(len(rows), len(seeds), len(ids))
+  return np.array([[[_value(per_run, run)] for run in row] for row in rows],
+                  np.float64).reshape(len(rows), len(seeds), 1)
+
+
+def paired_differences(a: Setting, b: Setting, per_image: Callable[[Mapping], float] | None,
+                       per_run: Callable[[RunRecord], float]) -> np.ndarray:
+  """A − B of a quantity, (seeds, images) as `paired_values` pairs them."""
+  values = paired_values([a, b], per_image, per_run)
+  return values[0] - values[1]
+
+
+def _value(measure, item) -> float:
+  try:
+    value = measure(item)
+  except (KeyError, TypeError, ValueError):
+    return np.nan
+  return np.nan if value is None else float(value)
+
+
 def paired_difference(with_pe: Setting, without_pe: Setting) -> Stat:
-  """Dice with PE minus without, over seeds run in both (paired), else of the two means."""
-  def dice(run):
-    return (run.results.test or {}).get('dice')
-
-  by_seed = {run.config.get('seed'): run for run in without_pe.runs}
-  pairs = [(dice(run), dice(by_seed[run.config.get('seed')]))
-           for run in with_pe.runs if run.config.get('seed') in by_seed]
-  pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
-  if pairs:
-    return summarize([a - b for a, b in pairs])
-  a, b = with_pe.test(), without_pe.test()
-  if not a.n or not b.n:
-    return Stat(float('nan'), float('nan'), 0)
-  return Stat(a.mean - b.mean, float(np.hypot(a.std, b.std)), min(a.n, b.n))
-
-
+  """Clean test Dice with PE minus without, paired by seed: mean, std and interval."""
+  return summarize(paired_differences(with_pe, without_pe, None,
+                                      lambda run: (run.results.test or {}).get('dice'))[:, 0])

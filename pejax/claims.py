@@ -32,14 +32,17 @@ seeds; a dataset whose models did not beat the averaged-mask baseline is not ass
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
 
-from pejax.aggregation import (ANY, Setting, Stat, datasets_of, has_shifts, pe_label,
-                               pe_of_interest, pe_sorted, select, standard)
-from pejax.robustness import noise_dice, noise_drop, shift_dice
+from pejax import statistics
+from pejax.aggregation import (ANY, Setting, datasets_of, has_shifts, paired_differences,
+                               paired_values, pe_label, pe_of_interest, pe_sorted, select,
+                               standard)
+from pejax.robustness import NOISES, noise_dice, noise_drop, shift_dice
+from pejax.statistics import combine, paired_effect, verdict
 
 # The paper's numbers (see the module docstring) as (mean, std); std None where the paper gives none.
 # Keys: 'averaged_mask', None (no PE) or λ.
@@ -61,19 +64,24 @@ PAPER_TABLE2 = {
              5: {None: (0.8700, 0.0170), 256.0: (0.8774, 0.0055)}},
 }
 
-# Dice differences below this count as ties where the paper's claim is an ordering of many
-# settings (the λ series of Figure 2) or a gap that must exist (Figure 4).
-TIE_MARGIN = 0.01
-# "Far above" in the small-CNN claim.
+# "Far above" in the small-CNN claim: the interval of PE − no PE must lie above this.
 FAR_MARGIN = 0.1
 
-HOLDS, FAILS, NOT_MEASURED = 'holds', 'does not hold', 'not measured'
-NOT_ASSESSED = 'not assessed'
+HOLDS, FAILS, INCONCLUSIVE = statistics.HOLDS, statistics.FAILS, statistics.INCONCLUSIVE
+NOT_MEASURED, NOT_ASSESSED = 'not measured', 'not assessed'
 # A dataset's claims are decided only if its models learnt it: the best setting's mean clean
 # Dice must beat the averaged-mask baseline by this much, and its Dice of every class must be
 # above the baseline's. Claims about untrained models (e.g. a scale too small for the data)
 # would be noise, whichever way they came out.
 LEARNT_MARGIN = 0.05
+
+RULE = ('Each claim is a set of paired comparisons of two settings across the test images and '
+        'seeds run in both (a claim\'s quantity per image, e.g. the noise drop; per run where '
+        'no per-image values were written): the effect is the mean difference, its 95% interval '
+        'a bootstrap over seeds and images. A comparison **holds** if the interval lies '
+        'entirely on the claimed side, **does not hold** if it lies entirely on the other side, '
+        'and is **inconclusive** otherwise; a claim holds if all its comparisons hold and does '
+        'not hold if any does not.')
 
 
 class Verdict(NamedTuple):
@@ -92,63 +100,107 @@ class Claim:
   check: Callable[[Sequence[Setting], str], tuple[str, str]]
 
 
-def _mean(stat: Stat) -> float:
-  return stat.mean if stat.n else float('nan')
+# A claim's quantities, per image (from a run's per-image row {(condition, level): Dice}) and
+# per run (from its results), for `aggregation.paired_values`.
+
+
+def _top_level(row: Mapping, condition: str) -> int:
+  return max(level for name, level in row if name == condition)
+
+
+def _image_clean(row):
+  return row[('clean', 0)]
+
+
+def _image_noise_dice(row):
+  return float(np.mean([row[(name, _top_level(row, name))] for name in NOISES]))
+
+
+def _image_noise_drop(row):
+  return _image_clean(row) - _image_noise_dice(row)
+
+
+def _image_shift_dice(row):
+  return float(np.mean([v for (name, level), v in row.items()
+                        if name.startswith('shift_') and level != 0]))
+
+
+def _run_clean(run):
+  return run.results.test['dice']
+
+
+CLEAN = (_image_clean, _run_clean)
+NOISE_DICE = (_image_noise_dice, lambda run: noise_dice(run.robustness))
+NOISE_DROP = (_image_noise_drop, lambda run: noise_drop(run.robustness))
+SHIFT_DICE = (_image_shift_dice, lambda run: shift_dice(run.robustness))
+
+
+def _compare(a: Setting, b: Setting, quantity, label: str, margin: float = 0.0
+             ) -> tuple[str, str]:
+  """The verdict of "A − B > margin" for a quantity, and its numbers."""
+  effect = paired_effect(paired_differences(a, b, *quantity))
+  return verdict(effect, margin), f'{label} {effect.describe()}'
+
+
+def _result(comparisons: Sequence[tuple[str, str]], means: str) -> tuple[str, str]:
+  return combine([status for status, _ in comparisons]), '; '.join(
+      [means] + [numbers for _, numbers in comparisons])
+
+
+def _means(settings: Sequence[Setting], quantity, name: str) -> str:
+  values = [np.nanmean(paired_values([s], *quantity)) for s in settings]
+  return f'{name}: ' + ', '.join(f'{pe_label(s.pe)} {v:.3f}' for s, v in zip(settings, values))
 
 
 def _check_noise(settings, dataset):
   chosen = [s for s in pe_sorted(standard(settings, dataset, 'unet')) if s.robust_runs]
-  drops = [(s.pe, _mean(s.per_run(noise_drop))) for s in chosen]
-  drops = [(pe, d) for pe, d in drops if np.isfinite(d)]
-  if not drops or drops[0][0] is not None or len(drops) < 2:
+  if len(chosen) < 2 or chosen[0].pe is not None:
     return NOT_MEASURED, 'needs U-Net runs without PE and with PE, with robustness grids'
-  numbers = ', '.join(f'{pe_label(pe)} {d:.3f}' for pe, d in drops)
-  lowers = drops[-1][1] < drops[0][1] - TIE_MARGIN
-  ordered = all(b[1] <= a[1] + TIE_MARGIN for a, b in zip(drops, drops[1:]))
-  return (HOLDS if lowers and ordered else FAILS), f'noise drop: {numbers}'
+  comparisons = [_compare(chosen[0], chosen[-1], NOISE_DROP,
+                          f'drop no PE − {pe_label(chosen[-1].pe)}')]
+  # "More with larger λ": no step along λ may raise the drop (reversed, interval below 0).
+  for before, after in zip(chosen, chosen[1:]):
+    status, numbers = _compare(before, after, NOISE_DROP,
+                               f'drop {pe_label(before.pe)} − {pe_label(after.pe)}')
+    comparisons.append((FAILS if status == FAILS else HOLDS, numbers))
+  return _result(comparisons, _means(chosen, NOISE_DROP, 'noise drop'))
 
 
 def _check_clean_cost(settings, dataset):
   chosen = pe_sorted(standard(settings, dataset, 'unet'))
-  without = [s for s in chosen if s.pe is None]
-  with_pe = [s for s in chosen if s.pe is not None]
-  if not without or not with_pe:
+  if len(chosen) < 2 or chosen[0].pe is not None:
     return NOT_MEASURED, 'needs U-Net runs without and with PE'
-  clean_without, clean_top = _mean(without[0].test()), _mean(with_pe[-1].test())
-  numbers = (f'clean Dice no PE {clean_without:.4f}, {pe_label(with_pe[-1].pe)} '
-             f'{clean_top:.4f}')
-  return (HOLDS if clean_top < clean_without else FAILS), numbers
+  return _result([_compare(chosen[0], chosen[-1], CLEAN,
+                           f'clean Dice no PE − {pe_label(chosen[-1].pe)}')],
+                 _means([chosen[0], chosen[-1]], CLEAN, 'clean Dice'))
 
 
 def _check_padding(settings, dataset):
   chosen = [s for s in standard(settings, dataset, 'unet', padding=ANY) if s.robust_runs]
   pe = pe_of_interest([s for s in chosen if s.padding == 'reflect'])
-  score = {}
-  for s in chosen:
-    if s.padding in ('zeros', 'reflect') and s.pe in (None, pe):
-      score[(s.padding, s.pe)] = _mean(s.per_run(noise_dice))
+  found = {(s.padding, s.pe): s for s in chosen if s.padding in ('zeros', 'reflect')}
   needed = [(p, q) for p in ('zeros', 'reflect') for q in (None, pe)]
-  if pe is None or not all(np.isfinite(score.get(key, np.nan)) for key in needed):
+  if pe is None or not all(key in found for key in needed):
     return NOT_MEASURED, ('needs U-Net runs with zero and reflection padding, without PE and '
                           'with PE, with robustness grids')
-  gap_without = score[('zeros', None)] - score[('reflect', None)]
-  gap_with = score[('zeros', pe)] - score[('reflect', pe)]
-  numbers = (f'noise Dice zero/reflect: no PE {score[("zeros", None)]:.3f}/'
-             f'{score[("reflect", None)]:.3f} (gap {gap_without:+.3f}), {pe_label(pe)} '
-             f'{score[("zeros", pe)]:.3f}/{score[("reflect", pe)]:.3f} (gap {gap_with:+.3f})')
-  holds = gap_without > TIE_MARGIN and abs(gap_with) <= gap_without / 2
-  return (HOLDS if holds else FAILS), numbers
+  values = paired_values([found[key] for key in needed], *NOISE_DICE)
+  gap_without, gap_with = values[0] - values[1], values[2] - values[3]
+  without = paired_effect(gap_without)
+  closing = paired_effect(gap_without - gap_with)
+  means = (f'noise Dice zero/reflect: no PE {np.nanmean(values[0]):.3f}/'
+           f'{np.nanmean(values[1]):.3f}, {pe_label(pe)} {np.nanmean(values[2]):.3f}/'
+           f'{np.nanmean(values[3]):.3f}')
+  return _result([(verdict(without), f'gap without PE {without.describe()}'),
+                  (verdict(closing), f'gap without PE − gap with PE {closing.describe()}')],
+                 means)
 
 
 def _check_shift(settings, dataset):
   chosen = [s for s in pe_sorted(standard(settings, dataset, 'unet')) if has_shifts(s)]
-  values = [(s.pe, _mean(s.per_run(shift_dice))) for s in chosen]
-  values = [(pe, v) for pe, v in values if np.isfinite(v)]
-  if not values or values[0][0] is not None or len(values) < 2:
+  if len(chosen) < 2 or chosen[0].pe is not None:
     return NOT_MEASURED, 'needs U-Net runs without and with PE, with a shift grid'
-  numbers = 'mean Dice over shifts: ' + ', '.join(f'{pe_label(pe)} {v:.3f}' for pe, v in values)
-  holds = all(values[0][1] > v for _, v in values[1:])
-  return (HOLDS if holds else FAILS), numbers
+  return _result([_compare(chosen[0], s, SHIFT_DICE, f'no PE − {pe_label(s.pe)}')
+                  for s in chosen[1:]], _means(chosen, SHIFT_DICE, 'mean Dice over shifts'))
 
 
 def _check_small_cnn(settings, dataset):
@@ -158,56 +210,63 @@ def _check_small_cnn(settings, dataset):
   with_pe = select(chosen, pe=pe) if pe is not None else []
   if not without or not with_pe:
     return NOT_MEASURED, 'needs small-CNN runs without and with PE'
-  clean_without, clean_pe = _mean(without[0].test()), _mean(with_pe[0].test())
-  mask = _mean(Setting({}, without[0].runs + with_pe[0].runs).averaged_mask())
-  numbers = (f'clean Dice no PE {clean_without:.3f}, {pe_label(pe)} {clean_pe:.3f}, '
-             f'averaged mask {mask:.3f}')
-  holds = clean_pe - clean_without >= FAR_MARGIN and clean_pe > mask
-  return (HOLDS if holds else FAILS), numbers
+  lifted = _compare(with_pe[0], without[0], CLEAN, f'clean Dice {pe_label(pe)} − no PE',
+                    margin=FAR_MARGIN)
+  # The averaged mask of a run's training set is fixed: PE's per-image Dice against its mean,
+  # seed by seed in `paired_values`' order.
+  dice = paired_values(with_pe, *CLEAN)[0]
+  runs = sorted(with_pe[0].runs, key=lambda run: str(run.config.get('seed')))
+  masks = np.array([[(run.results.test_averaged_mask or {}).get('dice', np.nan)]
+                    for run in runs], np.float64)
+  above = paired_effect(dice - masks)
+  means = _means([without[0], with_pe[0]], CLEAN, 'clean Dice') + (
+      f', averaged mask {np.nanmean(masks):.3f}')
+  return _result([lifted, (verdict(above), f'{pe_label(pe)} − averaged mask '
+                           f'{above.describe()}')], means)
 
 
 def _check_small_data(settings, dataset):
   chosen = standard(settings, dataset, 'unet', num_train_examples=ANY)
   subsets = [s for s in chosen if s.num_train_examples is not None]
   pe = pe_of_interest(subsets)
-  comparisons = []
+  comparisons, means = [], []
   for size in sorted({s.num_train_examples for s in subsets}, reverse=True):
     without = select(subsets, num_train_examples=size, pe=None)
     with_pe = select(subsets, num_train_examples=size, pe=pe)
     if without and with_pe and pe is not None:
-      comparisons.append((size, _mean(without[0].test()), _mean(with_pe[0].test())))
+      comparisons.append(_compare(with_pe[0], without[0], CLEAN,
+                                  f'{size} images, {pe_label(pe)} − no PE'))
+      means.append(f'{size} images ' + _means([without[0], with_pe[0]], CLEAN, 'clean Dice'))
   if not comparisons:
     return NOT_MEASURED, 'needs U-Net runs on training subsets, without and with PE'
-  numbers = '; '.join(f'{size} images: no PE {a:.4f}, {pe_label(pe)} {b:.4f}'
-                      for size, a, b in comparisons)
-  return (HOLDS if all(b > a for _, a, b in comparisons) else FAILS), numbers
+  return _result(comparisons, '; '.join(means))
 
 
 CLAIMS = (
     Claim('noise_robustness', 'PE raises robustness to noise, more with larger λ (Fig. 2)',
           'U-Net, zero padding, all data; noise drop = clean Dice − mean Dice under Gaussian '
-          'and shot noise at severity 5 (means over seeds); holds if the largest λ drops less '
-          f'than no PE by more than {TIE_MARGIN} and the drop never rises by more than '
-          f'{TIE_MARGIN} from no PE through increasing λ', _check_noise),
+          'and shot noise at severity 5; comparisons: drop without PE − drop with the largest λ '
+          '> 0, and along increasing λ no step whose drop rises (interval of the step below 0)',
+          _check_noise),
     Claim('clean_cost', 'The largest λ costs some Dice on clean images (Table 1)',
-          'U-Net, zero padding, all data; holds if the clean Dice with the largest λ is below '
-          'that without PE', _check_clean_cost),
+          'U-Net, zero padding, all data; comparison: clean Dice without PE − with the largest '
+          'λ > 0', _check_clean_cost),
     Claim('reflection_padding', 'Reflection padding without PE is less robust than zero '
           'padding (paper: JSRT); PE closes the gap (Fig. 4)',
           'U-Net, all data; noise Dice = mean Dice under Gaussian and shot noise at severity 5; '
-          f'gap = zero − reflection; holds if the gap without PE exceeds {TIE_MARGIN} and the '
-          'gap with PE (λ=256 or the largest λ) is at most half of it in size', _check_padding),
+          'gap = zero − reflection padding; comparisons: gap without PE > 0, and gap without '
+          'PE − gap with PE (λ=256 or the largest λ) > 0', _check_padding),
     Claim('shift', 'Under x-shifts the U-Net without PE does better than with PE (Fig. 5)',
-          'U-Net, zero padding, all data; mean Dice over every nonzero shift; holds if no PE '
-          'is above every PE setting', _check_shift),
+          'U-Net, zero padding, all data; mean Dice over every nonzero shift; comparisons: no '
+          'PE − each PE setting > 0', _check_shift),
     Claim('small_cnn', 'Small CNN: PE lifts Dice far above no PE and above the averaged mask '
           '(Sec. 3.2)',
-          f'small CNN, zero padding, all data; holds if clean Dice with PE (λ=256 or the '
-          f'largest λ) exceeds that without PE by at least {FAR_MARGIN} and exceeds the '
-          'averaged-mask Dice', _check_small_cnn),
+          f'small CNN, zero padding, all data; comparisons: clean Dice with PE (λ=256 or the '
+          f'largest λ) − without PE > {FAR_MARGIN}, and clean Dice with PE − the averaged-mask '
+          'Dice > 0', _check_small_cnn),
     Claim('small_data', 'With 5/10 training images PE helps the U-Net (Table 2)',
-          'U-Net, zero padding; holds if for every training subset run, clean Dice with PE '
-          '(λ=256 or the largest λ) is above that without PE', _check_small_data),
+          'U-Net, zero padding; comparisons: for every training subset, clean Dice with PE '
+          '(λ=256 or the largest λ) − without PE > 0', _check_small_data),
 )
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from absl import app, flags, logging
 
 from pejax import claims, configuration, workdir as workdir_lib
-from pejax.aggregation import STD_DDOF, Setting, datasets_of, group_runs
+from pejax.aggregation import Setting, datasets_of, group_runs
 from pejax.claims import CLAIMS, NOT_MEASURED
 from pejax.errors import RunNotFoundError
 from pejax.report_sections import SECTIONS, Context, other_section, title_of
@@ -104,10 +104,10 @@ def _header(title: str, runs: Sequence[Mapping], unfinished: Sequence[str],
       f'{_values(runs, lambda r: r.results.processes)}, JAX '
       f'{_values(runs, lambda r: r.results.jax_version)}; training time '
       f'{seconds / 3600:.2f} h summed over runs.',
-      f'- Numbers: Dice on the test split (mean over the foreground classes per image, then '
-      f'over images) as mean ± std over seeds; std is the population std (ddof={STD_DDOF}), '
-      'also for the bands in the figures; n = seeds. Severity 5 is the most severe '
-      'corruption.', '']
+      '- Numbers: Dice on the test split (mean over the foreground classes per image, then '
+      'over images) as mean ± std [95% interval of the mean] over seeds: the sample std '
+      '(ddof=1), also for the bands in the figures, and a t-interval; n = seeds. Severity 5 is '
+      'the most severe corruption.', '']
   return lines
 
 

@@ -35,11 +35,13 @@ PAPER_ANALOGUE = {'phantom_chest': 'jsrt', 'phantom_cardiac': 'acdc'}
 
 
 def format_stat(stat: Stat, digits: int = 4) -> str:
+  """'mean ± sd [95% interval]' over seeds; the mean alone for one seed."""
   if not stat.n or not np.isfinite(stat.mean):
     return '—'
   if stat.n == 1 or not np.isfinite(stat.std):
     return f'{stat.mean:.{digits}f}'
-  return f'{stat.mean:.{digits}f} ± {stat.std:.{digits}f}'
+  return (f'{stat.mean:.{digits}f} ± {stat.std:.{digits}f} '
+          f'[{stat.low:.{digits}f}, {stat.high:.{digits}f}]')
 
 
 def format_paper(value) -> str:
@@ -407,7 +409,7 @@ def _jitter_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
 def _verdict_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
   verdicts = claims.evaluate_claims(settings, ctx.all_settings)
   out = [f'{ctx.heading} Verdicts on the paper\'s claims', '',
-         'Each claim is decided per dataset by the rule beside it, on means over seeds. A '
+         claims.RULE + ' Each claim is decided per dataset by the comparisons beside it. A '
          'phantom verdict is about the phantom, not about the paper\'s data.', '']
   for claim in CLAIMS:
     out.append(f'- **{claim.text}.** Rule: {claim.rule}.')

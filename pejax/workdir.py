@@ -219,6 +219,9 @@ class RunRecord:
   config: dict
   results: Results
   robustness: dict | None      # the robustness result, None without a grid
+  # Per-image values, {image id: {(condition, level): Dice}} ('clean', 0), ('gaussian_noise',
+  # 5), ('shift_x', -8), ...; None where the run has no per-image files.
+  per_image: dict | None = None
 
 
 def scan_runs(workdir: str) -> tuple[list[RunRecord], list[str]]:

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import scipy.stats
 
 from pejax import aggregation, claims, configuration, report, report_sections, workdir as workdir_lib
 
@@ -142,7 +143,10 @@ def sweep(tmp_path_factory):
 
 
 def stat_text(values):
-  return f'{np.mean(values):.4f} ± {np.std(values, ddof=aggregation.STD_DDOF):.4f}'
+  """Mean ± sample std [95% t-interval of the mean], as the report prints it."""
+  mean, std = np.mean(values), np.std(values, ddof=1)
+  half = scipy.stats.t.ppf(0.975, len(values) - 1) * std / np.sqrt(len(values))
+  return f'{mean:.4f} ± {std:.4f} [{mean - half:.4f}, {mean + half:.4f}]'
 
 
 def block(text, start):
@@ -180,7 +184,7 @@ def test_grouping_and_seed_statistics(sweep):
   assert sorted(without.seeds) == [0, 1, 2]
   expected = [0.96 + o for o in SEED_OFFSETS[3]]
   assert without.test().mean == pytest.approx(np.mean(expected))
-  assert without.test().std == pytest.approx(np.std(expected, ddof=aggregation.STD_DDOF))
+  assert without.test().std == pytest.approx(np.std(expected, ddof=1))
   assert without.test().n == 3
   # Every run is in exactly one setting.
   assert sum(len(s.runs) for s in settings) == NUM_RUNS
@@ -190,7 +194,7 @@ def test_table1_values_and_paper_column(sweep):
   _, _, text = sweep
   jsrt = block(text, '**JSRT** — U-Net')
   assert '| model | Dice | n | Dice right_lung | Dice left_lung | Dice heart | paper |' in jsrt
-  assert table_row(jsrt, 'averaged mask')[1] == '0.8100 ± 0.0000'
+  assert table_row(jsrt, 'averaged mask')[1] == '0.8100 ± 0.0000 [0.8100, 0.8100]'
   assert table_row(jsrt, 'averaged mask')[-1] == '0.8124'
   for pe, clean, _, _ in JSRT_TABLE1:
     name = 'U-Net w/o PE' if pe is None else f'U-Net w/ PE (λ={pe:g})'
@@ -272,7 +276,8 @@ def test_verdicts(sweep):
     assert verdicts[key].status == status, (key, verdicts[key])
   assert 'noise drop: no PE 0.400, PE λ=1 0.300, PE λ=10 0.200, PE λ=256 0.100' in (
       verdicts[('noise_robustness', 'jsrt')].numbers)
-  assert '(gap +0.000)' in verdicts[('reflection_padding', 'jsrt')].numbers
+  assert 'gap without PE − gap with PE +0.000 [+0.000, +0.000] (3 seeds, per run)' in (
+      verdicts[('reflection_padding', 'jsrt')].numbers)
   # Every claim is one line in the report, with its rule and one verdict line per dataset.
   verdict_block = text[text.index('## Verdicts'):text.index('## Table 1')]
   for claim in claims.CLAIMS:
@@ -287,7 +292,7 @@ def test_header_and_sections(sweep):
   assert path.endswith('report.md')
   assert text.startswith('# Fake sweep\n')
   assert 'image 64×64, width 16, 20 epochs' in text
-  assert 'platform cpu' in text and 'ddof=0' in text
+  assert 'platform cpu' in text and 'ddof=1' in text and '95% interval' in text
   for heading in ('## Table 1', '## Figures 2 and 3', '## Small CNN', '## Table 2',
                   '## Figure 4', '## Figure 5', '## Beyond the paper: position jitter'):
     assert heading in text
@@ -351,11 +356,11 @@ def test_claims_not_assessed_where_a_class_is_never_found(tmp_path):
 
 def two_scale_sweep(root):
   """A U-Net setting (quick scale) and small-CNN settings at 30 epochs: a two-part report."""
-  write_setting(str(root), 'unet', 0.95, seeds=2, dataset='phantom_chest')
-  write_setting(str(root), 'unet_pe256', 0.93, seeds=2, pe=256.0, noise_drop=0.0,
+  write_setting(str(root), 'unet', 0.95, dataset='phantom_chest')
+  write_setting(str(root), 'unet_pe256', 0.93, pe=256.0, noise_drop=0.0,
                 dataset='phantom_chest')
-  for pe, clean in ((None, 0.30), (256.0, 0.83)):
-    write_setting(str(root), f'cnn4_pe{pe}', clean, seeds=2, pe=pe, dataset='phantom_chest',
+  for pe, clean in ((None, 0.30), (256.0, 0.84)):
+    write_setting(str(root), f'cnn4_pe{pe}', clean, pe=pe, dataset='phantom_chest',
                   model='cnn4', num_epochs=30)
 
 
@@ -365,7 +370,7 @@ def test_whether_a_dataset_was_learnt_is_judged_over_every_part(tmp_path):
   two_scale_sweep(tmp_path)
   text = open(report.write_report(str(tmp_path))).read()
   assert '## Part 2' in text
-  assert '  - chest phantom: **holds** — clean Dice no PE 0.300' in text
+  assert '  - chest phantom: **holds** — clean Dice: no PE 0.300' in text
   assert '**not assessed**' not in text
   # Judged on the small-CNN part alone, the chest phantom counts as not learnt.
   cnn4_only = [s for s in aggregation.group_runs(collect_runs(str(tmp_path))) if s.model == 'cnn4']
@@ -377,7 +382,7 @@ def test_a_report_in_parts_lists_every_verdict_in_one_place(tmp_path):
   two_scale_sweep(tmp_path)
   text = open(report.write_report(str(tmp_path))).read()
   summary = text[text.index("## Verdicts on the paper's claims, all parts"):text.index('## Part 1')]
-  assert ('  - chest phantom (part 2, 64×64, width 16, 30 epochs): **holds** — clean Dice no PE '
+  assert ('  - chest phantom (part 2, 64×64, width 16, 30 epochs): **holds** — clean Dice: no PE '
           '0.300') in summary
   assert ('  - chest phantom (part 1, 64×64, width 16, 20 epochs): **holds** — noise drop: no PE '
           '0.100, PE λ=256 0.000') in summary
