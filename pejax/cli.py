@@ -8,6 +8,7 @@ non-zero exit; any other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import os
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -58,6 +59,52 @@ def use_fast_cpu_convolutions() -> None:
       f"{os.environ.get('XLA_FLAGS', '')} {fast_conv.recommended_xla_flags()}".strip())
 
 
+def config_folders() -> list:
+  """Where configs named without a path are looked up: the installed `pejax.configs`, else a
+  checkout's `configs/` beside the package."""
+  import importlib.resources
+  import pathlib
+  try:
+    return [importlib.resources.files('pejax.configs')]
+  except ModuleNotFoundError:
+    return [pathlib.Path(__file__).resolve().parent.parent / 'configs']
+
+
+def resolve_config_argument(argument: str) -> str:
+  """`--config` as a file path, or as the name of a config that comes with pejax:
+  'unet_pe:quick', 'paper/phantom_all' or 'paper.phantom_all'; 'configs/unet_pe.py' outside a
+  checkout also names the installed one."""
+  path, colon, variant = argument.partition(':')
+  if os.path.isfile(path):
+    return argument
+  name = path.removeprefix('configs/').removesuffix('.py').replace('.', '/')
+  for folder in config_folders():
+    candidate = folder.joinpath(name + '.py')
+    if candidate.is_file():
+      return f'{candidate}{colon}{variant}'
+  known = sorted(f'{"paper/" if p.parent.name == "paper" else ""}{p.stem}'
+                 for folder in config_folders() for p in _config_files(folder))
+  raise app.UsageError(f'--config={argument}: no file {path!r} and no config of that name; '
+                       f'pejax comes with {", ".join(known)}.')
+
+
+def _config_files(folder):
+  for entry in folder.iterdir():
+    if entry.is_dir() and entry.name == 'paper':
+      yield from _config_files(entry)
+    elif entry.name.endswith('.py') and not entry.name.startswith('_'):
+      yield entry
+
+
+def _with_resolved_config(argv: list[str]) -> list[str]:
+  resolved = []
+  for index, argument in enumerate(argv):
+    if argument.startswith('--config=') and index:
+      argument = '--config=' + resolve_config_argument(argument.removeprefix('--config='))
+    resolved.append(argument)
+  return resolved
+
+
 def default_workdir(config_argument: str) -> str:
   path, _, variant = config_argument.partition(':')
   name = os.path.splitext(os.path.basename(path))[0]
@@ -99,6 +146,7 @@ def main(argv) -> None:
 
 
 def console_main() -> None:
+  """`main.py` and the installed `pejax` command."""
   use_fast_cpu_convolutions()
   define_flags()
-  app.run(main)
+  app.run(main, argv=_with_resolved_config(sys.argv))

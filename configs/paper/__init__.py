@@ -1,0 +1,1 @@
+"""The paper's experiments as sweep configs (JSRT/ACDC) and their phantom versions."""
