@@ -1,0 +1,15 @@
+"""Paper Figure 3 / Sec. 3.2 on JSRT and ACDC at a laptop's scale (64×64, width 16, 30 epochs):
+the small CNN without PE and with λ = 256, three seeds; 12 runs.
+
+  python main.py --config=configs/paper/laptop_fig3_small_cnn.py --workdir=runs/laptop
+Needs the JSRT and ACDC downloads (README). Expected wall time on a 2-core CPU, estimated from
+measured phantom runs of the same shapes and data sizes: about 20 minutes.
+"""
+
+from pejax import experiments
+
+
+def get_config():
+  return experiments.sweep_config(
+      experiments.laptop_scale(),
+      experiments.fig3_small_cnn(experiments.PAPER_DATASETS, **experiments.LAPTOP_CNN4_SETTINGS))
