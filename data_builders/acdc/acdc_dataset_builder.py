@@ -137,8 +137,10 @@ def scale_intensities(volume, low_percentile=0.5, high_percentile=99.5):
 
 
 def resize_image(image, size, resample=Image.Resampling.BILINEAR):
-  """Resizes a 2-D float image to (size, size); PIL filters antialias when shrinking."""
-  resized = Image.fromarray(np.asarray(image, np.float32)).resize((size, size), resample)
+  """Resizes a 2-D float image to (size, size), or to (height, width) when `size` is a pair;
+  PIL filters antialias when shrinking."""
+  height, width = (size, size) if np.isscalar(size) else size
+  resized = Image.fromarray(np.asarray(image, np.float32)).resize((width, height), resample)
   return np.asarray(resized, np.float32)
 
 
