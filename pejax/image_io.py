@@ -25,6 +25,7 @@ lossy JPEG would change labels). Every file is written to a temporary name and r
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import gzip
 import io
@@ -248,7 +249,7 @@ def _nifti_labels(scan: Scan, labels: np.ndarray):
 def _dicom_labels(scan: Scan, labels: np.ndarray) -> bytes:
   """The input dataset with the labels as its pixels, as a new derived series."""
   from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-  dataset = scan.source.copy()
+  dataset = copy.deepcopy(scan.source)  # a shallow copy would change the input's dataset
   for keyword in ('RescaleSlope', 'RescaleIntercept', 'RescaleType', 'WindowCenter',
                   'WindowWidth', 'VOILUTSequence', 'ModalityLUTSequence'):
     if keyword in dataset:
