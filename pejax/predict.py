@@ -152,6 +152,12 @@ class Segmenter:
       images = images[..., 0]
     if images.ndim != 3 or images.shape[0] == 0:
       raise ValueError(f'Expected (N, H, W), (N, H, W, 1) or (H, W) images; got {images.shape}.')
+    low, high = float(images.min()), float(images.max())
+    if low < -1e-6 or high > 1 + 1e-6 or not np.isfinite(low + high):
+      raise ValueError(
+          f'Images must be intensities in [0, 1] (these run from {low:g} to {high:g}): scale '
+          'them as the training data were (README, "Use a trained model"; '
+          'pejax.image_io.intensities01 does it for files).')
     height, width = images.shape[1:]
     size = self.image_size
     if (height, width) != (size, size):

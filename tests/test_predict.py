@@ -64,6 +64,8 @@ def test_load_predicts_the_evaluation_labels_for_any_batch(run):
   np.testing.assert_array_equal(model(test.images[:5], batch_size=2).labels,
                                 prediction.labels[:5])
   np.testing.assert_array_equal(model(test.images[3, ..., 0]).labels[0], prediction.labels[3])
+  with pytest.raises(ValueError, match=r'intensities in \[0, 1\] \(these run from'):
+    model(test.images * 255)  # raw values are refused, not clipped into nonsense
   summary = surface_distance.summarize(
       surface_distance.case_metrics(p, t, 4, CLASS_NAMES)
       for p, t in zip(prediction.labels, test.labels))
