@@ -13,7 +13,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-MODES = ('train', 'evaluate', 'report')
+MODES = ('train', 'evaluate', 'report', 'predict')
 
 
 def define_flags() -> dict:
@@ -28,7 +28,17 @@ def define_flags() -> dict:
       mode=flags.DEFINE_enum(
           'mode', 'train', MODES,
           'train: train (or continue) then evaluate; evaluate: evaluate the latest checkpoint '
-          'of --workdir again; report: write the report of the sweep in --workdir.'),
+          'of --workdir again; report: write the report of the sweep in --workdir; predict: '
+          'label the --input files with the model of --workdir into --output.'),
+      input=flags.DEFINE_multi_string(
+          'input', None, '--mode=predict: files or folders to predict (repeat the flag or give '
+          'a comma list): PNG, JPEG, raw JSRT .IMG, NIfTI, DICOM.'),
+      output=flags.DEFINE_string(
+          'output', None, '--mode=predict: folder for the masks, overlays and predictions.csv.'),
+      intensity=flags.DEFINE_enum(
+          'intensity', 'auto', ('auto', 'percentile', 'as_is'),
+          '--mode=predict: how stored values become [0, 1] intensities; auto: per format, as '
+          'the training data (README, "Use a trained model").'),
       coordinator_address=flags.DEFINE_string(
           'coordinator_address', None, 'host:port of process 0, for several processes on '
           'CPU/GPU (Cloud TPU VMs find it themselves).'),
@@ -124,11 +134,30 @@ def run(config, workdir: str, *, mode: str = 'train'):
     raise SystemExit(f'pejax: error: {error}') from None
 
 
+def predict(workdir: str, inputs, output: str, intensity: str = 'auto'):
+  """--mode=predict: the model of `workdir` on the `inputs` files, written into `output`."""
+  from pejax import errors, predict as predict_lib
+  try:
+    model = predict_lib.load(workdir)
+    rows = predict_lib.predict_files(model, inputs, output, intensity)
+  except errors.PejaxError as error:
+    raise SystemExit(f'pejax: error: {error}') from None
+  print(f'{len(rows)} inputs predicted into {output} ({predict_lib.PREDICTIONS_CSV}).')
+  return rows
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   holders = define_flags()
   mode = holders['mode'].value
+  if mode == 'predict':
+    if not (holders['workdir'].value and holders['input'].value and holders['output'].value):
+      raise app.UsageError('--mode=predict needs --workdir (a trained run or checkpoint), '
+                           '--input (files or folders) and --output (a folder).')
+    predict(holders['workdir'].value, holders['input'].value, holders['output'].value,
+            holders['intensity'].value)
+    return
   config = holders['config'].value
   if config is None and mode != 'report':
     raise app.UsageError('--config is required (e.g. --config=configs/unet_pe.py:quick).')

@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import functools
 import importlib
+import math
 import textwrap
 from collections.abc import Sequence
 
@@ -23,7 +24,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_builders.phantoms import phantoms_dataset_builder
-from pejax import choices, errors
+from pejax import choices, errors, surface_distance
 
 SPLITS = ('train', 'validation', 'test')
 
@@ -33,6 +34,13 @@ class SplitArrays:
   images: np.ndarray  # (N, S, S, 1) float32 in [0, 1]
   labels: np.ndarray  # (N, S, S) uint8, 0..3
   ids: np.ndarray  # (N,) str, sorted
+  # Where the dataset has them (ACDC): each slice's volume and position in it.
+  subjects: np.ndarray | None = None  # (N,) str
+  phases: np.ndarray | None = None  # (N,) str, 'ED' / 'ES'
+  slice_indices: np.ndarray | None = None  # (N,) int
+  # (N, 3) mm: slice distance, row and column spacing of the stored images; NaN where unknown
+  # (2-D data have no slice distance); None: no spacing known (phantoms), distances in pixels.
+  spacings: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +144,16 @@ def _read_split(builder, split: str) -> SplitArrays:
   order = np.argsort(ids, kind='stable')
   images = np.stack([np.asarray(records[i]['image'], np.float32) for i in order])
   labels = np.stack([np.asarray(records[i]['label'], np.uint8) for i in order])
-  return SplitArrays(images=images, labels=labels, ids=ids[order])
+  optional = {}
+  for field, feature, dtype in (('subjects', 'subject', str), ('phases', 'phase', str),
+                                ('slice_indices', 'slice_index', np.int64),
+                                ('spacings', 'spacing', np.float64)):
+    if records and feature in records[0]:
+      values = [records[i][feature] for i in order]
+      if dtype is str:
+        values = [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+      optional[field] = np.asarray(values, dtype)
+  return SplitArrays(images=images, labels=labels, ids=ids[order], **optional)
 
 
 def load_split(name: str, split: str, *, image_size: int = 256,
@@ -165,7 +182,12 @@ def load_split(name: str, split: str, *, image_size: int = 256,
     raise errors.SettingError(f'Unknown split {split!r}; expected one of {SPLITS}.')
   builder = _make_builder(spec, image_size, position_jitter, data_dir)
   _prepare(builder, spec, manual_dir)
-  return _read_split(builder, split)
+  arrays = _read_split(builder, split)
+  if name == 'jsrt':  # one known pixel size, scaled to the stored size
+    row_mm, column_mm = surface_distance.jsrt_pixel_spacing(image_size)
+    arrays = dataclasses.replace(arrays, spacings=np.tile(
+        [math.nan, row_mm, column_mm], (len(arrays.ids), 1)))
+  return arrays
 
 
 def load_splits(name: str, splits: Sequence[str] = SPLITS, **kwargs) -> dict[str, SplitArrays]:

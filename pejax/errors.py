@@ -31,3 +31,7 @@ class DatasetNotFoundError(PejaxError, RuntimeError):
 
 class NonFiniteLossError(PejaxError, RuntimeError):
   """Training produced a non-finite loss or gradient."""
+
+
+class InputFileError(PejaxError, ValueError):
+  """A file given to predict on cannot be read, or is of a format pejax does not read."""

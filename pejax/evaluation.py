@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from pejax import configuration, input_pipeline, metrics, robustness, steps, visualize, workdir as workdir_lib
+from pejax import (configuration, input_pipeline, metrics, per_case, provenance, robustness, steps,
+                   surface_distance, visualize, workdir as workdir_lib)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,23 +117,67 @@ class Evaluator:
       scores[f'{name}_averaged_mask'] = self.averaged_mask_dice(example_ids, split)
     return scores
 
-  def robustness(self, state, pe_scale, cfg) -> dict[str, Any]:
-    """The robustness grid (`robustness.evaluate_robustness`) of a state on the test split."""
-    return robustness.evaluate_robustness(
+  def robustness(self, state, pe_scale, cfg, keep_predictions: bool = False
+                 ) -> robustness.GridOutput:
+    """The robustness grid (`robustness.robustness_grid`) of a state on the test split."""
+    return robustness.robustness_grid(
         self.predictor, self.run_data.test, cfg, num_classes=self.run_data.dataset.num_classes,
-        class_names=self.class_names, model_state=(state, pe_scale))
+        class_names=self.class_names, model_state=(state, pe_scale),
+        keep_predictions=keep_predictions)
+
+  def predict_split(self, state, pe_scale, split: input_pipeline.EvalSplit) -> np.ndarray:
+    """(count, H, W) uint8 label maps of a split, in its row order."""
+    batches = [_predict(self.predictor, (state, pe_scale), split.images01[b]).astype(jnp.uint8)
+               for b in range(split.images01.shape[0])]
+    predictions = robustness.host_rows(jnp.stack(batches))
+    return predictions.reshape((-1,) + predictions.shape[2:])[:split.count]
+
+  def per_case(self, state, pe_scale, workdir: str, grid: robustness.GridOutput | None,
+               cfg) -> dict[str, Any]:
+    """Writes the per-case files of the test split (`pejax.per_case`) into `workdir`: per
+    image, per ACDC volume, and per image under each condition of `grid` (if given); returns
+    their summaries for results.json."""
+    test = self.run_data.test
+    predictions = self.predict_split(state, pe_scale, test)  # every process takes part
+    if jax.process_index() != 0:
+      return {}
+    start = time.perf_counter()
+    source = test.source
+    rows = per_case.image_rows(predictions, source.labels, source, self.class_names)
+    write = lambda name, rows: workdir_lib.write_csv(os.path.join(workdir, name), rows,
+                                                     per_case.columns(rows))
+    write(workdir_lib.TEST_CASES_CSV, rows)
+    summary = {'test_cases_file': workdir_lib.TEST_CASES_CSV,
+               'test_cases': surface_distance.summarize(rows)}
+    volumes = per_case.volume_rows(predictions, source, self.class_names)
+    if volumes:
+      write(workdir_lib.TEST_VOLUMES_CSV, volumes)
+      summary.update(test_volumes_file=workdir_lib.TEST_VOLUMES_CSV,
+                     test_volumes=per_case.phase_summaries(volumes))
+    if grid is not None:
+      write(workdir_lib.ROBUSTNESS_CASES_CSV, per_case.grid_rows(grid, source, cfg,
+                                                                 self.class_names))
+      summary['robustness_cases_file'] = workdir_lib.ROBUSTNESS_CASES_CSV
+    summary['seconds'] = time.perf_counter() - start
+    return summary
 
 
   def finish_run(self, state, config, workdir: str, example_ids, writer, num_parameters: int,
-                 timings: dict) -> dict:
+                 timings: dict, trained: workdir_lib.Results | None = None) -> dict:
     """Final evaluation of a trained run; writes results.json (and the robustness files) into
-    `workdir` and the test Dice to `writer`; returns the results as JSON."""
+    `workdir` and the test Dice to `writer`; returns the results as JSON.
+
+    `trained`: the results.json of an earlier evaluation of this run (`--mode=evaluate`); its
+    training timings and the software that trained the run are kept.
+    """
     run_data = self.run_data
     class_names = self.class_names
     pe_scale = jnp.float32(configuration.pe_scale_of(config))
     is_writer = jax.process_index() == 0
     start = time.perf_counter()
     final = self.final(state, pe_scale, example_ids)
+    if trained is not None:
+      timings = dict(trained.timings, **{k: v for k, v in timings.items() if v})
     timings = dict(timings, eval_seconds=time.perf_counter() - start)
     final_step = int(state.step)
     writer.write_scalars(final_step, {f'test_{k}': v for k, v in final['test'].items()})
@@ -142,14 +187,18 @@ class Evaluator:
         epochs=int(state.epoch), steps=final_step, devices=jax.device_count(),
         processes=jax.process_count(), platform=jax.devices()[0].platform,
         jax_version=jax.__version__, normalization=dataclasses.asdict(run_data.normalizer),
-        **final)
+        software=(trained.software if trained and trained.software else provenance.software()),
+        evaluated_with=provenance.software(), **final)
+    grid = None
     if config.run_robustness:
-      grid = self.robustness(state, pe_scale, config.robustness)
-      timings['robustness_seconds'] = grid['seconds']
+      grid = self.robustness(state, pe_scale, config.robustness, keep_predictions=True)
+      timings['robustness_seconds'] = grid.result['seconds']
       results.robustness_file = workdir_lib.ROBUSTNESS_FILE
       if is_writer:
-        _write_robustness(workdir, writer, config, grid, final['test_averaged_mask']['dice'],
-                          final_step)
+        _write_robustness(workdir, writer, config, grid.result,
+                          final['test_averaged_mask']['dice'], final_step)
+    results.per_case = self.per_case(state, pe_scale, workdir, grid, config.robustness)
+    timings['per_case_seconds'] = results.per_case.get('seconds')
     results.timings = timings
     if is_writer:
       workdir_lib.write_results(workdir, results)

@@ -153,6 +153,7 @@ class EvalSplit:
   ids: np.ndarray            # (count,) example ids, in row order
   host_images01: np.ndarray  # (count, H, W, C) host copy, for image panels
   host_labels: np.ndarray    # (count, H, W)
+  source: datasets.SplitArrays | None = None  # the host arrays, with per-case identity
 
   @property
   def batch_size(self) -> int:
@@ -183,7 +184,7 @@ def place_eval_split(split: datasets.SplitArrays, max_batch_size: int,
                    valid=batched(np.ones((count,), np.float32)),
                    index=batched(np.arange(total, dtype=np.int32)),
                    count=count, ids=np.asarray(split.ids), host_images01=split.images,
-                   host_labels=split.labels)
+                   host_labels=split.labels, source=split)
 
 
 @dataclasses.dataclass

@@ -14,6 +14,7 @@ shifts) are computed here, once.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from typing import Any
@@ -95,11 +96,14 @@ def _condition_branches(max_blur_radius: int, shift_axis: str, shift_fill: str) 
 
 
 @functools.partial(jax.jit, static_argnames=(
-    'predict_fn', 'num_classes', 'max_blur_radius', 'shift_axis', 'shift_fill'))
+    'predict_fn', 'num_classes', 'max_blur_radius', 'shift_axis', 'shift_fill',
+    'keep_predictions'))
 def _robustness_grid(model_state, images, labels, valid, index, kinds, parameters, shifts,
                      levels, seed, *, predict_fn, num_classes, max_blur_radius, shift_axis,
-                     shift_fill):
-  """Summed Dice statistics per condition, each leaf stacked along a leading condition axis.
+                     shift_fill, keep_predictions=False):
+  """Summed Dice statistics per condition, each leaf stacked along a leading condition axis,
+  and with `keep_predictions` the label maps, uint8 (conditions, batches, batch, H, W), for
+  per-image metrics on the host (else None).
 
   `images`, `labels`, `valid`, `index`: (batches, batch, ...) arrays of an `EvalSplit`.
   """
@@ -119,19 +123,34 @@ def _robustness_grid(model_state, images, labels, valid, index, kinds, parameter
                                        shift, keys)
       predictions = _predict(predict_fn, model_state, inputs)
       sums = dice_sums(predictions, targets, num_classes, batch_valid)
-      return jax.tree.map(jnp.add, totals, sums), None
+      kept = predictions.astype(jnp.uint8) if keep_predictions else None
+      return jax.tree.map(jnp.add, totals, sums), kept
 
     zeros = {'dice_sum': jnp.zeros(()), 'dice_count': jnp.zeros(()),
              'class_dice_sum': jnp.zeros((num_classes - 1,)),
              'class_dice_count': jnp.zeros((num_classes - 1,))}
-    totals, _ = jax.lax.scan(evaluate_batch, zeros, (images, labels, valid, index))
-    return totals
+    return jax.lax.scan(evaluate_batch, zeros, (images, labels, valid, index))
 
   return jax.lax.map(evaluate_condition, (kinds, parameters, shifts, levels))
 
 
 def evaluate_robustness(predict_fn: Callable, split, cfg, *, num_classes: int = 4,
                         class_names: Sequence[str] | None = None, model_state=None) -> dict:
+  """The result of `robustness_grid` (without the predictions)."""
+  return robustness_grid(predict_fn, split, cfg, num_classes=num_classes,
+                         class_names=class_names, model_state=model_state).result
+
+
+@dataclasses.dataclass
+class GridOutput:
+  result: dict                     # JSON-able, see `robustness_grid`
+  table: list[dict[str, Any]]      # `condition_table`: one row per condition, in grid order
+  predictions: np.ndarray | None   # (conditions, N, H, W) uint8 label maps, or None
+
+
+def robustness_grid(predict_fn: Callable, split, cfg, *, num_classes: int = 4,
+                    class_names: Sequence[str] | None = None, model_state=None,
+                    keep_predictions: bool = False) -> GridOutput:
   """Dice on the clean test split, under every (corruption, severity) and every shift.
 
   Args:
@@ -147,9 +166,11 @@ def evaluate_robustness(predict_fn: Callable, split, cfg, *, num_classes: int = 
     num_classes: classes of the label maps, background 0 included.
     class_names: names of the foreground classes, for the per-class keys.
     model_state: optional pytree passed to `predict_fn` as its first argument.
+    keep_predictions: also return every condition's label maps (per-image metrics).
 
   Returns:
-    A JSON-able dict (floats may be NaN where a class never occurs):
+    A `GridOutput`: the table of conditions, the predictions if kept, and as `result` a
+    JSON-able dict (floats may be NaN where a class never occurs):
       'clean': {'dice': d, 'dice_<class>': d, ...},
       'gaussian_noise', 'shot_noise', 'gaussian_blur': {'<severity>': {dice dict}, ...},
       'shift_<axis>': {'<k>': {dice dict}, ...} (k in pixels, positive = right / down),
@@ -165,7 +186,7 @@ def evaluate_robustness(predict_fn: Callable, split, cfg, *, num_classes: int = 
   blur_sigmas = [row['parameter'] for row in table if row['kind'] == _GAUSSIAN_BLUR]
   max_blur_radius = max([corruptions.blur_radius(s) for s in blur_sigmas], default=0)
 
-  sums = _robustness_grid(
+  sums, predictions = _robustness_grid(
       model_state, split.images01, split.labels, split.valid, split.index,
       jnp.asarray([row['kind'] for row in table], jnp.int32),
       jnp.asarray([row['parameter'] for row in table], jnp.float32),
@@ -173,14 +194,37 @@ def evaluate_robustness(predict_fn: Callable, split, cfg, *, num_classes: int = 
       jnp.asarray([row['level'] for row in table], jnp.int32),
       jnp.asarray(cfg.seed, jnp.uint32),
       predict_fn=predict_fn, num_classes=num_classes, max_blur_radius=max_blur_radius,
-      shift_axis=cfg.shift_axis, shift_fill=cfg.shift_fill)
+      shift_axis=cfg.shift_axis, shift_fill=cfg.shift_fill, keep_predictions=keep_predictions)
+  if predictions is not None:
+    predictions = host_rows(predictions)
+    predictions = predictions.reshape((len(table), -1) + predictions.shape[3:])[:, :split.count]
   result = _result_of(jax.device_get(sums), table, cfg, class_names)
   result['parameters'].update(
       shift_axis=cfg.shift_axis, shift_fill=cfg.shift_fill, seed=int(cfg.seed),
       batch_size=int(batch_size), num_images=int(split.count),
       image_shape=[int(height), int(width), int(channels)])
   result['seconds'] = time.perf_counter() - start
-  return result
+  return GridOutput(result, table, predictions)
+
+
+def host_rows(array: jax.Array) -> np.ndarray:
+  """A (possibly multi-process) sharded array as one NumPy array on every process."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+  return np.asarray(jax.device_get(array))
+
+
+def condition_targets(labels: np.ndarray, row: Mapping, cfg) -> np.ndarray:
+  """The true (N, H, W) label maps of one condition of the table: the labels, shifted with
+  the image for a shift condition (as `shift_images_and_labels` shifts them in the grid)."""
+  if row['kind'] != _SHIFT:
+    return labels
+  shift_x = row['shift'] if 'x' in cfg.shift_axis else 0
+  shift_y = row['shift'] if 'y' in cfg.shift_axis else 0
+  shifted = corruptions.shift_array(corruptions.shift_array(labels, shift_x, 2, cfg.shift_fill),
+                                    shift_y, 1, cfg.shift_fill)
+  return np.asarray(shifted)
 
 
 def _result_of(sums, table, cfg, class_names) -> dict[str, Any]:

@@ -31,8 +31,8 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from pejax import (configuration, datasets, evaluation, input_pipeline, models, steps, sweep,
-                   workdir as workdir_lib)
+from pejax import (configuration, datasets, evaluation, input_pipeline, models, provenance, steps,
+                   sweep, workdir as workdir_lib)
 from pejax.errors import NonFiniteLossError, RunNotFoundError, SettingError
 from pejax.positional import input_channels
 
@@ -196,6 +196,7 @@ class Run:
   example_ids: np.ndarray = None
   checkpoints: Any = None
   writer: Any = None
+  description: dict | None = None  # stored with each checkpoint (`provenance.model_description`)
 
   @property
   def name(self) -> str:
@@ -264,6 +265,9 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
     if is_writer and not was_started:
       workdir_lib.write_config(run.workdir, run.config)
     run.checkpoints = workdir_lib.checkpoint_manager(run.workdir, first.max_checkpoints_to_keep)
+    run.description = provenance.model_description(
+        configuration.settings_dict(run.config), ('background',) + run_data.dataset.class_names,
+        dataclasses.asdict(run_data.normalizer))
     run.writer = metric_writers.create_default_writer(run.workdir, just_logging=not is_writer)
 
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, initial[0])
@@ -292,9 +296,12 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
     # Also on an interruption (Ctrl-C, an error): let a checkpoint being written complete.
     for run in runs:
       run.checkpoints.wait_until_finished()
+  # --mode=evaluate keeps what training measured (its timings, its software) in results.json.
+  trained = [workdir_lib.read_results(run.workdir)
+             if evaluate_only and workdir_lib.is_finished(run.workdir) else None for run in runs]
   results = [evaluator.finish_run(state, run.config, run.workdir, run.example_ids, run.writer,
-                                  count_parameters(state.params), timings)
-             for run, state in zip(runs, states)]
+                                  count_parameters(state.params), timings, trained=previous)
+             for run, state, previous in zip(runs, states, trained)]
   for run in runs:
     run.writer.close()
     run.checkpoints.close()
@@ -362,7 +369,8 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
       prefix = f'{run.name}: ' if num_models > 1 else ''
       logging.info('%s%s  (%.1fs)', prefix, line, seconds)
       if save_now:
-        run.checkpoints.save(epoch, args=ocp.args.StandardSave(run_state))
+        run.checkpoints.save(epoch, args=ocp.args.StandardSave(run_state),
+                             custom_metadata=run.description)
       run.writer.flush()
     if save_now:
       last_checkpoint = epoch

@@ -30,6 +30,10 @@ RESULTS_FILE = 'results.json'
 CHECKPOINT_FOLDER = 'checkpoints'
 ROBUSTNESS_FILE = 'robustness.json'
 ROBUSTNESS_CSV = 'robustness.csv'
+# Per-case metrics (`pejax.per_case`): per test image, per ACDC volume, per image and condition.
+TEST_CASES_CSV = 'test_cases.csv'
+TEST_VOLUMES_CSV = 'test_volumes.csv'
+ROBUSTNESS_CASES_CSV = 'robustness_cases.csv'
 REPORT_FILE = 'report.md'
 # The figures the last report wrote, so that the next one can remove those it does not write.
 FIGURES_FILE = 'report_figures.json'
@@ -159,6 +163,11 @@ class Results:
   validation_averaged_mask: dict
   test_averaged_mask: dict
   timings: dict = dataclasses.field(default_factory=dict)
+  # `provenance.software()` of the run that trained the model and of its latest evaluation.
+  software: dict = dataclasses.field(default_factory=dict)
+  evaluated_with: dict = dataclasses.field(default_factory=dict)
+  # Summaries of the per-case files (`surface_distance.summarize`) and their names.
+  per_case: dict = dataclasses.field(default_factory=dict)
   robustness_file: str | None = None   # beside results.json; None: no grid was evaluated
 
   def to_json(self) -> dict[str, Any]:
@@ -198,14 +207,19 @@ def write_robustness(workdir: str, result: Mapping, rows: Sequence[Mapping]) -> 
   write_json(json_path, result)
   fields = ['condition', 'level', 'parameter', 'dice'] + sorted(
       {key for row in rows for key in row if key.startswith('dice_')})
+  write_csv(csv_path, rows, fields)
+  return json_path, csv_path
 
-  def write_csv(f):
-    writer = csv.DictWriter(f, fieldnames=fields, restval='')
+
+def write_csv(path: str, rows: Sequence[Mapping], fields: Sequence[str]) -> None:
+  """Rows as CSV with the columns `fields` (missing values empty, NaN as 'nan')."""
+
+  def write(f):
+    writer = csv.DictWriter(f, fieldnames=list(fields), restval='')
     writer.writeheader()
     writer.writerows(rows)
 
-  write_atomically(csv_path, write_csv)
-  return json_path, csv_path
+  write_atomically(path, write)
 
 
 # -------------------------------------------------------------------------------- sweeps

@@ -15,12 +15,15 @@ import tensorflow_datasets as tfds
 
 from data_builders import acdc
 from data_builders.acdc import acdc_dataset_builder as acdc_lib
+from pejax import datasets, per_case
 
 CONFIG = 'size_64'
 OUT = 64
 HEIGHT, WIDTH = 10, 12  # in-plane size as displayed (NIfTI y, x): not square
 NUM_SLICES = {'ED': 2, 'ES': 3}
 FRAMES = {'ED': 1, 'ES': 12}
+ZOOMS = (1.5, 1.25, 10.0)  # NIfTI voxel size (x, y, z) in mm
+CLASS_NAMES = acdc_lib.CLASS_NAMES[1:]
 INFO_CFG = 'ED: 1\nES: 12\nGroup: DCM\nHeight: 184.0\nNbFrame: 30\nWeight: 95.0\n'
 
 
@@ -45,7 +48,8 @@ def subject_marker(subject_number):
 
 def save_nifti(path, display_volume):
   # NIfTI arrays are (x, y, z): the builder shows slice z as data[:, :, z].T.
-  nibabel.save(nibabel.Nifti1Image(np.transpose(display_volume, (2, 1, 0)), np.eye(4)),
+  affine = np.diag(ZOOMS + (1.0,))
+  nibabel.save(nibabel.Nifti1Image(np.transpose(display_volume, (2, 1, 0)), affine),
                str(path))
 
 
@@ -182,6 +186,49 @@ def test_decoded_values_and_orientation_in_every_format(built):
     has_myocardium = int(record['slice_index']) == 0
     assert (2 in label) == has_myocardium
     assert set(np.unique(label)) <= {0, 1, 2, 3}
+
+
+def test_spacing_after_the_resize_from_the_nifti_header(built):
+  _, records = built
+  nifti_spacing = (ZOOMS[2], ZOOMS[1] * HEIGHT / OUT, ZOOMS[0] * WIDTH / OUT)
+  for record in (r for split in records.values() for r in split):
+    spacing = np.asarray(record['spacing'])
+    assert spacing.shape == (3,) and spacing.dtype == np.float32
+    if int(as_str(record['subject'])[-3:]) <= 70:  # official NIfTI files
+      np.testing.assert_allclose(spacing, nifti_spacing, rtol=1e-6)
+    else:  # HDF5 copies carry no voxel size
+      assert np.all(np.isnan(spacing))
+
+
+def test_per_volume_3d_metrics_of_the_test_split(built):
+  """3-D Dice and HD95 per structure and volume, on the built fake NIfTI and HDF5 volumes, with
+  answers known by construction and Dice checked against a direct NumPy computation."""
+  builder, _ = built
+  source = datasets._read_split(builder, 'test')
+  predictions = source.labels.copy()
+  predictions[source.slice_indices == 0] = np.where(
+      predictions[source.slice_indices == 0] == 3, 0, predictions[source.slice_indices == 0])
+  right_ventricle = source.labels == 1
+  predictions[right_ventricle] = 0
+  predictions[np.roll(right_ventricle, 1, axis=1)] = 1  # one row down
+  rows = per_case.volume_rows(predictions, source, CLASS_NAMES)
+  assert len(rows) == 2 * len(acdc_lib.TEST_SUBJECTS)
+  row_mm = ZOOMS[1] * HEIGHT / OUT
+  for row in rows:
+    members = (source.subjects == row['subject']) & (source.phases == row['phase'])
+    truth, predicted = source.labels[members] == 3, predictions[members] == 3
+    direct = 2 * np.sum(truth & predicted) / (truth.sum() + predicted.sum())
+    assert row['dice_left_ventricle'] == pytest.approx(direct, abs=1e-12)
+    # The LV is gone from slice 0: 1 of 2 slices found at ED, 2 of 3 at ES.
+    assert row['dice_left_ventricle'] == pytest.approx({'ED': 2 / 3, 'ES': 0.8}[row['phase']])
+    assert row['num_slices'] == NUM_SLICES[row['phase']]
+    from_nifti = int(row['subject'][-3:]) <= 70
+    assert row['distance_unit'] == ('mm' if from_nifti else 'px')
+    assert row['hd95_right_ventricle'] == pytest.approx(row_mm if from_nifti else 1.0)
+    assert row['status_myocardium'] == 'ok' and row['dice_myocardium'] == 1.0
+  summaries = per_case.phase_summaries(rows)
+  assert set(summaries) == {'ED', 'ES'}
+  assert summaries['ES']['dice_left_ventricle_mean'] == pytest.approx(0.8)
 
 
 def test_scale_intensities_clips_outliers():

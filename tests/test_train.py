@@ -1,5 +1,6 @@
 """End-to-end training tests on the chest phantom (CPU, fixed seeds)."""
 
+import csv
 import dataclasses
 import json
 import os
@@ -89,8 +90,32 @@ def test_workdir_outputs_and_evaluate_mode(data_dir, tmp_path):
   assert set(results['test']) == {'dice', 'dice_right_lung', 'dice_left_lung', 'dice_heart', 'loss'}
   assert 0.0 <= results['test']['dice'] <= 1.0
   assert results['num_train_examples'] == 156
+  assert results['software']['jax'] == jax.__version__ and results['software']['pejax']
+  assert results['software']['flax'] and results['software']['orbax-checkpoint']
+  # The checkpoint describes itself: settings, normalization, classes, software.
+  manager = workdir_lib.checkpoint_manager(workdir, 2)
+  described = manager.metadata(manager.latest_step()).custom_metadata
+  assert described['config'] == configuration.settings_dict(config)
+  assert described['normalization'] == results['normalization']
+  assert described['class_names'] == ['background', 'right_lung', 'left_lung', 'heart']
+  assert described['software'] == results['software']
+  # Per-case metrics of the clean test split agree with the device's Dice.
+  with open(os.path.join(workdir, workdir_lib.TEST_CASES_CSV)) as f:
+    cases = list(csv.DictReader(f))
+  assert len(cases) == 68 and cases[0]['id'] and cases[0]['distance_unit'] == 'px'
+  assert {'hd95_heart', 'msd_left_lung', 'status_right_lung'} <= set(cases[0])
+  summary = results['per_case']['test_cases']
+  assert summary['dice_mean'] == pytest.approx(results['test']['dice'], abs=1e-6)
+
+  trained_timings = results['timings']
   again = train.train_and_evaluate(config, workdir, evaluate_only=True)
   assert again['test'] == results['test']
+  # --mode=evaluate keeps what training measured.
+  stored = workdir_lib.read_results(workdir)
+  assert len(trained_timings['epoch_seconds']) == 2
+  for key in ('epoch_seconds', 'train_seconds', 'median_epoch_seconds'):
+    assert stored.timings[key] == trained_timings[key], key
+  assert stored.software == results['software'] and stored.evaluated_with
 
 
 def test_other_settings_in_a_used_workdir_are_refused(data_dir, tmp_path):

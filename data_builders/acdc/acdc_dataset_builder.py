@@ -28,6 +28,9 @@ Stored per example (one short-axis slice of the ED or ES volume):
     lower class), so no label appears where the ground truth did not have it.
   id: "patient001_ED_slice03"; subject: "patient001"; phase: "ED" or "ES";
   slice_index: index along the volume's third (NIfTI) or first (HDF5) axis, from 0.
+  spacing: float32 (3,), millimetres: (slice distance, row spacing, column spacing) of the
+    stored S x S slice (`pejax.surface_distance.acdc_spacing` of the NIfTI header's voxel
+    size, after the resize); NaN for the HDF5 copies, which carry no voxel size.
 """
 
 import dataclasses
@@ -41,6 +44,8 @@ import nibabel
 import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
+
+from pejax.surface_distance import acdc_spacing
 
 NUM_CLASSES = 4
 CLASS_NAMES = ('background', 'right_ventricle', 'myocardium', 'left_ventricle')
@@ -132,8 +137,10 @@ def scale_intensities(volume, low_percentile=0.5, high_percentile=99.5):
 
 
 def resize_image(image, size, resample=Image.Resampling.BILINEAR):
-  """Resizes a 2-D float image to (size, size); PIL filters antialias when shrinking."""
-  resized = Image.fromarray(np.asarray(image, np.float32)).resize((size, size), resample)
+  """Resizes a 2-D float image to (size, size), or to (height, width) when `size` is a pair;
+  PIL filters antialias when shrinking."""
+  height, width = (size, size) if np.isscalar(size) else size
+  resized = Image.fromarray(np.asarray(image, np.float32)).resize((width, height), resample)
   return np.asarray(resized, np.float32)
 
 
@@ -158,8 +165,9 @@ class _Volume:
 class Builder(tfds.core.GeneratorBasedBuilder):
   """ACDC short-axis cine-MRI slices (ED and ES) with RV, myocardium and LV labels."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release: 70/10/20 subjects, ED and ES slices.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release: 70/10/20 subjects, ED and ES slices.',
+                   '1.1.0': 'Each slice\'s spacing in mm (slice distance, rows, columns).'}
   BUILDER_CONFIGS = [
       AcdcConfig(name='size_256', image_size=256,
                  description='256x256, the size used in the paper.'),
@@ -197,6 +205,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             'phase': tfds.features.Text(doc='ED or ES.'),
             'slice_index': tfds.features.Tensor(
                 shape=(), dtype=np.int32, doc='Slice index in the volume, from 0.'),
+            'spacing': tfds.features.Tensor(
+                shape=(3,), dtype=np.float32,
+                doc='mm: slice distance, row and column spacing after the resize; NaN '
+                    'where unknown (HDF5 copies).'),
         }),
         supervised_keys=('image', 'label'),
         homepage='https://www.creatis.insa-lyon.fr/Challenge/acdc/',
@@ -236,8 +248,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     size = self.builder_config.image_size
     for subject_plan in subject_volumes:
       for volume in subject_plan:
-        images, labels = _read_volume(volume)
+        images, labels, zooms = _read_volume(volume)
         images = scale_intensities(images)
+        spacing = np.full(3, np.nan, np.float32)
+        if zooms is not None:  # zooms are (x, y, z); the NIfTI array is (x, y, z) = (W, H, Z)
+          spacing[:] = acdc_spacing(zooms, images.shape[::-1], size)
         for index, (image, label) in enumerate(zip(images, labels)):
           example_id = f'{volume.subject}_{volume.phase}_slice{index:02d}'
           yield example_id, {
@@ -247,6 +262,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
               'subject': volume.subject,
               'phase': volume.phase,
               'slice_index': np.int32(index),
+              'spacing': spacing,
           }
 
 
@@ -373,9 +389,11 @@ def _read_info(path):
 
 
 def _read_volume(volume):
-  """Returns (images, labels) of a volume as (Z, H, W) float and uint8 arrays."""
+  """Returns (images, labels, zooms) of a volume: (Z, H, W) float and uint8 arrays, and the
+  NIfTI voxel size (x, y, z) in mm (None for HDF5 copies)."""
+  zooms = None
   if volume.image_path is not None:
-    images = _read_nifti(volume.image_path)
+    images, zooms = _read_nifti(volume.image_path, with_zooms=True)
     labels = _read_nifti(volume.label_path)
     names = (volume.image_path, volume.label_path)
   else:
@@ -391,16 +409,19 @@ def _read_volume(volume):
     raise ValueError(
         f'ACDC: the image {names[0]} is {images.shape} (slices, rows, columns) but its '
         f'ground truth {names[1]} is {labels.shape}; they must match.')
-  return images, _check_labels(labels, names[1])
+  return images, _check_labels(labels, names[1]), zooms
 
 
-def _read_nifti(path):
-  """Reads a 3-D NIfTI volume as (z, y, x): slice z is `data[:, :, z].T`."""
+def _read_nifti(path, with_zooms=False):
+  """Reads a 3-D NIfTI volume as (z, y, x): slice z is `data[:, :, z].T`; with `with_zooms`,
+  also the header's voxel size (x, y, z) in mm."""
   try:
     data = path.read_bytes()
     if path.name.lower().endswith('.gz'):
       data = gzip.decompress(data)
-    volume = np.asarray(nibabel.Nifti1Image.from_bytes(data).dataobj)
+    nifti = nibabel.Nifti1Image.from_bytes(data)
+    volume = np.asarray(nifti.dataobj)
+    zooms = tuple(float(z) for z in nifti.header.get_zooms()[:3])
   except Exception as e:  # nibabel, gzip and zlib raise many types for damaged files
     raise ValueError(
         f'ACDC: cannot read {path} as a NIfTI volume ({type(e).__name__}: {e}). The '
@@ -411,7 +432,8 @@ def _read_nifti(path):
     raise ValueError(
         f'ACDC: {path} has shape {volume.shape}; expected a 3-D (x, y, slice) volume '
         'of one frame.')
-  return np.transpose(volume, (2, 1, 0))
+  volume = np.transpose(volume, (2, 1, 0))
+  return (volume, zooms) if with_zooms else volume
 
 
 def _read_h5(path):

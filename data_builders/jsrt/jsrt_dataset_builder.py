@@ -280,21 +280,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     """Returns the radiograph as float32 in [0, 1] with lungs dark."""
     if path.suffix.lower() == '.png':
       return _read_png_image(path)
-    n = self.RAW_IMAGE_SIZE
-    data = path.read_bytes()
-    if len(data) != n * n * 2:
-      raise ValueError(
-          f'JSRT: {path} has {len(data)} bytes; a JSRT .IMG file is {n}x{n} 16-bit '
-          f'big-endian pixels without header, {n * n * 2} bytes. The file is truncated '
-          'or not a JSRT image: download or unzip it again.')
-    values = np.frombuffer(data, dtype='>u2').reshape(n, n)
-    if values.max() > self.RAW_MAX_VALUE:
-      raise ValueError(
-          f'JSRT: {path} holds values up to {values.max()}, above the 12-bit range '
-          f'0..{self.RAW_MAX_VALUE} of JSRT images: it is not a big-endian JSRT .IMG '
-          '(a byte-swapped or converted copy?). Use the file from the JSRT database.')
-    # High values are dark on film; invert so that lungs are dark.
-    return 1.0 - values.astype(np.float32) / self.RAW_MAX_VALUE
+    return read_raw_image(path, self.RAW_IMAGE_SIZE, self.RAW_MAX_VALUE)
 
   def _read_label(self, masks_and_classes):
     label = np.zeros((self.MASK_SIZE, self.MASK_SIZE), np.uint8)
@@ -317,16 +303,41 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     return values > max(int(values.max()), 1) / 2
 
 
+def read_raw_image(path, size=2048, max_value=4095):
+  """A raw JSRT .IMG file (size x size big-endian 12-bit values, no header) as float32 in
+  [0, 1] with lungs dark: `1 - v / max_value`."""
+  n = size
+  data = path.read_bytes()
+  if len(data) != n * n * 2:
+    raise ValueError(
+        f'JSRT: {path} has {len(data)} bytes; a JSRT .IMG file is {n}x{n} 16-bit '
+        f'big-endian pixels without header, {n * n * 2} bytes. The file is truncated '
+        'or not a JSRT image: download or unzip it again.')
+  values = np.frombuffer(data, dtype='>u2').reshape(n, n)
+  if values.max() > max_value:
+    raise ValueError(
+        f'JSRT: {path} holds values up to {values.max()}, above the 12-bit range '
+        f'0..{max_value} of JSRT images: it is not a big-endian JSRT .IMG '
+        '(a byte-swapped or converted copy?). Use the file from the JSRT database.')
+  # High values are dark on film; invert so that lungs are dark.
+  return 1.0 - values.astype(np.float32) / max_value
+
+
+def displayed_intensities(image):
+  """A PIL image as displayed, gray float32 in [0, 1]: 16-bit images over 65535, others (8-bit
+  gray, colour) converted to 8-bit gray over 255."""
+  if image.mode.startswith('I'):  # 16-bit PNG ('I;16', or 'I' in older Pillow)
+    return np.asarray(image, np.float32) / 65535.0
+  return np.asarray(image.convert('L'), np.float32) / 255.0
+
+
 def _read_png_image(path):
   """PNG copies are taken as displayed (lungs dark), scaled by the dtype maximum."""
   try:
     image = _read_pil(path)
   except Exception as e:  # PIL raises several types for damaged files
     raise ValueError(f'JSRT: cannot read the image {path} ({e}).') from e
-  if image.mode.startswith('I'):  # 16-bit PNG ('I;16', or 'I' in older Pillow)
-    values = np.asarray(image, np.float32) / 65535.0
-  else:
-    values = np.asarray(image.convert('L'), np.float32) / 255.0
+  values = displayed_intensities(image)
   if values.shape[0] != values.shape[1]:
     raise ValueError(
         f'JSRT: the image {path} is {values.shape[1]}x{values.shape[0]}; JSRT images '

@@ -1,0 +1,164 @@
+"""A trained model on one's own files: `pejax.load` and `--mode=predict` give the labels of the
+evaluation, from the run folder or a checkpoint copied alone, for PNG, NIfTI and DICOM."""
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+
+import nibabel
+import numpy as np
+import pytest
+from PIL import Image
+
+import pejax
+from pejax import cli, configuration, datasets, errors, surface_distance, train, workdir as workdir_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZE = 32
+CLASS_NAMES = ['right_lung', 'left_lung', 'heart']
+# Test images a chest model is asked for: a few, as a user would export them.
+COUNT = 6
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+  """A small trained U-Net with PE (2 epochs at 32²) and the chest phantom's test split."""
+  data_dir = str(tmp_path_factory.mktemp('tfds'))
+  config = configuration.quick(configuration.base_config())
+  config.update(data_dir=data_dir, image_size=SIZE, width=4, num_epochs=2, run_robustness=False,
+                num_image_panels=0)
+  workdir = str(tmp_path_factory.mktemp('run'))
+  results = train.train_and_evaluate(config, workdir)
+  test = datasets.load_split('phantom_chest', 'test', image_size=SIZE, data_dir=data_dir)
+  with open(os.path.join(workdir, workdir_lib.TEST_CASES_CSV)) as f:
+    cases = {row['id']: row for row in csv.DictReader(f)}
+  return workdir, results, test, cases
+
+
+def image_dice(labels, truth):
+  return surface_distance.case_metrics(labels, truth, 4, CLASS_NAMES)['dice']
+
+
+def check_evaluation_labels(labels, run, count):
+  """Per-image Dice of `labels` equals the Dice the run's own evaluation wrote per image."""
+  _, _, test, cases = run
+  for index in range(count):
+    expected = float(cases[test.ids[index]]['dice'])
+    assert image_dice(labels[index], test.labels[index]) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.slow
+def test_load_predicts_the_evaluation_labels_for_any_batch(run):
+  workdir, results, test, _ = run
+  model = pejax.load(workdir)
+  assert model.class_names == ('background', *CLASS_NAMES) and model.image_size == SIZE
+  assert model.normalizer.mean == results['normalization']['mean']
+  prediction = model(test.images)
+  assert prediction.labels.shape == (len(test.ids), SIZE, SIZE)
+  np.testing.assert_allclose(prediction.probabilities.sum(axis=-1), 1.0, atol=1e-5)
+  np.testing.assert_array_equal(prediction.labels, prediction.probabilities.argmax(axis=-1))
+  check_evaluation_labels(prediction.labels, run, len(test.ids))
+  # Batches of any size, and one (H, W) image, give the same labels.
+  np.testing.assert_array_equal(model(test.images[:5], batch_size=2).labels,
+                                prediction.labels[:5])
+  np.testing.assert_array_equal(model(test.images[3, ..., 0]).labels[0], prediction.labels[3])
+  with pytest.raises(ValueError, match=r'intensities in \[0, 1\] \(these run from'):
+    model(test.images * 255)  # raw values are refused, not clipped into nonsense
+  summary = surface_distance.summarize(
+      surface_distance.case_metrics(p, t, 4, CLASS_NAMES)
+      for p, t in zip(prediction.labels, test.labels))
+  assert summary['dice_mean'] == pytest.approx(results['test']['dice'], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_other_sizes_are_resized_to_the_model_and_back(run):
+  workdir, _, test, _ = run
+  model = pejax.load(workdir)
+  at_model_size = model(test.images[:4]).labels
+  larger = np.repeat(np.repeat(test.images[:4, ..., 0], 3, axis=1), 2, axis=2)  # 96 x 64
+  prediction = model(larger)
+  assert prediction.labels.shape == (4, 3 * SIZE, 2 * SIZE)
+  assert prediction.probabilities.shape == (4, 3 * SIZE, 2 * SIZE, 4)
+  agreement = np.mean(prediction.labels[:, 1::3, ::2] == at_model_size)
+  assert agreement > 0.95, agreement
+
+
+@pytest.mark.slow
+def test_a_checkpoint_copied_alone_loads_and_predicts(run, tmp_path):
+  workdir, _, test, _ = run
+  expected = pejax.load(workdir)(test.images).labels
+  latest = max(os.listdir(os.path.join(workdir, 'checkpoints')), key=int)
+  step_copy = shutil.copytree(os.path.join(workdir, 'checkpoints', latest), tmp_path / 'step')
+  folder_copy = shutil.copytree(os.path.join(workdir, 'checkpoints'), tmp_path / 'ckpts')
+  for copy in (step_copy, folder_copy):
+    model = pejax.load(str(copy))
+    assert model.epoch == 2
+    np.testing.assert_array_equal(model(test.images).labels, expected)
+  with pytest.raises(errors.RunNotFoundError, match='no pejax checkpoint'):
+    pejax.load(str(tmp_path))
+
+
+def save_png(path, image01, bits):
+  scale = 2 ** bits - 1
+  values = np.round(image01 * scale).astype(np.uint16 if bits == 16 else np.uint8)
+  Image.fromarray(values).save(path)
+
+
+@pytest.mark.slow
+def test_predict_mode_round_trip_png_and_nifti(run, tmp_path):
+  workdir, _, test, _ = run
+  inputs = tmp_path / 'scans'
+  inputs.mkdir()
+  images = test.images[:COUNT, ..., 0]
+  for index in range(COUNT):
+    save_png(inputs / f'{test.ids[index]}.png', images[index], 16)
+  # The same images as one volume: slice z is data[:, :, z].T.
+  affine = np.diag([0.7, 0.8, 5.0, 1.0])
+  volume = nibabel.Nifti1Image(np.transpose(images, (2, 1, 0)), affine)
+  volume.header['descrip'] = b'scanner X'
+  nibabel.save(volume, str(inputs / 'volume.nii.gz'))
+  (inputs / 'notes.txt').write_text('not an image')  # in a folder: skipped, not an error
+  output = tmp_path / 'out'
+  rows = cli.predict(workdir, [str(inputs)], str(output), intensity='as_is')
+  assert len(rows) == COUNT + 1 and all(row['status'] == 'ok' for row in rows)
+
+  png_labels = np.stack([np.asarray(Image.open(output / f'{test.ids[i]}_labels.png'))
+                         for i in range(COUNT)])
+  assert Image.open(output / f'{test.ids[0]}_labels.png').mode == 'P'
+  check_evaluation_labels(png_labels, run, COUNT)
+  written = nibabel.load(str(output / 'volume_labels.nii.gz'))
+  np.testing.assert_array_equal(written.affine, nibabel.load(str(inputs / 'volume.nii.gz')).affine)
+  assert written.shape == volume.shape and written.get_data_dtype() == np.uint8
+  assert written.header['descrip'].tobytes().startswith(b'pejax labels')
+  nifti_labels = np.transpose(np.asarray(written.dataobj), (2, 1, 0))
+  check_evaluation_labels(nifti_labels, run, COUNT)
+  assert (output / 'volume_overlay.png').exists()
+  with open(output / 'predictions.csv') as f:
+    listed = {os.path.basename(row['input']): row for row in csv.DictReader(f)}
+  assert listed['volume.nii.gz']['slices'] == str(COUNT)
+  assert listed['volume.nii.gz']['spacing_mm'] == '5 x 0.8 x 0.7'
+  assert float(listed['volume.nii.gz']['ml_heart']) == pytest.approx(
+      np.sum(nifti_labels == 3) * 0.7 * 0.8 * 5.0 / 1000)
+  assert listed[f'{test.ids[0]}.png']['intensity'] == 'as_is'
+
+
+@pytest.mark.slow
+def test_predict_command_names_a_bad_file_and_writes_the_others(run, tmp_path):
+  workdir, _, test, _ = run
+  save_png(tmp_path / 'good.png', test.images[0, ..., 0], 8)
+  (tmp_path / 'broken.nii.gz').write_bytes(b'not a nifti')
+  output = tmp_path / 'out'
+  command = [sys.executable, 'main.py', '--mode=predict', f'--workdir={workdir}',
+             f'--input={tmp_path / "broken.nii.gz"},{tmp_path / "good.png"}',
+             f'--input={tmp_path / "missing.dcm"}', f'--output={output}']
+  done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 1
+  last = done.stderr.strip().splitlines()[-1]
+  assert last.startswith('pejax: error: 2 of 3 inputs could not be predicted'), last
+  assert 'broken.nii.gz: cannot be read as nifti' in last and 'missing.dcm: no such file' in last
+  assert (output / 'good_labels.png').exists() and (output / 'good_overlay.png').exists()
+  with open(output / 'predictions.csv') as f:
+    statuses = [row['status'] for row in csv.DictReader(f)]
+  assert statuses == ['error', 'ok', 'error']
