@@ -257,11 +257,35 @@ def scan_runs(workdir: str) -> tuple[list[RunRecord], list[str]]:
       results = Results.from_json(dict(data, config=config))
       robustness_path = os.path.join(folder, results.robustness_file or ROBUSTNESS_FILE)
       grid = read_json_or_none(robustness_path) if os.path.exists(robustness_path) else None
-      runs.append(RunRecord(os.path.relpath(folder, workdir), folder, config, results, grid))
+      runs.append(RunRecord(os.path.relpath(folder, workdir), folder, config, results, grid,
+                            read_per_image_dice(folder)))
     elif CONFIG_FILE in names:
       subfolders.clear()
       unfinished.append(os.path.relpath(folder, workdir))
   return runs, unfinished
+
+
+def read_per_image_dice(folder: str) -> dict | None:
+  """{image id: {(condition, level): Dice}} from a run's per-case files (every condition of
+  the grid where it was evaluated, else the clean test split), or None without them."""
+  for name in (ROBUSTNESS_CASES_CSV, TEST_CASES_CSV):
+    path = os.path.join(folder, name)
+    if not os.path.exists(path):
+      continue
+    values: dict = {}
+    with open(path, newline='') as f:
+      for row in csv.DictReader(f):
+        key = (row.get('condition') or 'clean', int(row.get('level') or 0))
+        values.setdefault(row['id'], {})[key] = _float_or_nan(row.get('dice'))
+    return values
+  return None
+
+
+def _float_or_nan(text: str | None) -> float:
+  try:
+    return float(text)
+  except (TypeError, ValueError):
+    return float('nan')
 
 
 def require_runs(workdirs: Sequence[str], started: Sequence[bool]) -> None:
