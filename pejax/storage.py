@@ -22,13 +22,24 @@ import os
 import re
 from collections.abc import Iterator
 
+import fsspec
+
 from pejax.errors import SettingError
 
 SCHEME = 'gs'
 _URL = re.compile(r'^([A-Za-z][A-Za-z0-9+.-]*):/')
 
-# Before etils decides on a backend for a gs:// path (it caches the choice): fsspec, not TF.
+# Both before any gs:// path is used, since etils caches its choices: epath's fsspec backend
+# rather than TensorFlow's gfile, and gcsfs's plain JSON-API file system for gs://. The default
+# extension of gcsfs first asks a gRPC control service for the bucket's layout (for zonal
+# buckets), which an emulator does not serve and the objects pejax writes do not need.
 os.environ['EPATH_USE_TF'] = '0'
+for _protocol in ('gs', 'gcs'):
+  if _protocol in fsspec.registry:  # its class is imported already: replace the class itself
+    import gcsfs.core
+    fsspec.register_implementation(_protocol, gcsfs.core.GCSFileSystem, clobber=True)
+  else:  # imported on first use
+    fsspec.register_implementation(_protocol, 'gcsfs.core.GCSFileSystem', clobber=True)
 
 
 def is_remote(path) -> bool:
@@ -56,23 +67,13 @@ def check_location(path, what: str) -> None:
 
 
 def _filesystem():
-  """gcsfs's plain JSON-API file system. Its default extension first asks a gRPC control
-  service for the bucket's layout (zonal buckets), which an emulator does not serve and which
-  the objects pejax writes do not need."""
-  import fsspec
-  import gcsfs.core
-  for protocol in ('gs', 'gcs'):
-    if fsspec.get_filesystem_class(protocol) is not gcsfs.core.GCSFileSystem:
-      fsspec.register_implementation(protocol, gcsfs.core.GCSFileSystem, clobber=True)
   return fsspec.filesystem(SCHEME)
 
 
 def path(location):
-  """`location` as an `etils.epath.Path`; for gs://, bound to gcsfs (see `_filesystem`)."""
+  """`location` as an `etils.epath.Path` (gs:// through gcsfs)."""
   from etils import epath
   check_location(location, 'path')
-  if is_remote(location):
-    _filesystem()
   return epath.Path(location)
 
 
