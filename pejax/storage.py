@@ -40,6 +40,9 @@ for _protocol in ('gs', 'gcs'):
     fsspec.register_implementation(_protocol, gcsfs.core.GCSFileSystem, clobber=True)
   else:  # imported on first use
     fsspec.register_implementation(_protocol, 'gcsfs.core.GCSFileSystem', clobber=True)
+# gcsfs keeps folder listings and answers later listings and `exists` from them, never
+# expiring; but other processes write to the same folders.
+fsspec.config.conf.setdefault(SCHEME, {})['use_listings_cache'] = False
 
 
 def is_remote(path) -> bool:
@@ -89,20 +92,6 @@ def exists(location) -> bool:
 
 def isdir(location) -> bool:
   return path(location).is_dir()
-
-
-def listdir(location) -> list[str]:
-  return sorted(child.name for child in path(location).iterdir())
-
-
-def makedirs(location) -> None:
-  """Creates a local folder and its parents; a bucket has no folders to create."""
-  if not is_remote(location):
-    os.makedirs(location, exist_ok=True)
-
-
-def read_bytes(location) -> bytes:
-  return path(location).read_bytes()
 
 
 def read_text(location) -> str:

@@ -153,6 +153,18 @@ def test_a_failed_write_to_a_bucket_leaves_the_previous_object(bucket, in_proces
   assert bucket.blob('writes/results.png').download_as_bytes() == b'\x89PNG'
 
 
+def test_objects_written_by_others_are_seen_at_once(bucket, in_process):
+  """As process 1 must see what process 0 writes: no stale folder listing answers for it."""
+  folder = f'gs://{BUCKET}/others'
+  workdir_lib.write_json(f'{folder}/config.json', {})
+  assert storage.file_sizes(folder).keys() == {'config.json'}
+  assert [folder for folder, _, _ in storage.walk(folder)] == [folder]
+  bucket.blob('others/results.json').upload_from_string('{}')
+  assert storage.file_sizes(folder).keys() == {'config.json', 'results.json'}
+  assert [names for _, _, names in storage.walk(folder)] == [['config.json', 'results.json']]
+  assert workdir_lib.is_finished(folder)
+
+
 def test_a_bucket_that_does_not_exist_is_refused_at_start(in_process):
   with pytest.raises(OSError, match=r'the workdir gs://no-such-bucket/run is not writable \(.+\); '
                      r"check the bucket's name and permissions"):
