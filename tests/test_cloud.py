@@ -180,6 +180,22 @@ def test_a_missing_dataset_in_a_bucket_says_how_to_put_it_there(in_process):
     datasets.load_split('phantom_chest', 'train', image_size=16, data_dir=f'gs://{BUCKET}/empty')
 
 
+def test_a_dataset_in_a_bucket_is_read_from_a_local_copy(bucket_data_dir, in_process):
+  """Copied once to the data cache, and again when the files there differ from the bucket's."""
+  from pejax import datasets
+  first = datasets.load_split('phantom_chest', 'test', image_size=IMAGE_SIZE,
+                              data_dir=bucket_data_dir)
+  local = str(datasets.prepare('phantom_chest', image_size=IMAGE_SIZE,
+                               data_dir=bucket_data_dir).data_dir)
+  assert local == os.path.join(os.environ['PEJAX_DATA_CACHE'], 'gs', BUCKET, 'tfds', 'phantoms',
+                               f'chest_{IMAGE_SIZE}', '1.0.0')
+  os.remove(os.path.join(local, 'features.json'))
+  again = datasets.load_split('phantom_chest', 'test', image_size=IMAGE_SIZE,
+                              data_dir=bucket_data_dir)
+  assert len(first.ids) == 68 and (again.images == first.images).all()
+  assert os.path.exists(os.path.join(local, 'features.json'))
+
+
 # ------------------------------------------------------------------------- main.py, end to end
 
 
