@@ -17,6 +17,9 @@ import dataclasses
 import functools
 import importlib
 import math
+import os
+import shutil
+import tempfile
 import textwrap
 from collections.abc import Sequence
 
@@ -24,9 +27,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_builders.phantoms import phantoms_dataset_builder
-from pejax import choices, errors, surface_distance
+from pejax import choices, errors, storage, surface_distance
 
 SPLITS = ('train', 'validation', 'test')
+# Where a dataset read from a bucket is copied to (ArrayRecord reads local files only); the
+# environment variable PEJAX_DATA_CACHE overrides it.
+DEFAULT_DATA_CACHE = os.path.join('~', '.cache', 'pejax', 'datasets')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +141,64 @@ def _prepare(builder, spec: DatasetSpec, manual_dir) -> None:
     ) from error
 
 
+def check_locations(data_dir, manual_dir) -> None:
+  """Refuses, before anything is built or read, data folders pejax cannot read."""
+  storage.check_location(data_dir, 'config.data_dir')
+  storage.check_location(manual_dir, 'config.manual_dir')
+  if storage.is_remote(manual_dir):
+    raise errors.SettingError(f'config.manual_dir={manual_dir!r} is not allowed: the manually '
+                              'downloaded files are read from a local folder.')
+
+
+def _copy_from_bucket(spec: DatasetSpec, image_size: int, position_jitter, data_dir: str):
+  """The builder of a dataset prepared in the bucket folder `data_dir`, read from a local copy.
+
+  The prepared files (TFDS's version folder) are copied to the data cache once, and again when
+  the bucket's files differ in names or sizes. Processes on one machine may copy at once: each
+  copies to a folder of its own and renames it into place."""
+  cache = os.path.expanduser(os.environ.get('PEJAX_DATA_CACHE') or DEFAULT_DATA_CACHE)
+  local_root = os.path.join(cache, storage.SCHEME, data_dir.split('://', 1)[1].strip('/'))
+  local = str(_make_builder(spec, image_size, position_jitter, local_root).data_dir)
+  remote = storage.join(data_dir, os.path.relpath(local, local_root))
+  files = storage.file_sizes(remote)
+  if 'dataset_info.json' not in files:
+    size = f'--image_size={image_size}' + (
+        f' --position_jitter={position_jitter}' if position_jitter is not None else '')
+    raise errors.DatasetNotFoundError(
+        f'The {spec.name!r} dataset is not prepared in {data_dir} (no {remote}/dataset_info.json).'
+        f' A data_dir in a bucket is read, never built: build the dataset on one machine and '
+        f'copy it there, e.g.\n  python -m pejax.datasets --dataset={spec.name} {size} '
+        f'--data_dir=/tmp/tfds\n  gcloud storage cp -r /tmp/tfds/* {data_dir.rstrip("/")}/')
+  if storage.file_sizes(local) != files:
+    os.makedirs(os.path.dirname(local), exist_ok=True)
+    staging = tempfile.mkdtemp(prefix='.copy.', dir=os.path.dirname(local))
+    try:
+      for name in files:
+        storage.download(storage.join(remote, name), os.path.join(staging, name))
+      if storage.file_sizes(local) != files:  # unless another process's copy just landed
+        shutil.rmtree(local, ignore_errors=True)
+        os.rename(staging, local)
+    except OSError:
+      if storage.file_sizes(local) != files:  # not another process's complete copy either
+        raise
+    finally:
+      shutil.rmtree(staging, ignore_errors=True)
+  return _make_builder(spec, image_size, position_jitter, local_root)
+
+
+def prepare(name: str, *, image_size: int = 256, position_jitter: float | None = None,
+            data_dir=None, manual_dir=None):
+  """The prepared TFDS builder of a dataset: built on first use in a local `data_dir`, copied
+  from a bucket's `data_dir` (where it must have been built and copied before)."""
+  spec = dataset_spec(name)
+  check_locations(data_dir, manual_dir)
+  if storage.is_remote(data_dir):
+    return _copy_from_bucket(spec, image_size, position_jitter, data_dir)
+  builder = _make_builder(spec, image_size, position_jitter, data_dir)
+  _prepare(builder, spec, manual_dir)
+  return builder
+
+
 def _read_split(builder, split: str) -> SplitArrays:
   source = builder.as_data_source(split)
   records = source.__getitems__(range(len(source)))
@@ -169,6 +233,8 @@ def load_split(name: str, split: str, *, image_size: int = 256,
     position_jitter: phantoms only: std of the anatomy's translation as a fraction of the image
       side; None is the builder's default.
     data_dir: TFDS data folder; None is TFDS's default (`TFDS_DATA_DIR` or ~/tensorflow_datasets).
+      In a bucket (gs://...) the dataset must be prepared there already; it is read from a
+      local copy (`prepare`).
     manual_dir: where the manually downloaded files of 'jsrt' / 'acdc' are; None is TFDS's
       default (`<data_dir>/downloads/manual`).
 
@@ -177,11 +243,10 @@ def load_split(name: str, split: str, *, image_size: int = 256,
       data.
     DatasetNotFoundError: real data that are neither prepared nor in the manual folder.
   """
-  spec = dataset_spec(name)
   if split not in SPLITS:
     raise errors.SettingError(f'Unknown split {split!r}; expected one of {SPLITS}.')
-  builder = _make_builder(spec, image_size, position_jitter, data_dir)
-  _prepare(builder, spec, manual_dir)
+  builder = prepare(name, image_size=image_size, position_jitter=position_jitter,
+                    data_dir=data_dir, manual_dir=manual_dir)
   arrays = _read_split(builder, split)
   if name == 'jsrt':  # one known pixel size, scaled to the stored size
     row_mm, column_mm = surface_distance.jsrt_pixel_spacing(image_size)

@@ -17,9 +17,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from pejax import datasets
+from pejax import datasets, errors
 
 NORMALIZATION_EPSILON = 1e-6
 
@@ -199,6 +200,24 @@ class RunData:
   test: EvalSplit
 
 
+def prepare_once(name: str, load_kwargs: dict) -> None:
+  """On several processes: process 0 builds (or copies from a bucket) a missing dataset while
+  the others wait at a barrier, so that they read it instead of building it at the same time.
+  A process whose data_dir is its own machine's disk then finds it missing and builds its own.
+  Process 0 passes the barrier even when it fails, and all then stop with the same error."""
+  if jax.process_count() == 1:
+    return
+  failure = None
+  if jax.process_index() == 0:
+    try:
+      datasets.prepare(name, **load_kwargs)
+    except errors.PejaxError as error:
+      failure = error
+  multihost_utils.sync_global_devices(f'pejax: dataset {name} prepared by process 0')
+  if failure is not None:
+    raise failure
+
+
 def load_run_data(config: Any, mesh: Mesh) -> RunData:
   """Loads (building on first use) the dataset of `config` and places it on the devices.
 
@@ -210,6 +229,7 @@ def load_run_data(config: Any, mesh: Mesh) -> RunData:
                      manual_dir=config.manual_dir)
   if config.position_jitter is not None:
     load_kwargs['position_jitter'] = config.position_jitter
+  prepare_once(config.dataset, load_kwargs)
   splits = datasets.load_splits(config.dataset, **load_kwargs)
   num_train = len(splits['train'].images)
   train_images = place_rows(splits['train'].images, mesh)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from absl import app, flags, logging
 
-from pejax import claims, configuration, workdir as workdir_lib
+from pejax import claims, configuration, storage, workdir as workdir_lib
 from pejax.aggregation import Setting, datasets_of, group_runs
 from pejax.claims import CLAIMS, NOT_MEASURED
 from pejax.errors import RunNotFoundError
@@ -119,7 +119,8 @@ def write_report(workdir: str, *, title: str | None = None) -> str:
 
   Raises NoFinishedRunsError if no finished run lies below `workdir`.
   """
-  if not os.path.isdir(workdir):
+  workdir_lib.check_location(workdir)
+  if not storage.isdir(workdir):
     raise NoFinishedRunsError(f'{workdir} does not exist or is not a folder.')
   runs, unfinished = workdir_lib.scan_runs(workdir)
   if unfinished:
@@ -162,12 +163,12 @@ def _remove_stale_figures(workdir: str, figures: Sequence[str]) -> None:
   """Deletes the figures an earlier report wrote (listed in its FIGURES_FILE) that this one
   did not write again (e.g. after the part numbering changed), then lists this report's."""
   listing = os.path.join(workdir, workdir_lib.FIGURES_FILE)
-  previous = workdir_lib.read_json_or_none(listing) if os.path.exists(listing) else None
+  previous = workdir_lib.read_json_or_none(listing) if storage.exists(listing) else None
   for name in (previous or {}).get('figures', []):
     # Only plain file names of this folder: the listing is ours, but it is read from disk.
     if name not in figures and name == os.path.basename(name) and name.endswith('.png'):
       try:
-        os.remove(os.path.join(workdir, name))
+        storage.remove(storage.join(workdir, name))
       except FileNotFoundError:
         pass
   workdir_lib.write_json(listing, {'figures': sorted(figures)})

@@ -60,9 +60,10 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
 
 
 class _QuietLibraries:
-  """Drops INFO records of libraries that log every file they write (Orbax) from the console."""
+  """Drops INFO records of libraries that log every file they write or read (Orbax, gcsfs)
+  from the console."""
 
-  NOISY = ('/orbax/', '/tensorstore/', '/absl/testing/')
+  NOISY = ('/orbax/', '/tensorstore/', '/absl/testing/', '/gcsfs/')
 
   def filter(self, record) -> bool:
     if record.levelno >= 30:  # WARNING and above always pass

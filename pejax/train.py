@@ -28,7 +28,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from absl import logging
-from clu import metric_writers, periodic_actions
+from clu import periodic_actions
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from pejax import (configuration, datasets, evaluation, input_pipeline, models, provenance, steps,
@@ -48,6 +48,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   dataset's builder makes."""
   configuration.validate_config(config, num_devices)
   datasets.check_image_size(config.dataset, config.image_size)
+  datasets.check_locations(config.data_dir, config.manual_dir)
 
 
 def itstime(epoch: int, every: int, total: int) -> bool:
@@ -268,7 +269,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
     run.description = provenance.model_description(
         configuration.settings_dict(run.config), ('background',) + run_data.dataset.class_names,
         dataclasses.asdict(run_data.normalizer))
-    run.writer = metric_writers.create_default_writer(run.workdir, just_logging=not is_writer)
+    run.writer = workdir_lib.create_metric_writer(run.workdir, just_logging=not is_writer)
 
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, initial[0])
   restored_epoch, restored = restore_common_epoch(runs, abstract)
@@ -402,6 +403,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   (with `evaluate_only=True` the latest checkpoint is evaluated again instead).
   """
   validate(config, jax.device_count())
+  workdir_lib.check_location(workdir)
+  workdir_lib.check_shared(workdir)
   if (workdir_lib.is_finished(workdir) and not evaluate_only
       and workdir_lib.check_settings(workdir, config)):
     logging.info('The run in %s is finished; not retraining it (results.json).', workdir)
@@ -423,6 +426,7 @@ def train_sweep(config: ml_collections.ConfigDict, workdir: str, *,
       platform, DEFAULT_MODELS_PER_PROGRAM_ACCELERATOR))
   runs = sweep.expand(config)
   mesh = input_pipeline.make_mesh()
+  workdir_lib.check_location(workdir)
   # Everything is checked before any compute: settings, and that no finished run would be
   # overwritten by a run with other settings.
   for name, run_config in runs:
@@ -431,6 +435,7 @@ def train_sweep(config: ml_collections.ConfigDict, workdir: str, *,
     except SettingError as error:
       raise SettingError(f'sweep run {name}: {error}') from None
     workdir_lib.check_settings(os.path.join(workdir, name), run_config)
+  workdir_lib.check_shared(workdir)
   finished = {name for name, _ in runs if workdir_lib.is_finished(os.path.join(workdir, name))}
   pending = [(n, c) for n, c in runs if (n in finished) == evaluate_only]
   total, done = len(runs), len(runs) - len(pending)

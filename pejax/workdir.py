@@ -4,25 +4,30 @@ A run's workdir holds `config.json` (the settings), `checkpoints/` (Orbax), `res
 (a `Results`), `robustness.json` / `robustness.csv`, figures and TensorBoard event files. A
 sweep's workdir holds one such folder per run, and `report.md` with its figures.
 
-Files are written to a temporary name in the same folder and renamed over the target, so a
-crash never leaves a half-written file behind: readers see the old file or the new one.
+A workdir is a local folder or a folder in a bucket (`gs://`, through `pejax.storage`). Local
+files are written to a temporary name in the same folder and renamed over the target; objects
+in a bucket are uploaded whole. Either way a crash never leaves a half-written file behind:
+readers see the old file or the new one.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import os
 import shutil
 import tempfile
+import uuid
 from typing import Any
 from collections.abc import Callable, Mapping, Sequence
 
 import orbax.checkpoint as ocp
 from absl import logging
+from clu import metric_writers
 
-from pejax import configuration
+from pejax import configuration, storage
 from pejax.errors import RunNotFoundError, SettingsMismatchError, WorkdirError
 
 CONFIG_FILE = 'config.json'
@@ -37,10 +42,20 @@ ROBUSTNESS_CASES_CSV = 'robustness_cases.csv'
 REPORT_FILE = 'report.md'
 # The figures the last report wrote, so that the next one can remove those it does not write.
 FIGURES_FILE = 'report_figures.json'
+# Written by process 0 and read by the others at start (`check_shared`), then deleted.
+SHARED_TOKEN_FILE = '.shared_workdir_token'
 
 def write_atomically(path: str, write: Callable[[Any], None], mode: str = 'w') -> None:
   """Writes through `write(file)` to a temporary file in the same folder, then renames it over
-  `path`: readers see the old file or the new one, never a partial one."""
+  `path`: readers see the old file or the new one, never a partial one. In a bucket, where an
+  object appears only when its upload completes, the bytes are gathered first and uploaded in
+  one piece (an error or interruption in `write` uploads nothing)."""
+  if storage.is_remote(path):
+    buffer = io.BytesIO() if 'b' in mode else io.StringIO(newline='')
+    write(buffer)
+    data = buffer.getvalue()
+    storage.write_object(path, data if 'b' in mode else data.encode())
+    return
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   descriptor, temporary = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp',
@@ -67,12 +82,22 @@ def write_json(path: str, value) -> None:
 
 
 def read_json(path: str):
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(storage.read_text(path))
 
 
 def check_writable(folder: str, required_bytes: int) -> None:
-  """Fails at start, not after hours of training, when `folder` cannot take the run's files."""
+  """Fails at start, not after hours of training, when `folder` cannot take the run's files.
+
+  A bucket is probed with an object written and deleted; it has no free space to check."""
+  if storage.is_remote(folder):
+    probe = storage.join(folder, f'.write_probe.{os.getpid()}.{uuid.uuid4().hex}')
+    try:
+      storage.write_object(probe, b'ok')
+      storage.remove(probe)
+    except OSError as error:
+      raise WorkdirError(f'the workdir {folder} is not writable ({error}); check the bucket\'s '
+                         'name and permissions, or choose another --workdir.') from error
+    return
   try:
     os.makedirs(folder, exist_ok=True)
     # A uniquely named probe: the processes of a multi-process run share the workdir.
@@ -103,13 +128,13 @@ def read_json_or_none(path: str):
 
 
 def write_config(workdir: str, config) -> None:
-  write_json(os.path.join(workdir, CONFIG_FILE), configuration.settings_dict(config))
+  write_json(storage.join(workdir, CONFIG_FILE), configuration.settings_dict(config))
 
 
 def check_settings(workdir: str, config) -> bool:
   """True if the workdir already holds this run; raises if it holds a run with other settings."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
+  path = storage.join(workdir, CONFIG_FILE)
+  if not storage.exists(path):
     return False
   stored = configuration.result_settings(read_json(path))
   current = configuration.result_settings(config)
@@ -123,16 +148,106 @@ def check_settings(workdir: str, config) -> bool:
 
 
 def is_finished(workdir: str) -> bool:
-  return os.path.exists(os.path.join(workdir, RESULTS_FILE))
+  return storage.exists(storage.join(workdir, RESULTS_FILE))
 
 
 def checkpoint_manager(workdir: str, max_to_keep: int) -> ocp.CheckpointManager:
+  folder = storage.join(workdir, CHECKPOINT_FOLDER)
   return ocp.CheckpointManager(
-      os.path.abspath(os.path.join(workdir, CHECKPOINT_FOLDER)),
+      # Orbax gets the gs:// path itself (an absolute local path otherwise): it writes buckets
+      # through epath and TensorStore, and marks a finished checkpoint there by a commit file
+      # instead of a rename.
+      folder if storage.is_remote(folder) else os.path.abspath(folder),
       # A process killed while writing leaves an uncommitted temporary folder (never read,
       # never renamed): delete such leftovers instead of letting them fill the disk.
       options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                            cleanup_tmp_directories=True))
+
+
+# ------------------------------------------------------------------------ processes, events
+
+
+def check_location(workdir: str) -> None:
+  """Refuses, before anything is written, a workdir pejax cannot write (`storage`)."""
+  storage.check_location(workdir, '--workdir')
+
+
+def check_shared(workdir: str) -> None:
+  """On several processes: stops every process, with one clear message, unless all of them
+  see the folder process 0 writes to (one bucket, or one file system all machines mount).
+
+  Process 0 writes a random token into `workdir` and hands its value to the others, which must
+  read it there; on a per-machine folder (e.g. the default runs/... on each host's own disk)
+  they find none. Every process takes part in every step, so none is left waiting."""
+  import jax
+  import numpy as np
+  from jax.experimental import multihost_utils
+  if jax.process_count() == 1:
+    return
+  token_path = storage.join(workdir, SHARED_TOKEN_FILE)
+  token, problem = uuid.uuid4().hex, None
+  if jax.process_index() == 0:
+    try:
+      write_atomically(token_path, lambda f: f.write(token))
+    except OSError as error:
+      problem = f'process 0 cannot write to it ({error})'
+  token = np.asarray(multihost_utils.broadcast_one_to_all(
+      np.frombuffer(bytes.fromhex(token), np.uint8))).tobytes().hex()
+  try:
+    sees = storage.read_text(token_path) == token
+  except OSError:
+    sees = False
+  seen = np.asarray(multihost_utils.process_allgather(np.int32(sees)))
+  if jax.process_index() == 0 and problem is None:
+    storage.remove(token_path)
+  blind = [index for index, value in enumerate(seen) if not value]
+  if problem is None and blind:
+    problem = (f'process{"es" if len(blind) > 1 else ""} {", ".join(map(str, blind))} of '
+               f'{len(seen)} cannot see what process 0 writes there')
+  if problem:
+    raise WorkdirError(
+        f'the workdir {workdir} is not one folder shared by all processes: {problem}. Give '
+        'every process the same --workdir in a bucket (gs://...) or on a file system that '
+        'every machine mounts; the default runs/... is on each machine\'s own disk.')
+
+
+def create_metric_writer(workdir: str, just_logging: bool):
+  """CLU's writer of log lines and TensorBoard events of a run.
+
+  CLU writes events through TensorFlow's gfile, whose GCS client cannot be pointed at another
+  endpoint (so no test could run it against an emulator). For a workdir in a bucket the events
+  are written to a local folder instead, and every flush uploads the event files that grew,
+  each whole as one object (as gfile's own GCS writer does on a flush): a run on a VM that
+  is deleted keeps its events up to its last flush (every epoch)."""
+  if just_logging or not storage.is_remote(workdir):
+    return metric_writers.create_default_writer(workdir, just_logging=just_logging)
+  return _UploadingWriter(workdir)
+
+
+class _UploadingWriter(metric_writers.MultiWriter):
+  """CLU's default writer on a local folder whose event files are uploaded to a bucket."""
+
+  def __init__(self, workdir: str):
+    self._workdir = workdir
+    self._local = tempfile.mkdtemp(prefix='pejax-events-')
+    self._uploaded: dict[str, int] = {}
+    super().__init__([metric_writers.create_default_writer(self._local)])
+
+  def _upload(self) -> None:
+    for name, size in storage.file_sizes(self._local).items():
+      if self._uploaded.get(name) != size:
+        with open(os.path.join(self._local, name), 'rb') as f:
+          storage.write_object(storage.join(self._workdir, name), f.read())
+        self._uploaded[name] = size
+
+  def flush(self) -> None:
+    super().flush()
+    self._upload()
+
+  def close(self) -> None:
+    super().close()
+    self._upload()
+    shutil.rmtree(self._local, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------ results
@@ -189,11 +304,11 @@ class Results:
 
 
 def write_results(workdir: str, results: Results) -> None:
-  write_json(os.path.join(workdir, RESULTS_FILE), results.to_json())
+  write_json(storage.join(workdir, RESULTS_FILE), results.to_json())
 
 
 def read_results(workdir: str) -> Results:
-  return Results.from_json(read_json(os.path.join(workdir, RESULTS_FILE)))
+  return Results.from_json(read_json(storage.join(workdir, RESULTS_FILE)))
 
 
 # --------------------------------------------------------------------------- robustness
@@ -202,8 +317,8 @@ def read_results(workdir: str) -> Results:
 def write_robustness(workdir: str, result: Mapping, rows: Sequence[Mapping]) -> tuple[str, str]:
   """Writes a robustness result as `robustness.json` (NaN as null) and its flat `rows` (one
   per condition) as `robustness.csv`; returns the two paths."""
-  json_path = os.path.join(workdir, ROBUSTNESS_FILE)
-  csv_path = os.path.join(workdir, ROBUSTNESS_CSV)
+  json_path = storage.join(workdir, ROBUSTNESS_FILE)
+  csv_path = storage.join(workdir, ROBUSTNESS_CSV)
   write_json(json_path, result)
   fields = ['condition', 'level', 'parameter', 'dice'] + sorted(
       {key for row in rows for key in row if key.startswith('dice_')})
@@ -241,22 +356,22 @@ class RunRecord:
 def scan_runs(workdir: str) -> tuple[list[RunRecord], list[str]]:
   """Finished runs below `workdir` and the folders of unfinished ones (config.json only)."""
   runs, unfinished = [], []
-  for folder, subfolders, names in os.walk(workdir):
+  for folder, subfolders, names in storage.walk(workdir):
     subfolders.sort()
     if RESULTS_FILE in names:
       subfolders.clear()  # runs are not nested; skip the checkpoints
-      data = read_json_or_none(os.path.join(folder, RESULTS_FILE))
+      data = read_json_or_none(storage.join(folder, RESULTS_FILE))
       if data is None:
         continue
       config = data.get('config')
       if config is None and CONFIG_FILE in names:
-        config = read_json_or_none(os.path.join(folder, CONFIG_FILE))
+        config = read_json_or_none(storage.join(folder, CONFIG_FILE))
       if not config:
         logging.warning('Skipping %s: its results.json has no config.', folder)
         continue
       results = Results.from_json(dict(data, config=config))
-      robustness_path = os.path.join(folder, results.robustness_file or ROBUSTNESS_FILE)
-      grid = read_json_or_none(robustness_path) if os.path.exists(robustness_path) else None
+      robustness_path = storage.join(folder, results.robustness_file or ROBUSTNESS_FILE)
+      grid = read_json_or_none(robustness_path) if storage.exists(robustness_path) else None
       runs.append(RunRecord(os.path.relpath(folder, workdir), folder, config, results, grid,
                             read_per_image_dice(folder)))
     elif CONFIG_FILE in names:
@@ -269,14 +384,13 @@ def read_per_image_dice(folder: str) -> dict | None:
   """{image id: {(condition, level): Dice}} from a run's per-case files (every condition of
   the grid where it was evaluated, else the clean test split), or None without them."""
   for name in (ROBUSTNESS_CASES_CSV, TEST_CASES_CSV):
-    path = os.path.join(folder, name)
-    if not os.path.exists(path):
+    path = storage.join(folder, name)
+    if not storage.exists(path):
       continue
     values: dict = {}
-    with open(path, newline='') as f:
-      for row in csv.DictReader(f):
-        key = (row.get('condition') or 'clean', int(row.get('level') or 0))
-        values.setdefault(row['id'], {})[key] = _float_or_nan(row.get('dice'))
+    for row in csv.DictReader(io.StringIO(storage.read_text(path))):
+      key = (row.get('condition') or 'clean', int(row.get('level') or 0))
+      values.setdefault(row['id'], {})[key] = _float_or_nan(row.get('dice'))
     return values
   return None
 

@@ -25,7 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from pejax import cli, configuration, input_pipeline, train, workdir as workdir_lib
+from pejax import cli, configuration, input_pipeline, robustness, train, workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, 'tests', 'reliability_worker.py')
@@ -126,11 +126,12 @@ def share_compilations(tmp_path_factory):
   Process.compilation_cache = None
 
 
-def run_killed_at(moment, flags, tmp_path, name):
+def run_killed_at(moment, flags, tmp_path, name, env=None):
   """Runs the worker until it pauses at `moment`, then SIGKILLs it; returns its log."""
   marker = tmp_path / f'{name}.paused'
   process = Process(flags, tmp_path / f'{name}.log', script=WORKER,
-                    env={'PEJAX_TEST_PAUSE_AT': moment, 'PEJAX_TEST_PAUSE_MARKER': str(marker)})
+                    env={'PEJAX_TEST_PAUSE_AT': moment, 'PEJAX_TEST_PAUSE_MARKER': str(marker),
+                         **(env or {})})
   process.wait_for(marker.exists, what=f'pause at {moment}')
   process.kill()
   assert process.popen.returncode == -signal.SIGKILL
@@ -457,24 +458,61 @@ def test_each_process_places_only_its_rows(monkeypatch):
 
 @pytest.mark.slow
 def test_two_processes_train_like_one_process_with_two_devices(data_dir, tmp_path):
-  settings = dict(num_epochs=2, run_robustness=False)
+  """With the robustness grid and image panels on; the pair's dataset is not built yet:
+  process 0 builds it while process 1 waits, then both read it."""
+  settings = dict(num_epochs=2, eval_every_epochs=1, num_image_panels=2)
   single = Process(command_line(data_dir, str(tmp_path / 'single'), **settings),
                    tmp_path / 'single.log',
                    env={'XLA_FLAGS': '--xla_force_host_platform_device_count=2'})
   workdir = str(tmp_path / 'shared')
-  pair = start_two_processes(command_line(data_dir, workdir, **settings), tmp_path, 'process')
+  pair = start_two_processes(command_line(str(tmp_path / 'tfds'), workdir, **settings),
+                             tmp_path, 'process')
   for process in pair + [single]:
     process.finish()
+  assert 'Generating dataset' in pair[0].log() and 'Generating dataset' not in pair[1].log()
   one = workdir_lib.read_json(str(tmp_path / 'single' / workdir_lib.RESULTS_FILE))
   two = workdir_lib.read_json(os.path.join(workdir, workdir_lib.RESULTS_FILE))
   assert (one['devices'], one['processes'], two['devices'], two['processes']) == (2, 1, 2, 2)
   for split in ('test', 'validation', 'test_averaged_mask'):
     for key, value in one[split].items():
       assert two[split][key] == pytest.approx(value, abs=1e-5), (split, key)
-  # Only process 0 writes: one TensorBoard file (named after its process id), one results.json.
+  grids = [workdir_lib.read_json(os.path.join(folder, 'robustness.json'))
+           for folder in (str(tmp_path / 'single'), workdir)]
+  rows = [{(row['condition'], row['level']): row['dice'] for row in robustness.result_rows(grid)}
+          for grid in grids]
+  assert rows[1].keys() == rows[0].keys() and len(rows[0]) > 3
+  for key, value in rows[0].items():
+    assert rows[1][key] == pytest.approx(value, abs=1e-5), key
+  # Only process 0 writes: one TensorBoard file (named after its process id) with the panels,
+  # one results.json, the grid's files and figures; the workdir token is gone.
   events = glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))
   assert [name.split('.')[-3] for name in events] == [str(pair[0].pid)], events
+  assert sorted(name for name in os.listdir(workdir) if not name.startswith('events.')) == [
+      'checkpoints', 'config.json', 'results.json', 'robustness.csv', 'robustness.json',
+      'robustness_corruptions.png', 'robustness_shifts.png']
+  assert "Got images: {'eval_examples'" in pair[0].log()
   assert 'Dice on the phantom_chest test split' in pair[1].log()  # process 1 ran to the end
+
+
+@pytest.mark.slow
+def test_processes_that_do_not_share_the_workdir_all_stop_at_start(data_dir, tmp_path):
+  """Each process given a folder of its own (as the default runs/... on each host's own disk
+  would be): all stop before training, with one clear line."""
+  flags = command_line(data_dir, '{workdir}')
+  address = f'127.0.0.1:{free_port()}'
+  pair = [Process([flag.format(workdir=tmp_path / f'own{index}') for flag in flags]
+                  + [f'--coordinator_address={address}', '--num_processes=2',
+                     f'--process_id={index}'], tmp_path / f'own{index}.log')
+          for index in range(2)]
+  for index, process in enumerate(pair):
+    assert process.wait() == 1, process.log()[-2000:]
+    log = process.log()
+    assert (f'pejax: error: the workdir {tmp_path / f"own{index}"} is not one folder shared by '
+            'all processes: process 1 of 2 cannot see what process 0 writes there. Give every '
+            'process the same --workdir in a bucket (gs://...) or on a file system that every '
+            'machine mounts') in log, log[-2000:]
+    assert 'Traceback' not in log and trained_epochs(log) == []
+  assert os.listdir(tmp_path / 'own0') == [] and not os.path.exists(tmp_path / 'own1')
 
 
 @pytest.mark.slow

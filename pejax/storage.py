@@ -1,0 +1,139 @@
+"""Where pejax's files live: local folders, or folders in a Cloud Storage bucket (`gs://`).
+
+Every file pejax itself writes or reads under a workdir or a bucket's data_dir goes through this
+module (`workdir` builds on it). A `gs://` path goes through `etils.epath` with its fsspec
+backend to gcsfs's `GCSFileSystem`, which speaks Cloud Storage's JSON API, and never through
+TensorFlow's gfile: TensorFlow's GCS client cannot be pointed at another endpoint, gcsfs
+follows STORAGE_EMULATOR_HOST, so the route production takes is the route the tests take
+against an emulator. Orbax's checkpoints take the same route for their metadata (they use
+epath) and TensorStore's own GCS driver for the arrays (TENSORSTORE_GCS_HTTP_URL points it
+elsewhere); TensorBoard events are written locally and copied (`workdir.create_metric_writer`).
+
+Which write is atomic where: in a local folder a file is written to a temporary name and renamed
+over the target (`workdir.write_atomically`); in a bucket an object appears only once its upload
+is complete, so `write_object` uploads the finished bytes in one request and readers see the old
+object or the new one. Any other scheme (`s3://`, `file://`, a mistyped `gs:/`) is refused at
+start, never treated as a local folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+
+import fsspec
+
+from pejax.errors import SettingError
+
+SCHEME = 'gs'
+_URL = re.compile(r'^([A-Za-z][A-Za-z0-9+.-]*):/')
+
+# Both before any gs:// path is used, since etils caches its choices: epath's fsspec backend
+# rather than TensorFlow's gfile, and gcsfs's plain JSON-API file system for gs://. The default
+# extension of gcsfs first asks a gRPC control service for the bucket's layout (for zonal
+# buckets), which an emulator does not serve and the objects pejax writes do not need.
+os.environ['EPATH_USE_TF'] = '0'
+for _protocol in ('gs', 'gcs'):
+  if _protocol in fsspec.registry:  # its class is imported already: replace the class itself
+    import gcsfs.core
+    fsspec.register_implementation(_protocol, gcsfs.core.GCSFileSystem, clobber=True)
+  else:  # imported on first use
+    fsspec.register_implementation(_protocol, 'gcsfs.core.GCSFileSystem', clobber=True)
+# gcsfs keeps folder listings and answers later listings and `exists` from them, never
+# expiring; but other processes write to the same folders.
+fsspec.config.conf.setdefault(SCHEME, {})['use_listings_cache'] = False
+
+
+def is_remote(path) -> bool:
+  """Whether `path` is in a bucket (`gs://...`)."""
+  return str(path).startswith(f'{SCHEME}://')
+
+
+def check_location(path, what: str) -> None:
+  """Raises SettingError, naming `what` (a flag or setting), for a path pejax cannot write:
+  a scheme other than gs://, or a gs:// path without a bucket."""
+  if path is None:
+    return
+  text = str(path)
+  match = _URL.match(text)
+  if not match:
+    return
+  if is_remote(text) and text[len(SCHEME) + 3:].split('/')[0]:
+    return
+  if match.group(1) == SCHEME:
+    problem = 'write a folder in a bucket as gs://<bucket>/<folder>'
+  else:
+    problem = (f'pejax reads and writes local folders and gs:// buckets only, not '
+               f'{match.group(1)}://; use a local folder or gs://<bucket>/<folder>')
+  raise SettingError(f'{what}={text!r} is not allowed: {problem}.')
+
+
+def _filesystem():
+  return fsspec.filesystem(SCHEME)
+
+
+def path(location):
+  """`location` as an `etils.epath.Path` (gs:// through gcsfs)."""
+  from etils import epath
+  check_location(location, 'path')
+  return epath.Path(location)
+
+
+def join(folder, *names) -> str:
+  """`os.path.join` for local folders and gs:// folders alike (no abspath, no normalization
+  that would turn gs:// into gs:/)."""
+  return os.path.join(str(folder), *names)
+
+
+def exists(location) -> bool:
+  return path(location).exists()
+
+
+def isdir(location) -> bool:
+  return path(location).is_dir()
+
+
+def read_text(location) -> str:
+  return path(location).read_text()
+
+
+def write_object(location, data: bytes) -> None:
+  """Uploads the whole of `data` as one object: it appears complete or not at all."""
+  if not is_remote(location):
+    raise ValueError(f'{location} is not in a bucket; local files are written by '
+                     'workdir.write_atomically.')
+  _filesystem().pipe_file(str(location), data)
+
+
+def remove(location) -> None:
+  path(location).unlink()
+
+
+def walk(top) -> Iterator[tuple[str, list[str], list[str]]]:
+  """`os.walk` for local and gs:// folders: (folder, subfolders, files), top-down; clearing or
+  sorting `subfolders` in place steers the walk, as with `os.walk`."""
+  if not is_remote(top):
+    yield from os.walk(top)
+    return
+  for folder, subfolders, names in _filesystem().walk(str(top), topdown=True):
+    # gcsfs names folders without their scheme.
+    yield f'{SCHEME}://{folder}', subfolders, names
+
+
+def file_sizes(folder) -> dict[str, int]:
+  """Name -> size of the files directly in `folder` (none if it does not exist)."""
+  if not is_remote(folder):
+    if not os.path.isdir(folder):
+      return {}
+    return {entry.name: entry.stat().st_size for entry in os.scandir(folder) if entry.is_file()}
+  try:
+    entries = _filesystem().ls(str(folder), detail=True)
+  except FileNotFoundError:
+    return {}
+  return {os.path.basename(entry['name']): int(entry['size']) for entry in entries
+          if entry['type'] == 'file'}
+
+
+def download(remote, local) -> None:
+  _filesystem().get_file(str(remote), str(local))

