@@ -164,8 +164,8 @@ class Evaluator:
 
   def finish_run(self, state, config, workdir: str, example_ids, writer, num_parameters: int,
                  timings: dict, trained: workdir_lib.Results | None = None) -> dict:
-    """Final evaluation of a trained run; writes results.json (and the robustness files) into
-    `workdir` and the test Dice to `writer`; returns the results as JSON.
+    """Final evaluation of a trained run; writes results.json, the per-case files (and the
+    robustness files) into `workdir` and the test Dice to `writer`; returns the results as JSON.
 
     `trained`: the results.json of an earlier evaluation of this run (`--mode=evaluate`); its
     training timings and the software that trained the run are kept.
@@ -176,7 +176,7 @@ class Evaluator:
     is_writer = jax.process_index() == 0
     start = time.perf_counter()
     final = self.final(state, pe_scale, example_ids)
-    if trained is not None:
+    if trained is not None:  # an evaluation's empty epoch list must not replace training's
       timings = dict(trained.timings, **{k: v for k, v in timings.items() if v})
     timings = dict(timings, eval_seconds=time.perf_counter() - start)
     final_step = int(state.step)

@@ -2,6 +2,7 @@
 evaluation, from the run folder or a checkpoint copied alone, for PNG, NIfTI and DICOM."""
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -98,6 +99,23 @@ def test_a_checkpoint_copied_alone_loads_and_predicts(run, tmp_path):
     np.testing.assert_array_equal(model(test.images).labels, expected)
   with pytest.raises(errors.RunNotFoundError, match='no pejax checkpoint'):
     pejax.load(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_a_checkpoint_from_before_descriptions_loads_from_its_run_folder(run, tmp_path):
+  workdir, _, test, _ = run
+  expected = pejax.load(workdir)(test.images[:4]).labels
+  old_run = shutil.copytree(workdir, tmp_path / 'old_run')
+  for step in os.listdir(old_run / 'checkpoints'):
+    metadata_file = old_run / 'checkpoints' / step / '_CHECKPOINT_METADATA'
+    metadata = json.loads(metadata_file.read_text())
+    metadata.pop('custom_metadata')  # as Orbax wrote it before checkpoints were described
+    metadata_file.write_text(json.dumps(metadata))
+  model = pejax.load(str(old_run))
+  np.testing.assert_array_equal(model(test.images[:4]).labels, expected)
+  step = shutil.copytree(old_run / 'checkpoints' / str(model.epoch), tmp_path / 'alone')
+  with pytest.raises(errors.RunNotFoundError, match='written before checkpoints described'):
+    pejax.load(str(step))
 
 
 def save_png(path, image01, bits):
