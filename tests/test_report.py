@@ -408,3 +408,26 @@ def test_a_new_report_removes_the_figures_only_an_old_one_wrote(tmp_path):
   assert pngs == ['fig2_phantom_chest_unet.png', 'fig5_phantom_chest_shift.png', 'my_figure.png']
   assert json.load(open(tmp_path / workdir_lib.FIGURES_FILE)) == {
       'figures': ['fig2_phantom_chest_unet.png', 'fig5_phantom_chest_shift.png']}
+
+
+def test_claims_compare_per_image_values_from_the_per_case_files(tmp_path):
+  """With per-case files, a claim pairs runs by seed and image id: what a seed or an image
+  shares between the two settings cancels."""
+  rng = np.random.default_rng(0)
+  for pe, clean in ((None, 0.95), (256.0, 0.90)):
+    write_setting(str(tmp_path), f'unet_pe{pe}', clean, pe=pe, dataset='phantom_chest')
+  seed_shift = {seed: 0.05 * rng.normal() for seed in range(3)}
+  image_shift = 0.1 * rng.normal(size=40)
+  for folder in sorted(os.listdir(tmp_path)):
+    clean = 0.90 if 'pe256' in folder else 0.95
+    shift = seed_shift[int(folder.split('seed')[1])]
+    rows = [{'condition': 'clean', 'level': 0, 'parameter': '', 'id': f'img{i:02d}',
+             'dice': clean + shift + image_shift[i] + 0.01 * rng.normal()} for i in range(40)]
+    workdir_lib.write_csv(os.path.join(tmp_path, folder, workdir_lib.ROBUSTNESS_CASES_CSV),
+                          rows, ['condition', 'level', 'parameter', 'id', 'dice'])
+  runs = collect_runs(str(tmp_path))
+  assert all(len(run.per_image) == 40 and ('clean', 0) in run.per_image['img00']
+             for run in runs)
+  verdicts = {v.claim: v for v in claims.evaluate_claims(aggregation.group_runs(runs))}
+  assert verdicts['clean_cost'].status == claims.HOLDS, verdicts['clean_cost']
+  assert '3 seeds × 40 images' in verdicts['clean_cost'].numbers
