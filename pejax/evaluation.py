@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from absl import logging
 
@@ -125,6 +126,20 @@ class Evaluator:
         class_names=self.class_names, model_state=(state, pe_scale),
         keep_predictions=keep_predictions)
 
+  def averaged_mask_shifts(self, example_ids, cfg) -> dict[str, Any]:
+    """Dice of the averaged-mask baseline on the clean and the shifted test split (the grid's
+    shifts): the mask stays where the training anatomy was while images and labels move."""
+    mask = metrics.averaged_mask(self.run_data.train_labels[jnp.asarray(example_ids)],
+                                 self.run_data.dataset.num_classes)
+    shifts_only = ml_collections.ConfigDict(cfg.to_dict())
+    shifts_only.severities = ()
+    result = robustness.robustness_grid(
+        _constant_prediction, self.run_data.test, shifts_only,
+        num_classes=self.run_data.dataset.num_classes, class_names=self.class_names,
+        model_state=mask).result
+    return {name: value for name, value in result.items()
+            if name == 'clean' or name.startswith('shift_')}
+
   def predict_split(self, state, pe_scale, split: input_pipeline.EvalSplit) -> np.ndarray:
     """(count, H, W) uint8 label maps of a split, in its row order."""
     batches = [_predict(self.predictor, (state, pe_scale), split.images01[b]).astype(jnp.uint8)
@@ -193,6 +208,7 @@ class Evaluator:
     if config.run_robustness:
       grid = self.robustness(state, pe_scale, config.robustness, keep_predictions=True)
       timings['robustness_seconds'] = grid.result['seconds']
+      grid.result['averaged_mask'] = self.averaged_mask_shifts(example_ids, config.robustness)
       results.robustness_file = workdir_lib.ROBUSTNESS_FILE
       if is_writer:
         _write_robustness(workdir, writer, config, grid.result,
@@ -216,14 +232,21 @@ def _write_robustness(workdir: str, writer, config, grid: dict, averaged_mask_di
   workdir_lib.write_robustness(workdir, grid, robustness.result_rows(grid))
   label = config.model + (f' PE λ={config.pe_scale:g}' if config.use_pe else ' no PE')
   curve = [{'label': label, 'result': grid}]
+  shift_curves = curve + ([visualize.averaged_mask_curve(grid['averaged_mask'])]
+                          if 'averaged_mask' in grid else [])
   images = {
       'robustness_corruptions': visualize.plot_corruptions(
           curve, os.path.join(workdir, 'robustness_corruptions.png'),
           references=[('averaged mask', averaged_mask_dice)]),
       'robustness_shifts': visualize.plot_shifts(
-          curve, os.path.join(workdir, 'robustness_shifts.png')),
+          shift_curves, os.path.join(workdir, 'robustness_shifts.png')),
   }
   writer.write_images(step, {k: v[None] for k, v in images.items()})
+
+
+def _constant_prediction(mask, images):
+  """The averaged-mask baseline as a predictor: the same label map for every image."""
+  return jnp.broadcast_to(mask, images.shape[:3])
 
 
 def dice_table(title: str, class_names, rows: dict[str, dict]) -> str:

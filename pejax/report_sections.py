@@ -339,6 +339,11 @@ def _shift_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
       mean, std = setting.robustness_curves
       curves.append({'label': f'{pe_label(setting.pe)} (n={len(setting.robust_runs)})',
                      'result': mean, 'std': std, 'style': _pe_style(setting, others)})
+    masks = [run.robustness['averaged_mask'] for s in chosen for run in s.robust_runs
+             if 'averaged_mask' in run.robustness]
+    if masks:  # the baseline stays put while images and labels shift
+      curves.append(visualize.averaged_mask_curve(*robustness.aggregate_robustness(masks,
+                                                                                    ddof=1)))
     title = f'{title_of(dataset)}, U-Net: Dice versus shift (Figure 5-like)'
     name = ctx.figure_name(f'fig5_{dataset}_shift')
     try:
@@ -352,7 +357,8 @@ def _shift_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
              format_stat(s.per_run(robustness.extreme_shift_dice)),
              len(s.robust_runs)] for s in chosen]
     out += _block(ctx, chosen,
-                  f'**{title}** — zero padding, all training data; mean ± std over seeds.',
+                  f'**{title}** — zero padding, all training data; mean ± std over seeds; dashed gray: '
+                  'the averaged mask, which stays where the training anatomy was.',
                   [f'![{title}]({name})', ''],
                   markdown_table(['setting', 'no shift', 'mean over shifts ≠ 0',
                                   'largest ±shift', 'n'], rows))

@@ -201,6 +201,12 @@ def plot_corruptions(curves: Sequence[Mapping], path: str, *, metric: str = 'dic
   return save_figure(figure, path)
 
 
+def averaged_mask_curve(result: Mapping, std: Mapping | None = None) -> dict:
+  """The shifted averaged-mask baseline as a curve of `plot_shifts` (a gray dashed line)."""
+  return {'label': 'averaged mask', 'result': result, 'std': std,
+          'style': {'color': '0.4', 'linestyle': '--', 'marker': None}}
+
+
 def plot_shifts(curves: Sequence[Mapping], path: str, *, metric: str = 'dice',
                 references: Sequence[tuple[str, float]] = (), title: str | None = None,
                 ) -> np.ndarray:

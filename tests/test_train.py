@@ -72,6 +72,12 @@ def test_resume_after_interruption_gives_the_uninterrupted_results(data_dir, tmp
     uninterrupted_grid = json.load(f)
   resumed_grid.pop('seconds'), uninterrupted_grid.pop('seconds')
   assert resumed_grid == uninterrupted_grid
+  # The averaged-mask baseline under the same shifts: the mask stays, labels move.
+  mask = uninterrupted_grid['averaged_mask']
+  assert list(mask['shift_x']) == ['-2', '0', '2'] and mask['shift_x']['0'] == mask['clean']
+  assert mask['clean']['dice'] == pytest.approx(uninterrupted['test_averaged_mask']['dice'],
+                                                rel=1e-5)
+  assert mask['shift_x']['2']['dice'] < mask['clean']['dice']
 
   # A finished run is not trained again: its results come back as they are.
   calls['count'] = 0
