@@ -19,6 +19,10 @@ The chest phantom is built so that the two lungs are statistically alike up to a
 same shape distribution, same intensity and texture distribution, rib arcs whose local slopes
 occur with both signs in each lung. Only position tells them apart, which is what the paper's
 small-receptive-field CNN without positional encoding cannot see.
+
+Calibration: how often each class is present, its area, the mean and spread of its centroid and
+its intensity follow the real training splits the phantoms stand for (JSRT's 156 images and
+ACDC's 1,344 slices, measured at 64×64); `tests/test_phantom_statistics.py` holds those targets.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ CHEST = 'chest'
 CARDIAC = 'cardiac'
 KINDS = (CHEST, CARDIAC)
 
-# Translation std as a fraction of the image side. Chosen so that the paper's averaged-mask
-# baseline lands where it does on the real data (JSRT 0.8124, ACDC 0.158; see README).
+# Translation std as a fraction of the image side. Chest: the paper's averaged-mask baseline
+# lands where it does on JSRT (0.8124). Cardiac: the LV's centroid spreads as in ACDC.
+# (README has both.)
 DEFAULT_POSITION_JITTER = {CHEST: 0.03, CARDIAC: 0.04}
 
 # Truncation of the random translation, in standard deviations.
@@ -116,14 +121,19 @@ def _edge_width(size: int, anatomical: float) -> float:
 # ----------------------------------------------------------------------------------------------
 
 
-def _lung_anatomy(rng, patient_scale: float, side: float):
-  """One lung; `side` is -1 for the right lung (image left) and +1 for the left lung."""
+def _lung_anatomy(rng, patient_scale: float, inspiration: float, side: float):
+  """One lung; `side` is -1 for the right lung (image left) and +1 for the left lung.
+
+  `inspiration` stretches the lung's height about its apex: the diaphragm moves, the apex not.
+  """
+  half_height = 0.65 * patient_scale
   return {
       'side': side,
       'centre_x': side * 0.43 * patient_scale + rng.normal(0.0, 0.02),
-      'centre_y': -0.08 * patient_scale + rng.normal(0.0, 0.02),
-      'half_width': 0.31 * patient_scale * rng.uniform(0.93, 1.07),
-      'half_height': 0.62 * patient_scale * rng.uniform(0.94, 1.06),
+      'centre_y': (-0.08 * patient_scale + (inspiration - 1.0) * half_height
+                   + rng.normal(0.0, 0.02)),
+      'half_width': 0.335 * patient_scale * rng.uniform(0.93, 1.07),
+      'half_height': half_height * inspiration * rng.uniform(0.94, 1.06),
       'taper': rng.uniform(0.2, 0.35),  # narrower apex than base
       'costophrenic_drop': rng.uniform(0.1, 0.25),  # the base reaches lower laterally
       'dome': rng.uniform(0.08, 0.16),  # the diaphragm bulges up into the base
@@ -136,17 +146,19 @@ def _lung_anatomy(rng, patient_scale: float, side: float):
 def chest_anatomy(rng: np.random.Generator, position_jitter: float) -> dict:
   """Draws one chest "patient": geometry, intensities and textures, independent of size."""
   centre_x, centre_y = _translation(rng, position_jitter)
-  scale = rng.uniform(0.9, 1.06)
+  scale = rng.uniform(0.86, 1.1)
+  inspiration = rng.uniform(0.85, 1.15)  # shared by both lungs, so they stay alike
   return {
-      'centre_x': centre_x,
-      'centre_y': centre_y + 0.02,
+      # As in JSRT, the lungs fill the upper film and the midline sits a little right of centre.
+      'centre_x': centre_x + 0.02,
+      'centre_y': centre_y - 0.08,
       'scale': scale,
-      'lungs': [_lung_anatomy(rng, scale, -1.0), _lung_anatomy(rng, scale, +1.0)],
+      'lungs': [_lung_anatomy(rng, scale, inspiration, side) for side in (-1.0, 1.0)],
       'heart': {
           'centre_x': 0.13 * scale + rng.normal(0.0, 0.025),
           'centre_y': 0.33 * scale + rng.normal(0.0, 0.025),
-          'half_width': 0.36 * scale * rng.uniform(0.88, 1.12),
-          'half_height': 0.25 * scale * rng.uniform(0.88, 1.12),
+          'half_width': 0.41 * scale * rng.uniform(0.88, 1.12),
+          'half_height': 0.285 * scale * rng.uniform(0.88, 1.12),
           'angle': np.deg2rad(rng.uniform(15.0, 35.0)),  # apex down and to the image's right
           'outline': _random_outline(rng, (1.9, 2.3), 0.02, orders=2),
           'brightness': rng.uniform(0.0, 0.04),
