@@ -22,8 +22,8 @@ CHEST = phantom_generator.CHEST
 CARDIAC = phantom_generator.CARDIAC
 KINDS = phantom_generator.KINDS
 DEFAULT_POSITION_JITTER = phantom_generator.DEFAULT_POSITION_JITTER
-# Chest as JSRT's 247 images split in the paper; cardiac as many slices as the ED and ES volumes
-# of the ACDC builder's 70 / 10 / 20-subject split hold.
+# Chest as JSRT's 247 images split in the paper; cardiac about as many slices as the ED and ES
+# volumes of the ACDC builder's 70 / 10 / 20-subject split hold.
 DEFAULT_SPLIT_SIZES = {
     CHEST: {'train': 156, 'validation': 23, 'test': 68},
     CARDIAC: {'train': 1344, 'validation': 192, 'test': 384},
