@@ -44,7 +44,7 @@ def test_load_splits_returns_whole_sorted_splits_equal_to_the_generator(chest_sp
 def test_position_jitter_reaches_the_phantom_builder(data_dir):
   arrays = datasets.load_split('phantom_cardiac', 'validation', image_size=SIZE,
                                position_jitter=0.0, data_dir=data_dir)
-  assert len(arrays.ids) == 50
+  assert len(arrays.ids) == 192
   image, labels = generator.generate_example('cardiac', SIZE, 0.0, 0, 'validation', 7)
   np.testing.assert_array_equal(arrays.images[7], image)
   np.testing.assert_array_equal(arrays.labels[7], labels)

@@ -26,7 +26,7 @@ def _centroids(labels, label_class):
 def _anatomy_centroid_spread(kind, jitter):
   """Std (over examples) of the foreground centroid, averaged over x and y."""
   _, labels, _ = generator.generate_split(kind, SIZE, jitter, 0, 'train', COUNT)
-  return float(_centroids(labels > 0, True).std(axis=0).mean())
+  return float(np.nanstd(_centroids(labels > 0, True), axis=0).mean())  # NaN: no heart in slice
 
 
 @pytest.fixture(scope='module')
@@ -84,14 +84,16 @@ def test_the_two_lungs_look_alike(chest):
 
 def test_cardiac_structures_are_nested_and_the_rv_is_on_the_image_left(cardiac):
   _, labels, _ = cardiac
-  assert (labels == 3).any(axis=(1, 2)).all() and (labels == 2).any(axis=(1, 2)).all()
-  # The right ventricle vanishes towards the apex, as in ACDC, but is there in most slices.
-  rv_present = (labels == 1).any(axis=(1, 2))
-  assert 0.6 < rv_present.mean() < 1.0
+  # As in ACDC, a few slices lie beyond the apex, and the RV vanishes before the LV does.
+  rv_present, myocardium_present, lv_present = (
+      (labels == c).any(axis=(1, 2)) for c in (1, 2, 3))
+  assert 0.8 < lv_present.mean() < 1.0
+  assert (myocardium_present >= lv_present).all() and (lv_present >= rv_present).all()
+  assert 0.6 < rv_present.mean() < lv_present.mean()
   rv, myocardium, lv = (_centroids(labels, c) for c in (1, 2, 3))
   assert (rv[rv_present, 0] < lv[rv_present, 0]).all()
   # The myocardium rings the LV: their centroids nearly coincide, and the LV touches no background.
-  assert np.abs(myocardium - lv).max() < 0.03
+  assert np.abs(myocardium[lv_present] - lv[lv_present]).max() < 0.03
   touches_background = np.stack([ndimage.binary_dilation(m) for m in labels == 3]) & (labels == 0)
   assert touches_background.sum() == 0
 
@@ -110,8 +112,8 @@ def test_position_jitter_moves_the_anatomy(kind):
   spreads = [_anatomy_centroid_spread(kind, jitter) for jitter in (0.0, 0.05, 0.15)]
   assert spreads[0] < 0.3 * spreads[2], spreads
   assert spreads[0] < spreads[1] < spreads[2], spreads
-  # With jitter 0 only the patient's own variation is left: about a pixel at 64x64.
-  assert spreads[0] < 0.025, spreads
+  # With jitter 0 only the patient's own variation is left: under two pixels at 64x64.
+  assert spreads[0] < 0.03, spreads
 
 
 @pytest.mark.parametrize('kind', generator.KINDS)

@@ -19,6 +19,10 @@ The chest phantom is built so that the two lungs are statistically alike up to a
 same shape distribution, same intensity and texture distribution, rib arcs whose local slopes
 occur with both signs in each lung. Only position tells them apart, which is what the paper's
 small-receptive-field CNN without positional encoding cannot see.
+
+Calibration: how often each class is present, its area, the mean and spread of its centroid and
+its intensity follow the real training splits the phantoms stand for (JSRT's 156 images and
+ACDC's 1,344 slices, measured at 64×64); `tests/test_phantom_statistics.py` holds those targets.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ CHEST = 'chest'
 CARDIAC = 'cardiac'
 KINDS = (CHEST, CARDIAC)
 
-# Translation std as a fraction of the image side. Chosen so that the paper's averaged-mask
-# baseline lands where it does on the real data (JSRT 0.8124, ACDC 0.158; see README).
+# Translation std as a fraction of the image side. Chest: the paper's averaged-mask baseline
+# lands where it does on JSRT (0.8124). Cardiac: the LV's centroid spreads as in ACDC.
+# (README has both.)
 DEFAULT_POSITION_JITTER = {CHEST: 0.03, CARDIAC: 0.04}
 
 # Truncation of the random translation, in standard deviations.
@@ -116,14 +121,19 @@ def _edge_width(size: int, anatomical: float) -> float:
 # ----------------------------------------------------------------------------------------------
 
 
-def _lung_anatomy(rng, patient_scale: float, side: float):
-  """One lung; `side` is -1 for the right lung (image left) and +1 for the left lung."""
+def _lung_anatomy(rng, patient_scale: float, inspiration: float, side: float):
+  """One lung; `side` is -1 for the right lung (image left) and +1 for the left lung.
+
+  `inspiration` stretches the lung's height about its apex: the diaphragm moves, the apex not.
+  """
+  half_height = 0.65 * patient_scale
   return {
       'side': side,
       'centre_x': side * 0.43 * patient_scale + rng.normal(0.0, 0.02),
-      'centre_y': -0.08 * patient_scale + rng.normal(0.0, 0.02),
-      'half_width': 0.31 * patient_scale * rng.uniform(0.93, 1.07),
-      'half_height': 0.62 * patient_scale * rng.uniform(0.94, 1.06),
+      'centre_y': (-0.08 * patient_scale + (inspiration - 1.0) * half_height
+                   + rng.normal(0.0, 0.02)),
+      'half_width': 0.335 * patient_scale * rng.uniform(0.93, 1.07),
+      'half_height': half_height * inspiration * rng.uniform(0.94, 1.06),
       'taper': rng.uniform(0.2, 0.35),  # narrower apex than base
       'costophrenic_drop': rng.uniform(0.1, 0.25),  # the base reaches lower laterally
       'dome': rng.uniform(0.08, 0.16),  # the diaphragm bulges up into the base
@@ -136,17 +146,19 @@ def _lung_anatomy(rng, patient_scale: float, side: float):
 def chest_anatomy(rng: np.random.Generator, position_jitter: float) -> dict:
   """Draws one chest "patient": geometry, intensities and textures, independent of size."""
   centre_x, centre_y = _translation(rng, position_jitter)
-  scale = rng.uniform(0.9, 1.06)
+  scale = rng.uniform(0.86, 1.1)
+  inspiration = rng.uniform(0.85, 1.15)  # shared by both lungs, so they stay alike
   return {
-      'centre_x': centre_x,
-      'centre_y': centre_y + 0.02,
+      # As in JSRT, the lungs fill the upper film and the midline sits a little right of centre.
+      'centre_x': centre_x + 0.02,
+      'centre_y': centre_y - 0.08,
       'scale': scale,
-      'lungs': [_lung_anatomy(rng, scale, -1.0), _lung_anatomy(rng, scale, +1.0)],
+      'lungs': [_lung_anatomy(rng, scale, inspiration, side) for side in (-1.0, 1.0)],
       'heart': {
           'centre_x': 0.13 * scale + rng.normal(0.0, 0.025),
           'centre_y': 0.33 * scale + rng.normal(0.0, 0.025),
-          'half_width': 0.36 * scale * rng.uniform(0.88, 1.12),
-          'half_height': 0.25 * scale * rng.uniform(0.88, 1.12),
+          'half_width': 0.41 * scale * rng.uniform(0.88, 1.12),
+          'half_height': 0.285 * scale * rng.uniform(0.88, 1.12),
           'angle': np.deg2rad(rng.uniform(15.0, 35.0)),  # apex down and to the image's right
           'outline': _random_outline(rng, (1.9, 2.3), 0.02, orders=2),
           'brightness': rng.uniform(0.0, 0.04),
@@ -288,34 +300,45 @@ def cardiac_anatomy(rng: np.random.Generator, position_jitter: float) -> dict:
   centre_x, centre_y = _translation(rng, position_jitter)
   scale = rng.uniform(0.85, 1.15)  # body size and field of view vary between patients
   heart_scale = scale * rng.uniform(0.85, 1.15)
-  level = rng.uniform(0.0, 1.0)  # 0 at the base, 1 at the apex
+  # 0 at the base, 1 at the apex; a few slices lie beyond the apex and miss the heart.
+  level = rng.uniform(0.0, 1.035)
   end_systole = rng.uniform() < 0.5
-  apex_shrink = np.sqrt(max(1.0 - 0.9 * level ** 1.5, 0.0))
-  lv_radius = 0.15 * heart_scale * apex_shrink * (0.72 if end_systole else 1.0)
-  wall = 0.065 * heart_scale * (1.35 if end_systole else 1.0) * (1.0 - 0.25 * level)
-  rv_extent = max(0.0, 1.0 - level / 0.95) ** 0.5 * (0.7 if end_systole else 1.0)
+  # The epicardium narrows to a point at the apex; the cavity is what the wall leaves inside it,
+  # so the last slices before the apex are a myocardial cap without a cavity.
+  apex_shrink = np.sqrt(max(1.0 - level ** 2, 0.0))
+  outer_radius = 0.225 * heart_scale * apex_shrink * (0.87 if end_systole else 1.0)
+  wall = 0.063 * heart_scale * (1.35 if end_systole else 1.0) * (1.0 - 0.6 * level)
+  rv_extent = max(0.0, 1.0 - level / 0.85) ** 0.35 * (0.75 if end_systole else 1.0)
+  # The short-axis plane is planned per patient, so the RV's direction from the LV varies
+  # between patients, and it turns from anterior at the base to inferior towards the apex;
+  # it stays on the image's left.
+  rv_turn = rng.normal(0.0, 0.7) + 1.5 * (level - 0.5)
+  rv_angle = np.pi + np.clip(rv_turn, -1.2, 1.2)
   return {
-      'centre_x': centre_x,
-      'centre_y': centre_y,
+      # The field of view is centred on the heart, so the thorax sits to the image's left.
+      'centre_x': centre_x - 0.15,
+      'centre_y': centre_y + 0.035,
       'scale': scale,
-      'body_half_width': 0.98 * scale,
-      'body_half_height': 0.74 * scale,
+      'body_half_width': 1.15 * scale,  # the thorax fills the field of view
+      'body_half_height': 1.0 * scale,
       'fat_thickness': rng.uniform(0.03, 0.07) * scale,
       'lv_centre_x': 0.1 * scale + rng.normal(0.0, 0.03),
       'lv_centre_y': -0.05 * scale + rng.normal(0.0, 0.03),
-      'lv_radius': lv_radius,
+      'outer_radius': outer_radius,
       'lv_aspect': rng.uniform(0.88, 1.12),
       'lv_angle': rng.uniform(0.0, np.pi),
       'lv_outline': _random_outline(rng, (1.9, 2.2), 0.03),
       'wall': wall,
-      'rv_angle': np.deg2rad(200.0 + rng.normal(0.0, 12.0)),
+      'rv_angle': rv_angle,
       'rv_extent': rv_extent,
       'rv_outline': _random_outline(rng, (1.9, 2.3), 0.04),
       'papillary': 0.2 < level < 0.75,
       'papillary_angle': rng.uniform(0.0, 2.0 * np.pi),
       'blood': rng.uniform(0.72, 0.88),
-      'myocardium': rng.uniform(0.22, 0.32),
-      'tissue': rng.uniform(0.3, 0.4),
+      # Trabeculations and the thin crescent's partial volume make the RV cavity darker.
+      'rv_blood': rng.uniform(0.7, 0.9),
+      'myocardium': rng.uniform(0.2, 0.3),
+      'tissue': rng.uniform(0.32, 0.42),
       'fat': rng.uniform(0.65, 0.8),
       'epicardial_fat': rng.uniform(0.4, 0.6),
       'lung': rng.uniform(0.03, 0.08),
@@ -328,7 +351,8 @@ def cardiac_anatomy(rng: np.random.Generator, position_jitter: float) -> dict:
       'bias_direction': rng.uniform(0.0, 2.0 * np.pi),
       'bias_strength': rng.uniform(0.05, 0.2),
       'bias_waves': _random_waves(rng, 8, 0.15, 0.6),
-      'gain': rng.uniform(0.9, 1.1),
+      # ACDC's per-volume percentile scaling leaves the blood pool near 0.6, not at 1.
+      'gain': rng.uniform(0.72, 0.88),
       'noise_std': rng.uniform(0.015, 0.035),
   }
 
@@ -347,7 +371,7 @@ def _cardiac_look_alikes(rng, scale: float, count_range=(3, 8)) -> np.ndarray:
     for _ in range(20):  # rejection sampling, bounded so the stream stays deterministic
       bx, by = rng.uniform(-0.85, 0.85) * scale, rng.uniform(-0.6, 0.7) * scale
       inside_body = (bx / 0.9) ** 2 + (by / 0.7) ** 2 < 0.7 * scale ** 2
-      away_from_heart = np.hypot(bx - 0.1 * scale, by + 0.05 * scale) > 0.42 * scale
+      away_from_heart = np.hypot(bx - 0.1 * scale, by + 0.05 * scale) > 0.5 * scale
       outside_lungs = all(
           ((bx - lx * scale) / (0.3 * scale)) ** 2 + ((by - ly * scale) / (0.42 * scale)) ** 2 > 1.2
           for lx, ly in _CARDIAC_LUNG_CENTRES)
@@ -396,26 +420,32 @@ def render_cardiac(anatomy: dict, size: int, noise_rng: np.random.Generator):
       image += _soft_inside(distance - radius - wall, edge) * (anatomy['myocardium'] - image)
     image += _soft_inside(distance - radius, edge) * (brightness * anatomy['blood'] - image)
 
-  # Left ventricle: a perturbed ellipse; the myocardium is its outward offset by the wall.
+  # Left ventricle: a perturbed ellipse of myocardium; the cavity is its inward offset by the wall.
   lv_x, lv_y = cx + anatomy['lv_centre_x'], cy + anatomy['lv_centre_y']
-  cos_angle, sin_angle = np.cos(anatomy['lv_angle']), np.sin(anatomy['lv_angle'])
-  dx, dy = x - lv_x, y - lv_y
-  radius = anatomy['lv_radius']
-  u = (cos_angle * dx + sin_angle * dy) / (radius * anatomy['lv_aspect'])
-  v = (-sin_angle * dx + cos_angle * dy) / (radius / anatomy['lv_aspect'])
-  endocardium_level = _shape_level(u, v, dict(anatomy['lv_outline'], scale=radius))
-  epicardium_level = endocardium_level - anatomy['wall']
+  outer = anatomy['outer_radius']
+  if outer > 0.0:
+    cos_angle, sin_angle = np.cos(anatomy['lv_angle']), np.sin(anatomy['lv_angle'])
+    dx, dy = x - lv_x, y - lv_y
+    u = (cos_angle * dx + sin_angle * dy) / (outer * anatomy['lv_aspect'])
+    v = (-sin_angle * dx + cos_angle * dy) / (outer / anatomy['lv_aspect'])
+    epicardium_level = _shape_level(u, v, dict(anatomy['lv_outline'], scale=outer))
+  else:  # beyond the apex
+    epicardium_level = np.full_like(x, np.inf)
+  endocardium_level = epicardium_level + anatomy['wall']
 
   # Right ventricle: an ellipse beside the LV, minus the LV and septum, leaves a crescent.
+  # Its inner edge stays inside the LV's epicardium so that the crescent abuts the septum.
   rv_cos, rv_sin = np.cos(anatomy['rv_angle']), np.sin(anatomy['rv_angle'])
-  outer = radius + anatomy['wall']
-  rv_x = lv_x + 0.7 * outer * rv_cos
-  rv_y = lv_y + 0.7 * outer * rv_sin
   rv_extent = max(anatomy['rv_extent'], 1e-3)
-  radial = ((x - rv_x) * rv_cos + (y - rv_y) * rv_sin) / (0.95 * outer * rv_extent)
-  tangential = (-(x - rv_x) * rv_sin + (y - rv_y) * rv_cos) / (1.5 * outer * rv_extent ** 0.5)
-  rv_shape_level = _shape_level(radial, tangential, dict(anatomy['rv_outline'], scale=outer * 0.6))
-  if anatomy['rv_extent'] <= 0.0:
+  rv_distance = (0.65 + 0.8 * rv_extent) * outer
+  rv_x = lv_x + rv_distance * rv_cos
+  rv_y = lv_y + rv_distance * rv_sin
+  rv_unit = max(outer, 1e-3)
+  radial = ((x - rv_x) * rv_cos + (y - rv_y) * rv_sin) / (0.8 * rv_unit * rv_extent)
+  tangential = (-(x - rv_x) * rv_sin + (y - rv_y) * rv_cos) / (1.3 * rv_unit * rv_extent ** 0.5)
+  rv_shape_level = _shape_level(radial, tangential,
+                                dict(anatomy['rv_outline'], scale=rv_unit * 0.6))
+  if anatomy['rv_extent'] <= 0.0 or outer <= 0.0:
     rv_shape_level = np.full_like(x, np.inf)
   rv_level = np.maximum(rv_shape_level, -epicardium_level)
   rv_wall_level = np.maximum(rv_shape_level - 0.025 * scale, -epicardium_level)
@@ -424,14 +454,15 @@ def render_cardiac(anatomy: dict, size: int, noise_rng: np.random.Generator):
   image += heart_tissue * (anatomy['epicardial_fat'] - image)  # fat around the heart
   heart_muscle = _soft_inside(np.minimum(epicardium_level, rv_wall_level), edge)
   image += heart_muscle * (anatomy['myocardium'] - image)
-  blood = np.maximum(_soft_inside(endocardium_level, edge), _soft_inside(rv_level, edge))
-  image += blood * (anatomy['blood'] - image)
-  if anatomy['papillary']:
+  image += _soft_inside(rv_level, edge) * (anatomy['rv_blood'] * anatomy['blood'] - image)
+  image += _soft_inside(endocardium_level, edge) * (anatomy['blood'] - image)
+  cavity_radius = max(outer - anatomy['wall'], 0.0)
+  if anatomy['papillary'] and cavity_radius > 0.0:
     for offset in (0.0, 1.9):
       angle = anatomy['papillary_angle'] + offset
-      px = lv_x + 0.55 * radius * np.cos(angle)
-      py = lv_y + 0.55 * radius * np.sin(angle)
-      muscle = _soft_inside(np.hypot(x - px, y - py) - 0.2 * radius, edge)
+      px = lv_x + 0.55 * cavity_radius * np.cos(angle)
+      py = lv_y + 0.55 * cavity_radius * np.sin(angle)
+      muscle = _soft_inside(np.hypot(x - px, y - py) - 0.2 * cavity_radius, edge)
       image += muscle * (anatomy['myocardium'] - image) * 0.8
 
   image += anatomy['texture_contrast'] * _smooth_field(anatomy['texture_waves'], x, y) * body
