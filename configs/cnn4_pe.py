@@ -2,9 +2,9 @@
 
 Command: python main.py --config=configs/cnn4_pe.py   (CPU-sized: configs/cnn4_pe.py:quick)
 
-Expected result (measured, :quick = 64×64, width 16, 30 epochs, 2-core CPU, 2026-11-24): test
-Dice 0.886 (right lung 0.927, left lung 0.909, heart 0.823), above the averaged mask (0.816)
-and 0.46 above the same network without PE (configs/cnn4.py). Paper (JSRT): ≈ 0.9.
+Expected result (measured, :quick = 64×64, width 16, 30 epochs, 2-core CPU, 2026-12-01,
+phantom builder 2.0.0): test Dice 0.891, above the averaged mask (0.811) and 0.43 above the
+same network without PE (configs/cnn4.py). Paper (JSRT): ≈ 0.9.
 """
 
 from pejax import configuration

@@ -6,9 +6,9 @@ CPU-sized variant (64×64, width 16, 20 epochs):
   python main.py --config=configs/unet_pe.py:quick
 Other data / settings: --config.dataset=jsrt|acdc|phantom_cardiac --config.pe_scale=256 ...
 
-Expected result (measured, :quick on a 2-core CPU, 2026-11-24): test Dice 0.978 (right lung
-0.990, left lung 0.991, heart 0.954); averaged-mask baseline 0.816; 70 s. On JSRT at the paper's
-settings the paper reports 0.9649 ± 0.0012.
+Expected result (measured, :quick on a 2-core CPU, 2026-12-01, phantom builder 2.0.0): test
+Dice 0.982 (right lung 0.991, left lung 0.989, heart 0.966); averaged-mask baseline 0.811; 3
+minutes with other jobs on both cores. On JSRT at the paper's settings the paper reports 0.9649 ± 0.0012.
 """
 
 from pejax import configuration

@@ -113,7 +113,8 @@ def test_a_sweep_skips_finished_runs_and_writes_a_report(data_dir, tmp_path):
 
 
 def paper_config_files():
-  return sorted(glob.glob(os.path.join(REPO, 'configs', 'paper', '*.py')))
+  return sorted(path for path in glob.glob(os.path.join(REPO, 'configs', 'paper', '*.py'))
+                if not os.path.basename(path).startswith('_'))
 
 
 @pytest.mark.parametrize('path', paper_config_files(), ids=os.path.basename)
