@@ -46,6 +46,8 @@ def define_flags() -> dict:
           'num_processes', None, 'Processes in a multi-process run.'),
       process_id=flags.DEFINE_integer(
           'process_id', None, 'This process in a multi-process run.'),
+      verbose=flags.DEFINE_bool(
+          'verbose', False, 'Also show the libraries\' start-up notices and the full config.'),
   )
   return _FLAG_HOLDERS
 
@@ -167,10 +169,17 @@ def main(argv) -> None:
       raise app.UsageError('--mode=report needs --workdir.')
     workdir = default_workdir(config_flags.get_config_filename(flags.FLAGS['config']))
   from pejax import runtime  # after flag parsing: XLA options are set before JAX starts
+  verbose = holders['verbose'].value
   runtime.initialize(holders['coordinator_address'].value, holders['num_processes'].value,
-                     holders['process_id'].value)
+                     holders['process_id'].value, verbose=verbose)
   from absl import logging
-  logging.info('Config %s, workdir %s', config, workdir)
+  if verbose or config is None:
+    logging.info('Config %s, workdir %s', config, workdir)
+  else:
+    shown = ('dataset', 'model', 'use_pe', 'pe_scale', 'padding', 'image_size', 'width',
+             'num_epochs', 'batch_size', 'seed')
+    logging.info('Workdir %s (all settings in its config.json): %s', workdir,
+                 ', '.join(f'{name}={config[name]}' for name in shown))
   run(config, workdir, mode=mode)
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging as std_logging
 import os
+import sys
 
 from absl import logging
 
@@ -32,8 +35,13 @@ def distributed_timeout_seconds() -> int:
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None) -> None:
+               process_id: int | None = None, verbose: bool = False) -> None:
+  """Starts JAX (several processes where asked) and keeps TensorFlow off the accelerators;
+  without `verbose`, the libraries' start-up notices stay off the console."""
   quiet_library_logs()
+  if not verbose:
+    # "Unable to initialize backend 'tpu'" on every machine without a TPU.
+    std_logging.getLogger('jax._src.xla_bridge').setLevel(std_logging.WARNING)
   import jax
   # Runs of a sweep compile the same programs again; a persistent cache makes that a lookup.
   cache_dir = os.environ.get('PEJAX_COMPILATION_CACHE',
@@ -52,11 +60,30 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         coordinator_address=coordinator_address, num_processes=num_processes,
         process_id=process_id, initialization_timeout=timeout,
         heartbeat_timeout_seconds=max(1, timeout // 4), shutdown_timeout_seconds=timeout)
-  import tensorflow as tf
+  with stderr_silenced(not verbose):  # TensorFlow's C++ start-up notices (oneDNN)
+    import tensorflow as tf
   tf.config.set_visible_devices([], 'GPU')
   logging.info('JAX process %d of %d, %d local / %d global devices (%s).', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.devices()[0].platform)
+
+
+@contextlib.contextmanager
+def stderr_silenced(enabled: bool = True):
+  """Sends what is written to the process's stderr meanwhile (also by C++ code) to /dev/null;
+  an exception raised inside still reaches the console, after the block."""
+  if not enabled:
+    yield
+    return
+  sys.stderr.flush()
+  saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  try:
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)
 
 
 class _QuietLibraries:

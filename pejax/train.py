@@ -368,7 +368,9 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
           run.writer.write_images(step, {'eval_examples': evaluator.panel(
               run_state, pe_scale, run.config.num_image_panels)[None]})
       prefix = f'{run.name}: ' if num_models > 1 else ''
-      logging.info('%s%s  (%.1fs)', prefix, line, seconds)
+      logging.info('%s%s  (%.1fs, %s)', prefix, line, seconds,
+                   _pace(timings['epoch_seconds'], num_examples * num_models,
+                         config.num_epochs - epoch))
       if save_now:
         run.checkpoints.save(epoch, args=ocp.args.StandardSave(run_state),
                              custom_metadata=run.description)
@@ -379,6 +381,15 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
   if timings['epoch_seconds']:
     timings['median_epoch_seconds'] = float(np.median(timings['epoch_seconds']))
   return [member(state, k) for k in range(num_models)], timings
+
+
+def _pace(epoch_seconds: list[float], images_per_epoch: int, epochs_left: int) -> str:
+  """Images per second and the run's remaining training time, from the epochs so far (the
+  first one, which compiles, only while it is the only one)."""
+  recent = epoch_seconds[1:] or epoch_seconds
+  per_epoch = sum(recent) / len(recent)
+  left = round(per_epoch * epochs_left)
+  return f'{images_per_epoch / per_epoch:.0f} images/s, ETA {left // 60}:{left % 60:02d}'
 
 
 def _raise_non_finite(run, run_metrics, epoch, steps_per_epoch, last_checkpoint):
