@@ -43,10 +43,10 @@ DEFAULT_MODELS_PER_PROGRAM = {'cpu': 1}
 DEFAULT_MODELS_PER_PROGRAM_ACCELERATOR = 12
 
 
-def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
+def validate(config: ml_collections.ConfigDict) -> None:
   """Every check of a run's settings that needs no data: the settings, then the sizes its
   dataset's builder makes."""
-  configuration.validate_config(config, num_devices)
+  configuration.validate_config(config)
   datasets.check_image_size(config.dataset, config.image_size)
 
 
@@ -103,20 +103,24 @@ def count_parameters(params) -> int:
 # ------------------------------------------------------------------------------ compiled parts
 
 
-def epoch_order(rng, epoch, example_ids, batch_size: int):
-  """Rows of the training array (steps, batch) and loss weights of one epoch.
+def epoch_order(rng, epoch, example_ids, batch_size: int, rows_per_step: int):
+  """Rows of the training array (steps, rows_per_step) and loss weights of one epoch.
 
   A fresh permutation of this model's training examples (`example_ids`: all of the split, or
-  a subset) per epoch from (rng, epoch). The last partial batch is filled with the first
-  examples of the same permutation at loss weight 0: BatchNorm sees a full batch of real
-  images, and each example contributes exactly once to the epoch's gradients.
+  a subset) per epoch from (rng, epoch), cut into steps of `batch_size` examples at weight 1.
+  The rest of each step's `rows_per_step` rows (the last, partial batch; rows that round the
+  batch up to the device count) repeat examples of the same step at weight 0, which the step
+  leaves out of the loss and BatchNorm's statistics: each example contributes exactly once to
+  the epoch, and each step equals one on its weight-1 examples alone.
   """
   num_examples = example_ids.shape[0]
   num_steps = -(-num_examples // batch_size)
   key = jax.random.fold_in(jax.random.wrap_key_data(rng), epoch)
-  order = jnp.resize(jax.random.permutation(key, example_ids), num_steps * batch_size)
-  weights = (jnp.arange(num_steps * batch_size) < num_examples).astype(jnp.float32)
-  return order.reshape(num_steps, batch_size), weights.reshape(num_steps, batch_size)
+  order = jnp.resize(jax.random.permutation(key, example_ids), (num_steps, batch_size))
+  real = (jnp.arange(num_steps * batch_size) < num_examples).reshape(num_steps, batch_size)
+  columns = jnp.arange(rows_per_step)
+  weights = (columns < batch_size) & real[:, columns % batch_size]
+  return order[:, columns % batch_size], weights.astype(jnp.float32)
 
 
 def train_batch(spec: steps.StepSpec, batch_sharding, state: steps.TrainState, pe_scale, rows,
@@ -127,10 +131,10 @@ def train_batch(spec: steps.StepSpec, batch_sharding, state: steps.TrainState, p
   return steps.train_step(spec, state, batch_images, batch_labels, weights, pe_scale)
 
 
-def train_epoch_scan(spec: steps.StepSpec, batch_sharding, batch_size: int,
+def train_epoch_scan(spec: steps.StepSpec, batch_sharding, batch_size: int, rows_per_step: int,
                      state: steps.TrainState, pe_scale, example_ids, images, labels):
   """One epoch as a single `lax.scan` over steps; returns the state and per-step metrics."""
-  order, weights = epoch_order(state.rng, state.epoch, example_ids, batch_size)
+  order, weights = epoch_order(state.rng, state.epoch, example_ids, batch_size, rows_per_step)
 
   def step(state, batch):
     return train_batch(spec, batch_sharding, state, pe_scale, *batch, images, labels)
@@ -148,16 +152,17 @@ class EpochRunner:
   same step outside it (BENCHMARKS.md), so the loop is the default.
   """
 
-  def __init__(self, spec, batch_sharding, batch_size: int, num_models: int, scan: bool):
+  def __init__(self, spec, batch_sharding, batch_size: int, rows_per_step: int, num_models: int,
+               scan: bool):
     vmapped = (lambda fn, axes: jax.vmap(fn, in_axes=axes)) if num_models > 1 else (lambda fn, _: fn)
     self.scan = scan
     if scan:
       self._epoch = jax.jit(vmapped(functools.partial(
-          train_epoch_scan, spec, batch_sharding, batch_size), (0, 0, 0, None, None)),
-          donate_argnums=(0,))
+          train_epoch_scan, spec, batch_sharding, batch_size, rows_per_step),
+          (0, 0, 0, None, None)), donate_argnums=(0,))
     else:
-      self._order = jax.jit(vmapped(functools.partial(epoch_order, batch_size=batch_size),
-                                    (0, 0, 0)))
+      self._order = jax.jit(vmapped(functools.partial(
+          epoch_order, batch_size=batch_size, rows_per_step=rows_per_step), (0, 0, 0)))
       self._step = jax.jit(vmapped(functools.partial(train_batch, spec, batch_sharding),
                                    (0, 0, 0, 0, None, None)), donate_argnums=(0,))
       self._next_epoch = jax.jit(lambda state: state.replace(epoch=state.epoch + 1),
@@ -166,9 +171,10 @@ class EpochRunner:
 
   @classmethod
   @functools.lru_cache(maxsize=16)
-  def shared(cls, spec, batch_sharding, batch_size: int, num_models: int, scan: bool):
+  def shared(cls, spec, batch_sharding, batch_size: int, rows_per_step: int, num_models: int,
+             scan: bool):
     """One runner (with its compiled programs) per distinct setting, reused by later runs."""
-    return cls(spec, batch_sharding, batch_size, num_models, scan)
+    return cls(spec, batch_sharding, batch_size, rows_per_step, num_models, scan)
 
   def __call__(self, state, pe_scale, example_ids, images, labels):
     if self.scan:
@@ -239,7 +245,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
   first = configs[0]
   mesh = mesh or input_pipeline.make_mesh()
   for config in configs:
-    validate(config, mesh.size)
+    validate(config)
     if configuration.group_settings(config) != configuration.group_settings(first):
       raise SettingError('runs trained together may differ only in seed and pe_scale.')
   # Data first (it may fail on an absent manual download): nothing in a workdir is touched yet.
@@ -306,9 +312,10 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
   config = runs[0].config
   num_models = len(runs)
   num_examples = len(runs[0].example_ids)
-  batch_size = input_pipeline.training_batch_size(num_examples, config.batch_size, mesh.size)
-  run_epoch = EpochRunner.shared(spec, NamedSharding(mesh, P('data')), batch_size, num_models,
-                                 bool(config.scan_epoch))
+  batch_size, rows_per_step = input_pipeline.training_batch_size(
+      num_examples, config.batch_size, mesh.size)
+  run_epoch = EpochRunner.shared(spec, NamedSharding(mesh, P('data')), batch_size,
+                                 rows_per_step, num_models, bool(config.scan_epoch))
   if num_models > 1:
     state = stack(states)
     pe_scales = jnp.asarray([configuration.pe_scale_of(run.config) for run in runs], jnp.float32)
@@ -393,7 +400,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   Returns the results. A finished run is not retrained: its results are returned as they are
   (with `evaluate_only=True` the latest checkpoint is evaluated again instead).
   """
-  validate(config, jax.device_count())
+  validate(config)
   if (workdir_lib.is_finished(workdir) and not evaluate_only
       and workdir_lib.check_settings(workdir, config)):
     logging.info('The run in %s is finished; not retraining it (results.json).', workdir)
@@ -419,7 +426,7 @@ def train_sweep(config: ml_collections.ConfigDict, workdir: str, *,
   # overwritten by a run with other settings.
   for name, run_config in runs:
     try:
-      validate(run_config, mesh.size)
+      validate(run_config)
     except SettingError as error:
       raise SettingError(f'sweep run {name}: {error}') from None
     workdir_lib.check_settings(os.path.join(workdir, name), run_config)

@@ -122,7 +122,7 @@ def test_paper_configs_expand_and_validate(path):
   runs = sweep.expand(config)
   assert len(runs) >= 4
   for _, run_config in runs:
-    configuration.validate_config(run_config, num_devices=1)
+    configuration.validate_config(run_config)
   seeds = {c.seed for _, c in runs}
   assert seeds == {0, 1, 2}
 
