@@ -35,6 +35,10 @@ def define_flags() -> dict:
           'num_processes', None, 'Processes in a multi-process run.'),
       process_id=flags.DEFINE_integer(
           'process_id', None, 'This process in a multi-process run.'),
+      shard=flags.DEFINE_string(
+          'shard', None, 'I/N: train only share I (0..N-1) of a sweep\'s runs, so that N '
+          'independent processes sharing --workdir complete it; the last to finish writes '
+          'the report.'),
   )
   return _FLAG_HOLDERS
 
@@ -64,14 +68,19 @@ def default_workdir(config_argument: str) -> str:
   return os.path.join('runs', f'{name}_{variant}' if variant else name)
 
 
-def run(config, workdir: str, *, mode: str = 'train'):
-  """One run, a sweep, an evaluation or the report; a user's error as one line, exit 1."""
+def run(config, workdir: str, *, mode: str = 'train', shard: str | None = None):
+  """One run, a sweep (or a shard of it), an evaluation or the report; a user's error as one
+  line, exit 1."""
   from pejax import errors, report, sweep, train
   try:
+    if shard is not None and (mode == 'report' or not sweep.is_sweep(config)):
+      raise errors.SettingError(f'--shard={shard} applies to training or evaluating a sweep '
+                                'config (configs/paper/*.py); leave it out here.')
     if mode == 'report':
       return report.write_report(workdir)
     if sweep.is_sweep(config):
-      return train.train_sweep(config, workdir, evaluate_only=mode == 'evaluate')
+      return train.train_sweep(config, workdir, evaluate_only=mode == 'evaluate',
+                               shard=sweep.parse_shard(shard) if shard is not None else None)
     return train.train_and_evaluate(config, workdir, evaluate_only=mode == 'evaluate')
   except errors.PejaxError as error:
     raise SystemExit(f'pejax: error: {error}') from None
@@ -95,7 +104,7 @@ def main(argv) -> None:
                      holders['process_id'].value)
   from absl import logging
   logging.info('Config %s, workdir %s', config, workdir)
-  run(config, workdir, mode=mode)
+  run(config, workdir, mode=mode, shard=holders['shard'].value)
 
 
 def console_main() -> None:

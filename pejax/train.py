@@ -410,21 +410,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 
 
-def train_sweep(config: ml_collections.ConfigDict, workdir: str, *,
-                evaluate_only: bool = False) -> list[str]:
+def train_sweep(config: ml_collections.ConfigDict, workdir: str, *, evaluate_only: bool = False,
+                shard: tuple[int, int] | None = None) -> list[str]:
   """Runs every unfinished run of a sweep config under `workdir`, then writes the report.
 
   Runs that can share a program (`sweep.plan_programs`) are trained together; the dataset of
-  consecutive programs is loaded and placed once. Returns the run folders.
+  consecutive programs is loaded and placed once. `shard=(I, N)` runs only shard I's share of
+  the sweep (`sweep.shard_runs`), for N processes sharing the workdir. Returns the run folders
+  (of the shard).
   """
   platform = jax.devices()[0].platform
-  models_per_program = int(config.get('max_models_per_program') or DEFAULT_MODELS_PER_PROGRAM.get(
+  configured = config.get('max_models_per_program')
+  models_per_program = int(configured or DEFAULT_MODELS_PER_PROGRAM.get(
       platform, DEFAULT_MODELS_PER_PROGRAM_ACCELERATOR))
-  runs = sweep.expand(config)
+  every_run = sweep.expand(config)
+  # Shards are cut from programs of the accelerators' size (or the config's) on every kind of
+  # device, so that shards on CPUs and on accelerators agree on them.
+  shard_unit = int(configured or DEFAULT_MODELS_PER_PROGRAM_ACCELERATOR)
+  runs = sweep.shard_runs(every_run, *shard, shard_unit) if shard else every_run
   mesh = input_pipeline.make_mesh()
   # Everything is checked before any compute: settings, and that no finished run would be
   # overwritten by a run with other settings.
-  for name, run_config in runs:
+  for name, run_config in every_run:
     try:
       validate(run_config)
     except SettingError as error:
@@ -433,7 +440,8 @@ def train_sweep(config: ml_collections.ConfigDict, workdir: str, *,
   finished = {name for name, _ in runs if workdir_lib.is_finished(os.path.join(workdir, name))}
   pending = [(n, c) for n, c in runs if (n in finished) == evaluate_only]
   total, done = len(runs), len(runs) - len(pending)
-  logging.info('Sweep %s: %d runs, %d finished, %d to %s.', workdir, total, done, len(pending),
+  logging.info('Sweep %s%s: %d runs, %d finished, %d to %s.', workdir,
+               f' shard {shard[0]}/{shard[1]}' if shard else '', total, done, len(pending),
                'evaluate' if evaluate_only else 'run')
   programs = sweep.plan_programs(pending, models_per_program)
   start = time.perf_counter()
@@ -456,6 +464,23 @@ def train_sweep(config: ml_collections.ConfigDict, workdir: str, *,
     logging.info('Sweep: runs done %d/%d, %.0fs elapsed, ETA %.0fs (%s).', done, total, elapsed,
                  eta, time.strftime('%H:%M:%S', time.localtime(time.time() + eta)))
   if jax.process_index() == 0:
-    from pejax import report  # the report reads every run back from the folder
-    logging.info('Report: %s', report.write_report(workdir))
+    _write_report(workdir, [name for name, _ in every_run], shard)
   return [os.path.join(workdir, name) for name, _ in runs]
+
+
+def _write_report(workdir: str, names: Sequence[str], shard: tuple[int, int] | None) -> None:
+  """The sweep's report; a shard writes it only once every run of the sweep is finished.
+
+  Each shard checks after its own runs' results are written, so the last shard to finish sees
+  every run finished; shards finishing together may both write it, which the atomic writes of
+  the report and its figures make harmless.
+  """
+  from pejax import report  # the report reads every run back from the folder
+  waiting = [name for name in names if not workdir_lib.is_finished(os.path.join(workdir, name))]
+  if shard and waiting:
+    logging.info('Shard %d/%d done; runs of the sweep not finished yet: %d (%s). The last '
+                 'shard to finish writes the report, or: python -m pejax.report --workdir=%s',
+                 *shard, len(waiting), ', '.join(waiting[:5]) + (', ...' if len(waiting) > 5 else ''),
+                 workdir)
+    return
+  logging.info('Report: %s', report.write_report(workdir))
