@@ -31,3 +31,7 @@ class DatasetNotFoundError(PejaxError, RuntimeError):
 
 class NonFiniteLossError(PejaxError, RuntimeError):
   """Training produced a non-finite loss or gradient."""
+
+
+class CheckpointError(PejaxError, RuntimeError):
+  """No checkpoint of a run can be restored (damaged files), and none was deleted."""

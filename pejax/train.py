@@ -216,24 +216,6 @@ def unstack(tree, index: int):
   return jax.tree.map(lambda leaf: leaf[index], tree)
 
 
-def restore_common_epoch(runs: Sequence[Run], abstract_state):
-  """The latest epoch every run of the group has a complete checkpoint of, and their states.
-
-  Orbax writes a checkpoint to a temporary folder and renames it when complete, so a
-  half-written checkpoint is never listed here.
-  """
-  common = None
-  for run in runs:
-    saved = set(run.checkpoints.all_steps())
-    common = saved if common is None else common & saved
-  if not common:
-    return None, None
-  epoch = max(common)
-  states = [run.checkpoints.restore(epoch, args=ocp.args.StandardRestore(abstract_state))
-            for run in runs]
-  return epoch, states
-
-
 def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str], *,
                 mesh=None, run_data: input_pipeline.RunData | None = None,
                 evaluate_only: bool = False):
@@ -273,7 +255,8 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
     run.writer = metric_writers.create_default_writer(run.workdir, just_logging=not is_writer)
 
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, initial[0])
-  restored_epoch, restored = restore_common_epoch(runs, abstract)
+  restored_epoch, restored = workdir_lib.restore_common_checkpoint(
+      [run.checkpoints for run in runs], abstract, resume=not evaluate_only)
   if restored is not None:
     states = restored
     logging.info('Restored the checkpoints of epoch %d.', restored_epoch)

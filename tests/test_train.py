@@ -1,8 +1,10 @@
 """End-to-end training tests on the chest phantom (CPU, fixed seeds)."""
 
 import dataclasses
+import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,7 +15,8 @@ import numpy as np
 import optax
 import pytest
 
-from pejax import configuration, errors, input_pipeline, steps, train, workdir as workdir_lib
+from pejax import (configuration, errors, evaluation, input_pipeline, steps, train,
+                   workdir as workdir_lib)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,6 +80,62 @@ def test_resume_after_interruption_gives_the_uninterrupted_results(data_dir, tmp
   monkeypatch.setattr(train.EpochRunner, '__call__', interrupt_in_third_epoch)
   again = train.train_and_evaluate(config, workdir)
   assert again['test'] == resumed['test'] and calls['count'] == 0
+
+
+def damage(checkpoint_folder):
+  """Truncates the array data files of a checkpoint to half, as a failed disk or upload would
+  leave them. (All of them: OCDBT keeps superseded data in some, whose loss goes unnoticed.)"""
+  files = glob.glob(os.path.join(checkpoint_folder, '**', 'd', '*'), recursive=True)
+  assert files
+  for path in files:
+    with open(path, 'r+b') as f:
+      f.truncate(os.path.getsize(path) // 2)
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_is_passed_over_for_the_previous_one(data_dir, tmp_path, monkeypatch,
+                                                                  caplog):
+  caplog.set_level('WARNING')
+  config = small_config(data_dir)
+  uninterrupted = train.train_and_evaluate(config, str(tmp_path / 'uninterrupted'))
+  workdir = str(tmp_path / 'damaged')
+  checkpoints = os.path.join(workdir, workdir_lib.CHECKPOINT_FOLDER)
+
+  def interrupt(*args, **kwargs):
+    raise KeyboardInterrupt('simulated interruption after the last checkpoint, before results')
+
+  with monkeypatch.context() as patch:
+    patch.setattr(evaluation.Evaluator, 'finish_run', interrupt)
+    with pytest.raises(KeyboardInterrupt):
+      train.train_and_evaluate(config, workdir)
+  shutil.copytree(checkpoints, str(tmp_path / 'copy'))
+
+  # Every checkpoint damaged: an error naming both, and nothing deleted.
+  damage(os.path.join(checkpoints, '3'))
+  damage(os.path.join(checkpoints, '4'))
+  with pytest.raises(errors.CheckpointError, match=r'no checkpoint can be restored: .*checkpoints/4 '
+                     r'\(ValueError: .*\); .*checkpoints/3 \(ValueError: .*\)\. Restore them'):
+    train.train_and_evaluate(config, workdir)
+  assert sorted(os.listdir(checkpoints)) == ['3', '4']
+
+  # The latest damaged: a warning naming it, and the run resumes from epoch 3 to the same end.
+  shutil.rmtree(os.path.join(checkpoints, '3'))
+  shutil.copytree(str(tmp_path / 'copy' / '3'), os.path.join(checkpoints, '3'))
+  caplog.clear()
+  resumed = train.train_and_evaluate(config, workdir)
+  warnings = [r.getMessage() for r in caplog.records if 'Cannot restore' in r.getMessage()]
+  assert len(warnings) == 1 and 'checkpoints/4 (ValueError: ' in warnings[0], warnings
+  for key in ('test', 'validation', 'test_averaged_mask', 'epochs', 'steps'):
+    assert resumed[key] == uninterrupted[key], key
+  # Epoch 4 was written again: evaluating it gives the same numbers.
+  evaluated = train.train_and_evaluate(config, workdir, evaluate_only=True)
+  assert evaluated['test'] == uninterrupted['test']
+
+  # Evaluating never falls back to an older epoch.
+  damage(os.path.join(checkpoints, '4'))
+  with pytest.raises(errors.CheckpointError, match=r'--mode=evaluate: the latest checkpoint '
+                     r'cannot be restored: .*checkpoints/4 \(ValueError'):
+    train.train_and_evaluate(config, workdir, evaluate_only=True)
 
 
 def test_workdir_outputs_and_evaluate_mode(data_dir, tmp_path):
