@@ -48,6 +48,10 @@ def define_flags() -> dict:
           'process_id', None, 'This process in a multi-process run.'),
       verbose=flags.DEFINE_bool(
           'verbose', False, 'Also show the libraries\' start-up notices and the full config.'),
+      shard=flags.DEFINE_string(
+          'shard', None, 'I/N: train only share I (0..N-1) of a sweep\'s runs, so that N '
+          'independent processes sharing --workdir complete it; the last to finish writes '
+          'the report.'),
   )
   return _FLAG_HOLDERS
 
@@ -123,14 +127,19 @@ def default_workdir(config_argument: str) -> str:
   return os.path.join('runs', f'{name}_{variant}' if variant else name)
 
 
-def run(config, workdir: str, *, mode: str = 'train'):
-  """One run, a sweep, an evaluation or the report; a user's error as one line, exit 1."""
+def run(config, workdir: str, *, mode: str = 'train', shard: str | None = None):
+  """One run, a sweep (or a shard of it), an evaluation or the report; a user's error as one
+  line, exit 1."""
   from pejax import errors, report, sweep, train
   try:
+    if shard is not None and (mode == 'report' or not sweep.is_sweep(config)):
+      raise errors.SettingError(f'--shard={shard} applies to training or evaluating a sweep '
+                                'config (configs/paper/*.py); leave it out here.')
     if mode == 'report':
       return report.write_report(workdir)
     if sweep.is_sweep(config):
-      return train.train_sweep(config, workdir, evaluate_only=mode == 'evaluate')
+      return train.train_sweep(config, workdir, evaluate_only=mode == 'evaluate',
+                               shard=sweep.parse_shard(shard) if shard is not None else None)
     return train.train_and_evaluate(config, workdir, evaluate_only=mode == 'evaluate')
   except errors.PejaxError as error:
     raise SystemExit(f'pejax: error: {error}') from None
@@ -180,7 +189,7 @@ def main(argv) -> None:
              'num_epochs', 'batch_size', 'seed')
     logging.info('Workdir %s (all settings in its config.json): %s', workdir,
                  ', '.join(f'{name}={config[name]}' for name in shown))
-  run(config, workdir, mode=mode)
+  run(config, workdir, mode=mode, shard=holders['shard'].value)
 
 
 def console_main() -> None:

@@ -100,7 +100,7 @@ def _error(name: str, value, allowed: str) -> SettingError:
   return SettingError(f'config.{name}={value!r} is not allowed: {allowed}.')
 
 
-def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
+def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises SettingError for the first setting that cannot work, before any compute."""
   _check_choice(config, 'dataset', choices.DATASETS)
   _check_choice(config, 'model', choices.MODELS)
@@ -121,10 +121,6 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
                'checkpoint_every_epochs', 'max_checkpoints_to_keep', 'log_every_epochs'):
     if int(config[name]) < 1:
       raise _error(name, config[name], 'it must be ≥ 1')
-  if config.batch_size % num_devices:
-    raise _error('batch_size', config.batch_size,
-                 f'the global batch must divide evenly over the {num_devices} devices; use a '
-                 f'multiple of {num_devices}')
   if config.num_train_examples is not None and config.num_train_examples < 1:
     raise _error('num_train_examples', config.num_train_examples,
                  'use ≥ 1, or None for the whole training split')

@@ -35,3 +35,7 @@ class NonFiniteLossError(PejaxError, RuntimeError):
 
 class InputFileError(PejaxError, ValueError):
   """A file given to predict on cannot be read, or is of a format pejax does not read."""
+
+
+class CheckpointError(PejaxError, RuntimeError):
+  """No checkpoint of a run can be restored (damaged files), and none was deleted."""

@@ -9,6 +9,7 @@ Table 2) have the same settings, hence the same folder, and are trained once.
 from __future__ import annotations
 
 import ml_collections
+from ml_collections import config_dict
 
 from pejax import configuration
 from pejax.sweep import pe_settings, product, union
@@ -121,6 +122,9 @@ def phantom_experiments():
 
 def sweep_config(base: ml_collections.ConfigDict, runs) -> ml_collections.ConfigDict:
   base.sweep = runs
+  # Runs trained together at most; None: the device's default (`train.train_sweep`). A field,
+  # so that the command line can set it (--config.max_models_per_program=1).
+  base.max_models_per_program = config_dict.placeholder(int)
   return base
 
 

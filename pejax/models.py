@@ -5,6 +5,8 @@ logits. `width` scales every channel count (64 = the paper); `padding` is used b
 convolution. Convolutions followed by BatchNorm carry no bias (BatchNorm's own shift makes it
 redundant); the final 1×1 score convolution has one. Call with `train=True` to normalize with
 batch statistics and update the running averages, `train=False` to use the running averages.
+`mask` (broadcastable to the input, e.g. (N, 1, 1, 1) bool) picks the examples whose batch
+statistics count in training; the others are normalized with them but do not change them.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ class ConvBNReLU(nnx.Module):
     self.norm = nnx.BatchNorm(out_features, momentum=BATCH_NORM_MOMENTUM,
                               epsilon=BATCH_NORM_EPSILON, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x, train: bool):
-    return jax.nn.relu(self.norm(self.conv(x), use_running_average=not train))
+  def __call__(self, x, train: bool, mask=None):
+    return jax.nn.relu(self.norm(self.conv(x), use_running_average=not train, mask=mask))
 
 
 class DoubleConv(nnx.Module):
@@ -43,8 +45,8 @@ class DoubleConv(nnx.Module):
     self.first = ConvBNReLU(in_features, out_features, **kwargs)
     self.second = ConvBNReLU(out_features, out_features, **kwargs)
 
-  def __call__(self, x, train: bool):
-    return self.second(self.first(x, train), train)
+  def __call__(self, x, train: bool, mask=None):
+    return self.second(self.first(x, train, mask), train, mask)
 
 
 def score_conv(in_features, num_classes, *, conv_impl, dtype, rngs):
@@ -102,7 +104,7 @@ class UNet(nnx.Module):
                              DoubleConv(w + w, w, **kwargs)])
     self.score = score_conv(w, num_classes, conv_impl=conv_impl, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, mask=None):
     _, height, width, _ = x.shape
     multiple = 2**UNET_DEPTH
     if height % multiple or width % multiple:
@@ -110,12 +112,12 @@ class UNet(nnx.Module):
                        f'{multiple} (it halves the image {UNET_DEPTH} times).')
     skips = []
     for level in self.encoder:
-      x = level(x, train)
+      x = level(x, train, mask)
       skips.append(x)
       x = max_pool_2x2(x)
-    x = self.bottleneck(x, train)
+    x = self.bottleneck(x, train, mask)
     for level, skip in zip(self.decoder, reversed(skips)):
-      x = level(jnp.concatenate([upsample_bilinear_2x(x), skip], axis=-1), train)
+      x = level(jnp.concatenate([upsample_bilinear_2x(x), skip], axis=-1), train, mask)
     return self.score(x)
 
 
@@ -135,9 +137,9 @@ class SmallCNN(nnx.Module):
     self.layers = nnx.List([ConvBNReLU(a, b, **kwargs) for a, b in zip(channels[:-1], channels[1:])])
     self.score = score_conv(width, num_classes, conv_impl=conv_impl, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, mask=None):
     for layer in self.layers:
-      x = layer(x, train)
+      x = layer(x, train, mask)
     return self.score(x)
 
 

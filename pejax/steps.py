@@ -70,10 +70,14 @@ def model_inputs(spec: StepSpec, images, pe_scale):
   return inputs.astype(spec.compute_dtype) if spec.compute_dtype is not None else inputs
 
 
-def apply_model(spec: StepSpec, params, batch_stats, images, pe_scale, train: bool):
-  """Logits (float32) and the BatchNorm statistics after this call."""
+def apply_model(spec: StepSpec, params, batch_stats, images, pe_scale, train: bool,
+                mask=None):
+  """Logits (float32) and the BatchNorm statistics after this call; in training, BatchNorm's
+  batch statistics are over the examples where `mask` (N,) is True (all when None)."""
   model = nnx.merge(spec.graphdef, params, batch_stats)
-  logits = model(model_inputs(spec, images, pe_scale), train=train)
+  if mask is not None:
+    mask = mask.reshape((-1,) + (1,) * (images.ndim - 1))
+  logits = model(model_inputs(spec, images, pe_scale), train=train, mask=mask)
   return logits.astype(jnp.float32), nnx.state(model, nnx.BatchStat).to_pure_dict()
 
 
@@ -92,16 +96,22 @@ def example_cross_entropy(logits, labels):
 
 
 def cross_entropy_loss(logits, labels, weights):
-  """Mean pixel cross-entropy over examples with weight 1 (weight-0 examples fill a batch)."""
+  """Mean pixel cross-entropy over examples with weight 1 (weight-0 rows fill a batch up)."""
   per_example = example_cross_entropy(logits, labels)
   return jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
 def train_step(spec: StepSpec, state: TrainState, images, labels, weights, pe_scale):
-  """One Adam step on a batch; returns the new state and {'loss', 'grad_norm', 'finite'}."""
+  """One Adam step on a batch; returns the new state and {'loss', 'grad_norm', 'finite'}.
+
+  Rows of weight 0 are not part of the batch: neither the loss nor BatchNorm's statistics see
+  them, so a batch filled up with them (to a multiple of the device count, or the last batch of
+  an epoch) trains exactly as its weight-1 rows alone.
+  """
 
   def loss_fn(params):
-    logits, batch_stats = apply_model(spec, params, state.batch_stats, images, pe_scale, train=True)
+    logits, batch_stats = apply_model(spec, params, state.batch_stats, images, pe_scale,
+                                      train=True, mask=weights > 0)
     return cross_entropy_loss(logits, labels, weights), batch_stats
 
   (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -3,7 +3,8 @@
 A sweep config is a base config with a field `sweep`: a list of override dicts, one per run,
 built with `product` and `union` (e.g. datasets × PE settings × seeds). `expand` gives each run
 its name (its sub-folder of the sweep's workdir) and config; `plan_programs` groups the runs
-that can be trained together (same data, differing only in λ and/or seed). Training a sweep is
+that can be trained together (same data, differing only in λ and/or seed); `shard_runs` deals
+whole programs to N processes that share a sweep (`--shard=I/N`). Training a sweep is
 `pejax.train.train_sweep`.
 """
 
@@ -108,6 +109,38 @@ def plan_programs(runs, models_per_program: int):
     for start in range(0, len(members), models_per_program):
       programs.append(members[start:start + models_per_program])
   return programs
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+  """`--shard=I/N` as (I, N), 0 ≤ I < N; a SettingError saying what is allowed otherwise."""
+  index, slash, count = text.partition('/')
+  try:
+    index, count = int(index), int(count)
+  except ValueError:
+    index = count = -1
+  if not slash or not 0 <= index < count:
+    raise SettingError(f'--shard={text} is not allowed: use I/N with 0 ≤ I < N, e.g. --shard=0/4 '
+                       'for the first of 4 shards (with SLURM: '
+                       '--shard=$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT and --array=0-3).')
+  return index, count
+
+
+def shard_runs(runs, index: int, count: int, models_per_program: int):
+  """The runs of shard `index` of `count`: whole programs of the sweep, all of whose runs it
+  trains, so that `count` independent processes complete the sweep together.
+
+  The programs are those of every run of the sweep, finished or not (`plan_programs`), dealt in
+  the sweep's order each to the shard with the fewest runs so far: the share depends on the
+  runs and `models_per_program` only, so the processes agree without talking to each other.
+  """
+  dealt = [0] * count
+  mine = []
+  for program in plan_programs(runs, models_per_program):
+    shard = dealt.index(min(dealt))
+    dealt[shard] += len(program)
+    if shard == index:
+      mine.extend(program)
+  return mine
 
 
 def is_sweep(config: ml_collections.ConfigDict) -> bool:

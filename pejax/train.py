@@ -43,10 +43,10 @@ DEFAULT_MODELS_PER_PROGRAM = {'cpu': 1}
 DEFAULT_MODELS_PER_PROGRAM_ACCELERATOR = 12
 
 
-def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
+def validate(config: ml_collections.ConfigDict) -> None:
   """Every check of a run's settings that needs no data: the settings, then the sizes its
   dataset's builder makes."""
-  configuration.validate_config(config, num_devices)
+  configuration.validate_config(config)
   datasets.check_image_size(config.dataset, config.image_size)
   datasets.check_locations(config.data_dir, config.manual_dir)
 
@@ -104,20 +104,24 @@ def count_parameters(params) -> int:
 # ------------------------------------------------------------------------------ compiled parts
 
 
-def epoch_order(rng, epoch, example_ids, batch_size: int):
-  """Rows of the training array (steps, batch) and loss weights of one epoch.
+def epoch_order(rng, epoch, example_ids, batch_size: int, rows_per_step: int):
+  """Rows of the training array (steps, rows_per_step) and loss weights of one epoch.
 
   A fresh permutation of this model's training examples (`example_ids`: all of the split, or
-  a subset) per epoch from (rng, epoch). The last partial batch is filled with the first
-  examples of the same permutation at loss weight 0: BatchNorm sees a full batch of real
-  images, and each example contributes exactly once to the epoch's gradients.
+  a subset) per epoch from (rng, epoch), cut into steps of `batch_size` examples at weight 1.
+  The rest of each step's `rows_per_step` rows (the last, partial batch; rows that round the
+  batch up to the device count) repeat examples of the same step at weight 0, which the step
+  leaves out of the loss and BatchNorm's statistics: each example contributes exactly once to
+  the epoch, and each step equals one on its weight-1 examples alone.
   """
   num_examples = example_ids.shape[0]
   num_steps = -(-num_examples // batch_size)
   key = jax.random.fold_in(jax.random.wrap_key_data(rng), epoch)
-  order = jnp.resize(jax.random.permutation(key, example_ids), num_steps * batch_size)
-  weights = (jnp.arange(num_steps * batch_size) < num_examples).astype(jnp.float32)
-  return order.reshape(num_steps, batch_size), weights.reshape(num_steps, batch_size)
+  order = jnp.resize(jax.random.permutation(key, example_ids), (num_steps, batch_size))
+  real = (jnp.arange(num_steps * batch_size) < num_examples).reshape(num_steps, batch_size)
+  columns = jnp.arange(rows_per_step)
+  weights = (columns < batch_size) & real[:, columns % batch_size]
+  return order[:, columns % batch_size], weights.astype(jnp.float32)
 
 
 def train_batch(spec: steps.StepSpec, batch_sharding, state: steps.TrainState, pe_scale, rows,
@@ -128,10 +132,10 @@ def train_batch(spec: steps.StepSpec, batch_sharding, state: steps.TrainState, p
   return steps.train_step(spec, state, batch_images, batch_labels, weights, pe_scale)
 
 
-def train_epoch_scan(spec: steps.StepSpec, batch_sharding, batch_size: int,
+def train_epoch_scan(spec: steps.StepSpec, batch_sharding, batch_size: int, rows_per_step: int,
                      state: steps.TrainState, pe_scale, example_ids, images, labels):
   """One epoch as a single `lax.scan` over steps; returns the state and per-step metrics."""
-  order, weights = epoch_order(state.rng, state.epoch, example_ids, batch_size)
+  order, weights = epoch_order(state.rng, state.epoch, example_ids, batch_size, rows_per_step)
 
   def step(state, batch):
     return train_batch(spec, batch_sharding, state, pe_scale, *batch, images, labels)
@@ -149,16 +153,17 @@ class EpochRunner:
   same step outside it (BENCHMARKS.md), so the loop is the default.
   """
 
-  def __init__(self, spec, batch_sharding, batch_size: int, num_models: int, scan: bool):
+  def __init__(self, spec, batch_sharding, batch_size: int, rows_per_step: int, num_models: int,
+               scan: bool):
     vmapped = (lambda fn, axes: jax.vmap(fn, in_axes=axes)) if num_models > 1 else (lambda fn, _: fn)
     self.scan = scan
     if scan:
       self._epoch = jax.jit(vmapped(functools.partial(
-          train_epoch_scan, spec, batch_sharding, batch_size), (0, 0, 0, None, None)),
-          donate_argnums=(0,))
+          train_epoch_scan, spec, batch_sharding, batch_size, rows_per_step),
+          (0, 0, 0, None, None)), donate_argnums=(0,))
     else:
-      self._order = jax.jit(vmapped(functools.partial(epoch_order, batch_size=batch_size),
-                                    (0, 0, 0)))
+      self._order = jax.jit(vmapped(functools.partial(
+          epoch_order, batch_size=batch_size, rows_per_step=rows_per_step), (0, 0, 0)))
       self._step = jax.jit(vmapped(functools.partial(train_batch, spec, batch_sharding),
                                    (0, 0, 0, 0, None, None)), donate_argnums=(0,))
       self._next_epoch = jax.jit(lambda state: state.replace(epoch=state.epoch + 1),
@@ -167,9 +172,10 @@ class EpochRunner:
 
   @classmethod
   @functools.lru_cache(maxsize=16)
-  def shared(cls, spec, batch_sharding, batch_size: int, num_models: int, scan: bool):
+  def shared(cls, spec, batch_sharding, batch_size: int, rows_per_step: int, num_models: int,
+             scan: bool):
     """One runner (with its compiled programs) per distinct setting, reused by later runs."""
-    return cls(spec, batch_sharding, batch_size, num_models, scan)
+    return cls(spec, batch_sharding, batch_size, rows_per_step, num_models, scan)
 
   def __call__(self, state, pe_scale, example_ids, images, labels):
     if self.scan:
@@ -212,24 +218,6 @@ def unstack(tree, index: int):
   return jax.tree.map(lambda leaf: leaf[index], tree)
 
 
-def restore_common_epoch(runs: Sequence[Run], abstract_state):
-  """The latest epoch every run of the group has a complete checkpoint of, and their states.
-
-  Orbax writes a checkpoint to a temporary folder and renames it when complete, so a
-  half-written checkpoint is never listed here.
-  """
-  common = None
-  for run in runs:
-    saved = set(run.checkpoints.all_steps())
-    common = saved if common is None else common & saved
-  if not common:
-    return None, None
-  epoch = max(common)
-  states = [run.checkpoints.restore(epoch, args=ocp.args.StandardRestore(abstract_state))
-            for run in runs]
-  return epoch, states
-
-
 def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str], *,
                 mesh=None, run_data: input_pipeline.RunData | None = None,
                 evaluate_only: bool = False):
@@ -241,7 +229,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
   first = configs[0]
   mesh = mesh or input_pipeline.make_mesh()
   for config in configs:
-    validate(config, mesh.size)
+    validate(config)
     if configuration.group_settings(config) != configuration.group_settings(first):
       raise SettingError('runs trained together may differ only in seed and pe_scale.')
   # Data first (it may fail on an absent manual download): nothing in a workdir is touched yet.
@@ -272,7 +260,8 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
     run.writer = workdir_lib.create_metric_writer(run.workdir, just_logging=not is_writer)
 
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, initial[0])
-  restored_epoch, restored = restore_common_epoch(runs, abstract)
+  restored_epoch, restored = workdir_lib.restore_common_checkpoint(
+      [run.checkpoints for run in runs], abstract, resume=not evaluate_only)
   if restored is not None:
     states = restored
     logging.info('Restored the checkpoints of epoch %d.', restored_epoch)
@@ -314,9 +303,10 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
   config = runs[0].config
   num_models = len(runs)
   num_examples = len(runs[0].example_ids)
-  batch_size = input_pipeline.training_batch_size(num_examples, config.batch_size, mesh.size)
-  run_epoch = EpochRunner.shared(spec, NamedSharding(mesh, P('data')), batch_size, num_models,
-                                 bool(config.scan_epoch))
+  batch_size, rows_per_step = input_pipeline.training_batch_size(
+      num_examples, config.batch_size, mesh.size)
+  run_epoch = EpochRunner.shared(spec, NamedSharding(mesh, P('data')), batch_size,
+                                 rows_per_step, num_models, bool(config.scan_epoch))
   if num_models > 1:
     state = stack(states)
     pe_scales = jnp.asarray([configuration.pe_scale_of(run.config) for run in runs], jnp.float32)
@@ -413,7 +403,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   Returns the results. A finished run is not retrained: its results are returned as they are
   (with `evaluate_only=True` the latest checkpoint is evaluated again instead).
   """
-  validate(config, jax.device_count())
+  validate(config)
   workdir_lib.check_location(workdir)
   workdir_lib.check_shared(workdir)
   if (workdir_lib.is_finished(workdir) and not evaluate_only
@@ -425,24 +415,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 
 
-def train_sweep(config: ml_collections.ConfigDict, workdir: str, *,
-                evaluate_only: bool = False) -> list[str]:
+def train_sweep(config: ml_collections.ConfigDict, workdir: str, *, evaluate_only: bool = False,
+                shard: tuple[int, int] | None = None) -> list[str]:
   """Runs every unfinished run of a sweep config under `workdir`, then writes the report.
 
   Runs that can share a program (`sweep.plan_programs`) are trained together; the dataset of
-  consecutive programs is loaded and placed once. Returns the run folders.
+  consecutive programs is loaded and placed once. `shard=(I, N)` runs only shard I's share of
+  the sweep (`sweep.shard_runs`), for N processes sharing the workdir. Returns the run folders
+  (of the shard).
   """
   platform = jax.devices()[0].platform
-  models_per_program = int(config.get('max_models_per_program') or DEFAULT_MODELS_PER_PROGRAM.get(
+  configured = config.get('max_models_per_program')
+  models_per_program = int(configured or DEFAULT_MODELS_PER_PROGRAM.get(
       platform, DEFAULT_MODELS_PER_PROGRAM_ACCELERATOR))
-  runs = sweep.expand(config)
+  every_run = sweep.expand(config)
+  # Shards are cut from programs of the accelerators' size (or the config's) on every kind of
+  # device, so that shards on CPUs and on accelerators agree on them.
+  shard_unit = int(configured or DEFAULT_MODELS_PER_PROGRAM_ACCELERATOR)
+  runs = sweep.shard_runs(every_run, *shard, shard_unit) if shard else every_run
   mesh = input_pipeline.make_mesh()
   workdir_lib.check_location(workdir)
   # Everything is checked before any compute: settings, and that no finished run would be
   # overwritten by a run with other settings.
-  for name, run_config in runs:
+  for name, run_config in every_run:
     try:
-      validate(run_config, mesh.size)
+      validate(run_config)
     except SettingError as error:
       raise SettingError(f'sweep run {name}: {error}') from None
     workdir_lib.check_settings(os.path.join(workdir, name), run_config)
@@ -450,7 +447,8 @@ def train_sweep(config: ml_collections.ConfigDict, workdir: str, *,
   finished = {name for name, _ in runs if workdir_lib.is_finished(os.path.join(workdir, name))}
   pending = [(n, c) for n, c in runs if (n in finished) == evaluate_only]
   total, done = len(runs), len(runs) - len(pending)
-  logging.info('Sweep %s: %d runs, %d finished, %d to %s.', workdir, total, done, len(pending),
+  logging.info('Sweep %s%s: %d runs, %d finished, %d to %s.', workdir,
+               f' shard {shard[0]}/{shard[1]}' if shard else '', total, done, len(pending),
                'evaluate' if evaluate_only else 'run')
   programs = sweep.plan_programs(pending, models_per_program)
   start = time.perf_counter()
@@ -473,6 +471,23 @@ def train_sweep(config: ml_collections.ConfigDict, workdir: str, *,
     logging.info('Sweep: runs done %d/%d, %.0fs elapsed, ETA %.0fs (%s).', done, total, elapsed,
                  eta, time.strftime('%H:%M:%S', time.localtime(time.time() + eta)))
   if jax.process_index() == 0:
-    from pejax import report  # the report reads every run back from the folder
-    logging.info('Report: %s', report.write_report(workdir))
+    _write_report(workdir, [name for name, _ in every_run], shard)
   return [os.path.join(workdir, name) for name, _ in runs]
+
+
+def _write_report(workdir: str, names: Sequence[str], shard: tuple[int, int] | None) -> None:
+  """The sweep's report; a shard writes it only once every run of the sweep is finished.
+
+  Each shard checks after its own runs' results are written, so the last shard to finish sees
+  every run finished; shards finishing together may both write it, which the atomic writes of
+  the report and its figures make harmless.
+  """
+  from pejax import report  # the report reads every run back from the folder
+  waiting = [name for name in names if not workdir_lib.is_finished(os.path.join(workdir, name))]
+  if shard and waiting:
+    logging.info('Shard %d/%d done; runs of the sweep not finished yet: %d (%s). The last '
+                 'shard to finish writes the report, or: python -m pejax.report --workdir=%s',
+                 *shard, len(waiting), ', '.join(waiting[:5]) + (', ...' if len(waiting) > 5 else ''),
+                 workdir)
+    return
+  logging.info('Report: %s', report.write_report(workdir))

@@ -28,7 +28,8 @@ from absl import logging
 from clu import metric_writers
 
 from pejax import configuration, storage
-from pejax.errors import RunNotFoundError, SettingsMismatchError, WorkdirError
+from pejax.errors import (CheckpointError, RunNotFoundError, SettingsMismatchError,
+                          WorkdirError)
 
 CONFIG_FILE = 'config.json'
 RESULTS_FILE = 'results.json'
@@ -255,6 +256,53 @@ class _UploadingWriter(metric_writers.MultiWriter):
     super().close()
     self._upload()
     shutil.rmtree(self._local, ignore_errors=True)
+
+
+def restore_common_checkpoint(managers: Sequence[ocp.CheckpointManager], abstract_state, *,
+                              resume: bool = True):
+  """The latest epoch every run of a group has a complete, readable checkpoint of, and the runs'
+  states restored from it; (None, None) when there is no common epoch.
+
+  Orbax writes a checkpoint to a temporary folder and renames it when complete, so a
+  half-written checkpoint is never listed here. One that is listed but cannot be read (a
+  truncated or lost array file after a disk or bucket error) is named in a warning with the
+  error. To `resume` training, the previous common epoch is tried next, and the checkpoints
+  after the restored one are deleted so that the epochs trained again write them anew (Orbax
+  skips saving an epoch that has a checkpoint). Otherwise (evaluation) only the latest is tried
+  and nothing is deleted. CheckpointError names the checkpoints that could not be restored.
+  """
+  common = set.intersection(*(set(manager.all_steps()) for manager in managers))
+  if not common:
+    return None, None
+  failures = []
+  for epoch in sorted(common, reverse=True)[:None if resume else 1]:
+    states = []
+    for manager in managers:
+      try:
+        states.append(manager.restore(epoch, args=ocp.args.StandardRestore(abstract_state)))
+      except Exception as error:  # Orbax raises a bare Exception for a damaged array
+        failures.append(f'{manager.directory / str(epoch)} ({_root_cause(error)})')
+        logging.warning('Cannot restore the checkpoint %s%s', failures[-1],
+                        '; trying the previous one.' if resume else '.')
+        break
+    else:
+      for manager in managers if resume else ():
+        for later in [step for step in manager.all_steps() if step > epoch]:
+          manager.delete(later)
+      return epoch, states
+  if not resume:
+    raise CheckpointError(f'--mode=evaluate: the latest checkpoint cannot be restored: '
+                          f'{failures[0]}. Restore it from a copy, or delete it to evaluate the '
+                          'one before it.')
+  raise CheckpointError(f'no checkpoint can be restored: {"; ".join(failures)}. Restore them '
+                        'from a copy, or delete them to train the run from the start.')
+
+
+def _root_cause(error: BaseException) -> str:
+  """The innermost cause of an error, on one line (Orbax wraps TensorStore's in a long one)."""
+  while error.__cause__ is not None:
+    error = error.__cause__
+  return f'{type(error).__name__}: {" ".join(str(error).split())[:300]}'
 
 
 # ------------------------------------------------------------------------------ results

@@ -243,16 +243,6 @@ def forbidden(what):
   return fail
 
 
-def test_batch_size_must_divide_over_the_devices():
-  config = configuration.base_config()
-  config.batch_size = 21
-  with pytest.raises(ValueError, match=r'config\.batch_size=21 is not allowed: the global batch '
-                     r'must divide evenly over the 2 devices; use a multiple of 2'):
-    configuration.validate_config(config, num_devices=2)
-  config.batch_size = 20
-  configuration.validate_config(config, num_devices=2)
-
-
 def snapshot(folder):
   """Every file under `folder` with its modification time and a hash of its contents."""
   state = {}
@@ -278,10 +268,7 @@ def test_a_finished_run_is_never_overwritten_by_other_settings(data_dir, tmp_pat
 @pytest.mark.slow
 def test_bad_settings_on_the_command_line(data_dir, tmp_path):
   """A few of the above through `main.py`: one clear line, exit code 1, no workdir."""
-  two_devices = {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
   cases = {  # name: (settings, environment, message)
-      'batch': (dict(batch_size=21), two_devices, 'config.batch_size=21 is not allowed: the '
-                'global batch must divide evenly over the 2 devices; use a multiple of 2'),
       'size': (dict(dataset='jsrt', image_size=96), None, 'config.image_size=96 is not allowed: '
                'the jsrt builder is prepared at 64, 128, 256'),
       'severity': ({'robustness.severities': '(1,6)'}, None, 'robustness config: '

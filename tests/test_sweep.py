@@ -2,11 +2,14 @@
 
 import glob
 import os
+import re
+import subprocess
+import sys
 
 import pytest
 from ml_collections.config_flags import config_flags as config_flags_lib
 
-from pejax import configuration, sweep, train
+from pejax import configuration, errors, sweep, train, workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -123,7 +126,7 @@ def test_paper_configs_expand_and_validate(path):
   runs = sweep.expand(config)
   assert len(runs) >= 4
   for _, run_config in runs:
-    configuration.validate_config(run_config, num_devices=1)
+    configuration.validate_config(run_config)
   seeds = {c.seed for _, c in runs}
   assert seeds == {0, 1, 2}
 
@@ -142,3 +145,131 @@ def test_gpu_scale_paper_configs_run_in_miniature(path, data_dir, tmp_path):
   config.sweep = kept[:2]
   train.train_sweep(config, str(tmp_path / 'sweep'))
   assert len(glob.glob(str(tmp_path / 'sweep' / '*' / 'results.json'))) == len(config.sweep)
+
+
+# ---------------------------------------------------------------------------------- shards
+
+
+def paper_runs():
+  path = os.path.join(REPO, 'configs', 'paper', 'phantom_all.py')
+  return sweep.expand(config_flags_lib._ConfigFileParser(name='config').parse(path))
+
+
+@pytest.mark.parametrize('count', [1, 2, 3, 7, 30, 40])
+def test_shards_split_a_sweep_into_whole_programs(count):
+  runs = paper_runs()
+  shards = [sweep.shard_runs(runs, index, count, models_per_program=12) for index in range(count)]
+  names = [name for shard in shards for name, _ in shard]
+  assert sorted(names) == sorted(name for name, _ in runs)  # every run once
+  owner = {name: index for index, shard in enumerate(shards) for name, _ in shard}
+  programs = sweep.plan_programs(runs, models_per_program=12)
+  for program in programs:
+    assert len({owner[name] for name, _ in program}) == 1, [name for name, _ in program]
+  sizes = [len(shard) for shard in shards]
+  assert max(sizes) - min(sizes) <= max(len(p) for p in programs)
+  if count <= len(programs):
+    assert min(sizes) > 0
+  # The same share from the same sweep, whatever else is known (finished runs, other shards).
+  assert sweep.shard_runs(runs, count - 1, count, 12) == shards[-1]
+
+
+@pytest.mark.parametrize('text', ['2/2', '-1/2', '1', '1/0', 'a/b', '0/2/3'])
+def test_a_bad_shard_is_refused_with_what_is_allowed(text):
+  with pytest.raises(errors.SettingError, match=r'--shard=.* is not allowed: use I/N with 0 ≤ I < N'):
+    sweep.parse_shard(text)
+  assert sweep.parse_shard('1/4') == (1, 4)
+
+
+def test_the_last_shard_to_finish_writes_the_report(data_dir, tmp_path):
+  config = tiny(configuration.base_config(), data_dir)
+  config.model = 'cnn4'
+  config.num_epochs = 1
+  config.sweep = sweep.product(pe=sweep.pe_settings([None, 256.0]))
+  workdir = str(tmp_path / 'sweep')
+  assert train.train_sweep(config, workdir, shard=(1, 2)) == [os.path.join(workdir, 'pe256')]
+  # The other shard's run is not finished: no report yet (it would lack that run).
+  assert not os.path.exists(os.path.join(workdir, 'report.md'))
+  assert train.train_sweep(config, workdir, shard=(0, 2)) == [os.path.join(workdir, 'nope')]
+  with open(os.path.join(workdir, 'report.md')) as f:
+    assert 'from 2 finished runs' in f.read()
+
+
+@pytest.mark.parametrize('mode', ['train', 'report'])
+def test_a_shard_of_what_is_not_a_sweep_is_refused(tmp_path, mode):
+  from pejax import cli
+  with pytest.raises(SystemExit, match=r'pejax: error: --shard=0/2 applies to training or '
+                     r'evaluating a sweep config'):
+    cli.run(configuration.base_config(), str(tmp_path / 'run'), mode=mode, shard='0/2')
+  assert not os.path.exists(tmp_path / 'run')
+
+
+SHARDED_SWEEP_CONFIG = '''
+from pejax import configuration, sweep
+
+
+def get_config():
+  config = configuration.base_config()
+  config.update(dict(image_size=32, model='cnn4', width=4, num_epochs=1, eval_every_epochs=1,
+                     num_image_panels=0, batch_size=10))
+  config.robustness.severities = (1, 5)
+  config.robustness.shifts = (-2, 0, 2)
+  config.sweep = sweep.product(pe=sweep.pe_settings([None, 256.0]), seed=[0, 1])
+  return config
+'''
+
+
+def start_sweep(config_path, data_dir, workdir, log_path, *flags):
+  log = open(log_path, 'w')
+  return subprocess.Popen(
+      [sys.executable, 'main.py', f'--config={config_path}', f'--config.data_dir={data_dir}',
+       f'--workdir={workdir}', *flags], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+
+
+def finished_sweep(workdir):
+  """What a finished sweep holds, less times: each run's numbers and grid, the report (but its
+  'Made:' line) and the report's figures."""
+  runs = {}
+  for path in sorted(glob.glob(os.path.join(workdir, '*', 'results.json'))):
+    folder = os.path.dirname(path)
+    results = workdir_lib.read_results(folder).to_json()
+    grid = workdir_lib.read_json(os.path.join(folder, workdir_lib.ROBUSTNESS_FILE))
+    grid.pop('seconds')
+    runs[os.path.basename(folder)] = ({key: results[key] for key in (
+        'config', 'epochs', 'steps', 'test', 'validation', 'test_averaged_mask')}, grid)
+  with open(os.path.join(workdir, workdir_lib.REPORT_FILE)) as f:
+    report = [line for line in f if not line.startswith('- Made:')]
+  figures = {}
+  for path in sorted(glob.glob(os.path.join(workdir, '*.png'))):
+    with open(path, 'rb') as f:
+      figures[os.path.basename(path)] = f.read()
+  return runs, report, figures
+
+
+@pytest.mark.slow
+def test_two_shards_at_once_make_the_runs_and_report_of_one_process(data_dir, tmp_path):
+  config_path = tmp_path / 'sharded_sweep.py'
+  config_path.write_text(SHARDED_SWEEP_CONFIG)
+  # The one process first: it also builds the phantom that the shards then only read.
+  whole = start_sweep(config_path, data_dir, tmp_path / 'whole' / 'sweep',
+                       tmp_path / 'whole.log')
+  assert whole.wait(timeout=600) == 0, (tmp_path / 'whole.log').read_text()[-3000:]
+  shards = [start_sweep(config_path, data_dir, tmp_path / 'sharded' / 'sweep',
+                        tmp_path / f'{index}.log',
+                        f'--shard={index}/2') for index in range(2)]
+  for index, shard in enumerate(shards):
+    assert shard.wait(timeout=600) == 0, (tmp_path / f'{index}.log').read_text()[-3000:]
+  logs = [(tmp_path / f'{index}.log').read_text() for index in range(2)]
+  # Each shard trained its own half: the no-PE runs and the PE runs (one program each on an
+  # accelerator).
+  trained = [sorted(re.findall(r'Sweep program \d+/\d+: (\S+) \(runs done', log)) for log in logs]
+  assert trained == [['seed0_nope', 'seed1_nope'], ['pe256_seed0', 'pe256_seed1']], logs
+  assert sum('Report: ' in log for log in logs) >= 1
+
+  runs, report, figures = finished_sweep(tmp_path / 'sharded' / 'sweep')
+  expected_runs, expected_report, expected_figures = finished_sweep(tmp_path / 'whole' / 'sweep')
+  assert sorted(runs) == sorted(expected_runs) == ['pe256_seed0', 'pe256_seed1', 'seed0_nope',
+                                                   'seed1_nope']
+  assert runs == expected_runs
+  assert report == expected_report
+  assert figures.keys() == expected_figures.keys() and figures == expected_figures

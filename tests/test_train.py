@@ -2,8 +2,10 @@
 
 import csv
 import dataclasses
+import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,7 +16,8 @@ import numpy as np
 import optax
 import pytest
 
-from pejax import configuration, errors, input_pipeline, steps, train, workdir as workdir_lib
+from pejax import (configuration, errors, evaluation, input_pipeline, steps, train,
+                   workdir as workdir_lib)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -86,6 +89,62 @@ def test_resume_after_interruption_gives_the_uninterrupted_results(data_dir, tmp
   assert again['test'] == resumed['test'] and calls['count'] == 0
 
 
+def damage(checkpoint_folder):
+  """Truncates the array data files of a checkpoint to half, as a failed disk or upload would
+  leave them. (All of them: OCDBT keeps superseded data in some, whose loss goes unnoticed.)"""
+  files = glob.glob(os.path.join(checkpoint_folder, '**', 'd', '*'), recursive=True)
+  assert files
+  for path in files:
+    with open(path, 'r+b') as f:
+      f.truncate(os.path.getsize(path) // 2)
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_is_passed_over_for_the_previous_one(data_dir, tmp_path, monkeypatch,
+                                                                  caplog):
+  caplog.set_level('WARNING')
+  config = small_config(data_dir)
+  uninterrupted = train.train_and_evaluate(config, str(tmp_path / 'uninterrupted'))
+  workdir = str(tmp_path / 'damaged')
+  checkpoints = os.path.join(workdir, workdir_lib.CHECKPOINT_FOLDER)
+
+  def interrupt(*args, **kwargs):
+    raise KeyboardInterrupt('simulated interruption after the last checkpoint, before results')
+
+  with monkeypatch.context() as patch:
+    patch.setattr(evaluation.Evaluator, 'finish_run', interrupt)
+    with pytest.raises(KeyboardInterrupt):
+      train.train_and_evaluate(config, workdir)
+  shutil.copytree(checkpoints, str(tmp_path / 'copy'))
+
+  # Every checkpoint damaged: an error naming both, and nothing deleted.
+  damage(os.path.join(checkpoints, '3'))
+  damage(os.path.join(checkpoints, '4'))
+  with pytest.raises(errors.CheckpointError, match=r'no checkpoint can be restored: .*checkpoints/4 '
+                     r'\(ValueError: .*\); .*checkpoints/3 \(ValueError: .*\)\. Restore them'):
+    train.train_and_evaluate(config, workdir)
+  assert sorted(os.listdir(checkpoints)) == ['3', '4']
+
+  # The latest damaged: a warning naming it, and the run resumes from epoch 3 to the same end.
+  shutil.rmtree(os.path.join(checkpoints, '3'))
+  shutil.copytree(str(tmp_path / 'copy' / '3'), os.path.join(checkpoints, '3'))
+  caplog.clear()
+  resumed = train.train_and_evaluate(config, workdir)
+  warnings = [r.getMessage() for r in caplog.records if 'Cannot restore' in r.getMessage()]
+  assert len(warnings) == 1 and 'checkpoints/4 (ValueError: ' in warnings[0], warnings
+  for key in ('test', 'validation', 'test_averaged_mask', 'epochs', 'steps'):
+    assert resumed[key] == uninterrupted[key], key
+  # Epoch 4 was written again: evaluating it gives the same numbers.
+  evaluated = train.train_and_evaluate(config, workdir, evaluate_only=True)
+  assert evaluated['test'] == uninterrupted['test']
+
+  # Evaluating never falls back to an older epoch.
+  damage(os.path.join(checkpoints, '4'))
+  with pytest.raises(errors.CheckpointError, match=r'--mode=evaluate: the latest checkpoint '
+                     r'cannot be restored: .*checkpoints/4 \(ValueError'):
+    train.train_and_evaluate(config, workdir, evaluate_only=True)
+
+
 def test_workdir_outputs_and_evaluate_mode(data_dir, tmp_path):
   config = small_config(data_dir, num_epochs=2)
   workdir = str(tmp_path / 'run')
@@ -139,15 +198,28 @@ def test_subset_of_training_examples(data_dir, tmp_path):
   assert results['num_train_examples'] == 5 and results['steps'] == 1
 
 
-@pytest.mark.parametrize('num_examples, batch_size, multiple, expected', [
-    (5, 20, 1, 5), (10, 20, 1, 10), (10, 20, 4, 20), (7, 20, 1, 20), (20, 20, 1, 20),
-    (156, 20, 1, 20), (1, 20, 1, 1)])
-def test_training_batch_size(num_examples, batch_size, multiple, expected):
-  assert input_pipeline.training_batch_size(num_examples, batch_size, multiple) == expected
+@pytest.mark.parametrize('num_examples, batch_size, num_devices, expected', [
+    (5, 20, 1, (5, 5)), (10, 20, 1, (10, 10)), (10, 20, 4, (10, 12)), (7, 20, 1, (7, 7)),
+    (20, 20, 1, (20, 20)), (156, 20, 1, (20, 20)), (156, 20, 8, (20, 24)), (1, 20, 8, (1, 8))])
+def test_training_batch_size(num_examples, batch_size, num_devices, expected):
+  assert input_pipeline.training_batch_size(num_examples, batch_size, num_devices) == expected
 
 
-def test_a_batch_filled_from_a_small_training_set_equals_the_set_alone():
-  """What lets `training_batch_size` train 5 images in a batch of 5 instead of a filled 20."""
+def test_an_epoch_trains_each_example_once_in_batches_filled_at_weight_zero():
+  rows, weights = train.epoch_order(jax.random.key_data(jax.random.key(0)), 3, jnp.arange(156),
+                                    batch_size=20, rows_per_step=24)
+  rows, weights = np.asarray(rows), np.asarray(weights)
+  assert rows.shape == weights.shape == (8, 24)
+  assert weights.sum(axis=1).tolist() == [20] * 7 + [16]
+  assert sorted(rows[weights == 1].tolist()) == list(range(156))
+  # The rows at weight 0 repeat examples of their own step (no extra data is gathered).
+  for step_rows, step_weights in zip(rows, weights):
+    assert set(step_rows[step_weights == 0]) <= set(step_rows[:20])
+
+
+def test_a_batch_filled_at_weight_zero_equals_its_examples_alone():
+  """7 images filled up to 20 rows (repeated unevenly): loss, gradients and BatchNorm
+  statistics of the 7 alone, as for a partial last batch or a batch rounded up to the devices."""
   config = small_config(None)  # the small CNN: three BatchNorm layers
   spec, init_state = train.model_spec(config, num_classes=4)
   # Plain gradient descent with step 1: the new parameters show the gradients themselves
@@ -156,18 +228,80 @@ def test_a_batch_filled_from_a_small_training_set_equals_the_set_alone():
   state = init_state(0)
   state = state.replace(opt_state=spec.optimizer.init(state.params))
   rng = np.random.default_rng(0)
-  images = jnp.asarray(rng.normal(size=(5, 32, 32, 1)), jnp.float32)
-  labels = jnp.asarray(rng.integers(0, 4, size=(5, 32, 32)), jnp.int32)
-  rows, weights = train.epoch_order(state.rng, 0, jnp.arange(5), batch_size=20)
+  images = jnp.asarray(rng.normal(size=(7, 32, 32, 1)), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, 4, size=(7, 32, 32)), jnp.int32)
+  rows, weights = train.epoch_order(state.rng, 0, jnp.arange(7), batch_size=7, rows_per_step=20)
+  assert weights[0].tolist() == [1.0] * 7 + [0.0] * 13
   train_step = jax.jit(steps.train_step, static_argnums=0)
   filled_state, filled = train_step(spec, state, images[rows[0]], labels[rows[0]], weights[0],
                                     jnp.float32(1.0))
-  alone_state, alone = train_step(spec, state, images, labels, jnp.ones(5), jnp.float32(1.0))
+  alone_state, alone = train_step(spec, state, images[rows[0, :7]], labels[rows[0, :7]],
+                                  jnp.ones(7), jnp.float32(1.0))
   np.testing.assert_allclose(filled['loss'], alone['loss'], rtol=1e-5)
   np.testing.assert_allclose(filled['grad_norm'], alone['grad_norm'], rtol=1e-4)
   for new, reference in zip(jax.tree.leaves((filled_state.params, filled_state.batch_stats)),
                             jax.tree.leaves((alone_state.params, alone_state.batch_stats))):
     np.testing.assert_allclose(new, reference, rtol=1e-4, atol=1e-6)
+
+
+PAPER_BATCH_SCRIPT = textwrap.dedent('''
+    import json
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from pejax import configuration, input_pipeline, train
+    config = configuration.base_config()
+    config.update(dict(image_size=32, model='unet', width=4))
+    spec, init_state = train.model_spec(config, num_classes=4)
+    rng = np.random.default_rng(0)
+    num_examples = 56  # steps of 20, 20 and 16 examples
+    images = rng.normal(size=(num_examples, 32, 32, 1)).astype(np.float32)
+    labels = rng.integers(0, 4, size=(num_examples, 32, 32)).astype(np.int32)
+
+    def two_epochs(devices):
+      mesh = Mesh(np.asarray(devices), ('data',))
+      batch_size, rows = input_pipeline.training_batch_size(num_examples, 20, mesh.size)
+      run_epoch = train.EpochRunner(spec, NamedSharding(mesh, P('data')), batch_size, rows, 1, False)
+      state = jax.jit(init_state, out_shardings=input_pipeline.replicated(mesh))(0)
+      data = [input_pipeline.place_rows(array, mesh) for array in (images, labels)]
+      metrics = []
+      for _ in range(2):
+        state, epoch_metrics = run_epoch(state, jnp.float32(1.0), jnp.arange(num_examples), *data)
+        metrics.append(epoch_metrics)
+      return rows, jax.device_get((state, metrics))
+
+    one_rows, (one, one_metrics) = two_epochs(jax.devices()[:1])
+    eight_rows, (eight, eight_metrics) = two_epochs(jax.devices())
+    def largest(a, b):
+      return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+                 for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    print(json.dumps({
+        'devices': jax.device_count(), 'rows': [one_rows, eight_rows],
+        'loss': largest([m['loss'] for m in one_metrics], [m['loss'] for m in eight_metrics]),
+        'grad_norm': largest([m['grad_norm'] for m in one_metrics],
+                             [m['grad_norm'] for m in eight_metrics]),
+        'params': largest(one.params, eight.params),
+        'batch_stats': largest(one.batch_stats, eight.batch_stats),
+        'loss_scale': float(np.mean(one_metrics[0]['loss'])),
+        'grad_norm_scale': float(np.mean(one_metrics[0]['grad_norm']))}))
+''')
+
+
+@pytest.mark.slow
+def test_the_paper_batch_on_eight_devices_trains_as_on_one():
+  """Batch 20 on 8 devices: 24 rows per step, 4 at weight 0; 6 steps (the third of each epoch
+  has 16 examples) give the loss, gradient norm, parameters and BatchNorm statistics of 1 device."""
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_PLATFORMS='cpu')
+  output = subprocess.run([sys.executable, '-c', PAPER_BATCH_SCRIPT], env=env,
+                          capture_output=True, text=True, timeout=900, cwd=REPO)
+  assert output.returncode == 0, output.stderr[-3000:]
+  largest = json.loads(output.stdout.strip().splitlines()[-1])
+  assert largest['devices'] == 8 and largest['rows'] == [20, 24]
+  # Only the order of float reductions differs. Observed: loss 2e-7, gradient norm 1e-7,
+  # BatchNorm statistics 1e-6, parameters 2e-5 (Adam divides tiny gradients by their own size);
+  # with the filler rows in BatchNorm's statistics these were 2e-3, 5e-2, 8e-2 and 1e-2.
+  assert largest['loss'] < 1e-5 and largest['grad_norm'] < 1e-5, largest
+  assert largest['batch_stats'] < 1e-5 and largest['params'] < 1e-4, largest
 
 
 MULTI_DEVICE_SCRIPT = textwrap.dedent('''
