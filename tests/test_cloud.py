@@ -182,13 +182,14 @@ def test_a_missing_dataset_in_a_bucket_says_how_to_put_it_there(in_process):
 
 def test_a_dataset_in_a_bucket_is_read_from_a_local_copy(bucket_data_dir, in_process):
   """Copied once to the data cache, and again when the files there differ from the bucket's."""
+  from data_builders.phantoms import phantoms_dataset_builder
   from pejax import datasets
   first = datasets.load_split('phantom_chest', 'test', image_size=IMAGE_SIZE,
                               data_dir=bucket_data_dir)
   local = str(datasets.prepare('phantom_chest', image_size=IMAGE_SIZE,
                                data_dir=bucket_data_dir).data_dir)
   assert local == os.path.join(os.environ['PEJAX_DATA_CACHE'], 'gs', BUCKET, 'tfds', 'phantoms',
-                               f'chest_{IMAGE_SIZE}', '1.0.0')
+                               f'chest_{IMAGE_SIZE}', str(phantoms_dataset_builder.Builder.VERSION))
   os.remove(os.path.join(local, 'features.json'))
   again = datasets.load_split('phantom_chest', 'test', image_size=IMAGE_SIZE,
                               data_dir=bucket_data_dir)
@@ -230,7 +231,8 @@ def test_a_run_in_a_bucket_is_killed_resumed_and_evaluated(emulator, bucket, buc
   assert len(events) == 3  # one per process: killed, resumed, evaluated
   assert [name for name in top if name not in events] == [
       'config.json', 'results.json', 'robustness.csv', 'robustness.json',
-      'robustness_corruptions.png', 'robustness_shifts.png']
+      'robustness_cases.csv', 'robustness_corruptions.png', 'robustness_shifts.png',
+      'test_cases.csv']
   assert len(robustness.result_rows(read_json(bucket, 'run/robustness.json'))) > 3
   assert not any('.tmp' in name or '.write_probe' in name for name in written)
   check_events(bucket, 'run/' + sorted(events)[1], tmp_path)  # the resumed run's
