@@ -322,9 +322,10 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
   last_checkpoint = restored_epoch
   report_progress = periodic_actions.ReportProgress(
       num_train_steps=config.num_epochs * steps_per_epoch, writer=runs[0].writer)
-  logging.info('Training %d × %s on %s: %d examples, %d steps/epoch, %d devices, epochs %d..%d.',
-               num_models, config.model, config.dataset, num_examples, steps_per_epoch,
-               mesh.size, start_epoch + 1, config.num_epochs)
+  logging.info('Training %d × %s on %s: %d examples, %d steps/epoch of %d (%d rows), %d devices, '
+               'epochs %d..%d.', num_models, config.model, config.dataset, num_examples,
+               steps_per_epoch, batch_size, rows_per_step, mesh.size, start_epoch + 1,
+               config.num_epochs)
   timings = {'epoch_seconds': []}
   train_start = time.perf_counter()
   for epoch in range(start_epoch + 1, config.num_epochs + 1):

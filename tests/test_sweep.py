@@ -180,6 +180,7 @@ def test_a_bad_shard_is_refused_with_what_is_allowed(text):
   assert sweep.parse_shard('1/4') == (1, 4)
 
 
+@pytest.mark.slow
 def test_the_last_shard_to_finish_writes_the_report(data_dir, tmp_path):
   config = tiny(configuration.base_config(), data_dir)
   config.model = 'cnn4'
