@@ -5,7 +5,7 @@ without PE it cannot tell them apart (paper Sec. 3.2: Dice ≈ 0.5 on JSRT).
 Command: python main.py --config=configs/cnn4.py   (CPU-sized: configs/cnn4.py:quick)
 
 Expected result (measured, :quick = 64×64, width 16, 30 epochs, 2-core CPU, 2026-12-01,
-phantom builder 2.0.0): test Dice 0.464, far below the averaged mask (0.811).
+phantom builder 2.0.0): test Dice 0.463, far below the averaged mask (0.811).
 """
 
 from pejax import configuration
