@@ -213,11 +213,10 @@ def _check_small_cnn(settings, dataset):
   lifted = _compare(with_pe[0], without[0], CLEAN, f'clean Dice {pe_label(pe)} − no PE',
                     margin=FAR_MARGIN)
   # The averaged mask of a run's training set is fixed: PE's per-image Dice against its mean,
-  # seed by seed in `paired_values`' order.
+  # seed by seed (both from `paired_values`, so in the same order).
   dice = paired_values(with_pe, *CLEAN)[0]
-  runs = sorted(with_pe[0].runs, key=lambda run: str(run.config.get('seed')))
-  masks = np.array([[(run.results.test_averaged_mask or {}).get('dice', np.nan)]
-                    for run in runs], np.float64)
+  masks = paired_values(with_pe, None,
+                        lambda run: (run.results.test_averaged_mask or {}).get('dice'))[0]
   above = paired_effect(dice - masks)
   means = _means([without[0], with_pe[0]], CLEAN, 'clean Dice') + (
       f', averaged mask {np.nanmean(masks):.3f}')
