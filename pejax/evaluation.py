@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from pejax import (configuration, input_pipeline, metrics, per_case, provenance, robustness, steps,
+from pejax import (configuration, examples, input_pipeline, metrics, per_case, provenance, robustness, steps,
                    surface_distance, visualize, workdir as workdir_lib)
 
 
@@ -180,7 +180,8 @@ class Evaluator:
   def finish_run(self, state, config, workdir: str, example_ids, writer, num_parameters: int,
                  timings: dict, trained: workdir_lib.Results | None = None) -> dict:
     """Final evaluation of a trained run; writes results.json, the per-case files (and the
-    robustness files) into `workdir` and the test Dice to `writer`; returns the results as JSON.
+    robustness files and example predictions) into `workdir` and the test Dice to `writer`;
+    returns the results as JSON.
 
     `trained`: the results.json of an earlier evaluation of this run (`--mode=evaluate`); its
     training timings and the software that trained the run are kept.
@@ -213,6 +214,8 @@ class Evaluator:
       if is_writer:
         _write_robustness(workdir, writer, config, grid.result,
                           final['test_averaged_mask']['dice'], final_step)
+        workdir_lib.write_examples(workdir, examples.collect(
+            grid, run_data.test, config.robustness, run_data.dataset.num_classes))
     results.per_case = self.per_case(state, pe_scale, workdir, grid, config.robustness)
     timings['per_case_seconds'] = results.per_case.get('seconds')
     results.timings = timings

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from absl import logging
 
-from pejax import claims, robustness, visualize
+from pejax import claims, examples, robustness, visualize, workdir as workdir_lib
 from pejax.aggregation import (ANY, Setting, Stat, datasets_of, has_shifts, paired_difference,
                                pe_label, pe_of_interest, pe_rank, pe_sorted, select, standard)
 from pejax.claims import CLAIMS, PAPER_SMALL_CNN, PAPER_TABLE1, PAPER_TABLE2
@@ -366,6 +366,36 @@ def _shift_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
                   'Paper: under x-shifts the U-Net without PE does better than with PE.')
 
 
+def _examples_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
+  out = []
+  for dataset in datasets_of(settings):
+    shown = []  # (setting, seed, examples) of the first seed with examples per PE setting
+    for setting in pe_sorted(standard(settings, dataset, 'unet')):
+      for run in sorted(setting.runs, key=lambda run: run.config.get('seed', 0)):
+        found = workdir_lib.read_examples(run.path)
+        if found is not None:
+          shown.append((setting, run.config.get('seed'), found))
+          break
+    # Every run shows the same test image, unless their test splits differ.
+    shown = [entry for entry in shown if entry[2]['image_id'] == shown[0][2]['image_id']]
+    if not shown:
+      continue
+    first = shown[0][2]
+    rows = [examples.condition_title(str(c), int(level))
+            for c, level in zip(first['conditions'], first['levels'])]
+    title = f'{title_of(dataset)}, U-Net: example predictions'
+    name = ctx.figure_name(f'examples_{dataset}')
+    visualize.plot_predictions(
+        os.path.join(ctx.workdir, name), title, rows, first['inputs'], first['targets'],
+        [(pe_label(s.pe), found['predictions']) for s, _, found in shown],
+        shown[0][0].class_names)
+    seeds = ', '.join(f'{pe_label(s.pe)}: seed {seed}' for s, seed, _ in shown)
+    out += [f'**{title}** — test image {first["image_id"]} (the first with every class), as '
+            f'each model saw it; zero padding, all training data ({seeds}). Under the shift the '
+            'truth moves with the image.', '', f'![{title}]({name})', '']
+  return _section(ctx, 'Example predictions', out)
+
+
 def _jitter_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
   out = []
   for dataset in datasets_of(settings):
@@ -435,4 +465,4 @@ def other_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
 
 
 SECTIONS = (_verdict_section, _table1_section, _corruptions_section, _small_cnn_section,
-            _table2_section, _padding_section, _shift_section, _jitter_section)
+            _table2_section, _padding_section, _shift_section, _examples_section, _jitter_section)

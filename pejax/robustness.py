@@ -95,6 +95,41 @@ def _condition_branches(max_blur_radius: int, shift_axis: str, shift_fill: str) 
   return branches
 
 
+def _image_keys(base_key, kind, level, index):
+  """The random keys of images `index` under a condition: keyed by (kind, severity), not by
+  table position, so a severity's noise stays the same whichever other conditions are
+  evaluated, and by the image's row, so it does not depend on the batching."""
+  condition_key = jax.random.fold_in(jax.random.fold_in(base_key, kind), level)
+  return jax.vmap(lambda i: jax.random.fold_in(condition_key, i))(index)
+
+
+def condition_inputs(images01, labels, index, row: Mapping, cfg):
+  """The inputs and true label maps of test images (`index`: their rows in the split) under one
+  condition of `condition_table`, made as the grid makes them (the same noise): what a model
+  was shown. NHWC images in [0, 1] and (N, H, W) labels, host or device arrays."""
+  _, height, width, _ = np.shape(images01)
+  return _condition_inputs(
+      jnp.asarray(images01, jnp.float32), jnp.asarray(labels), jnp.asarray(index, jnp.int32),
+      jnp.int32(row['kind']), jnp.float32(row['parameter']), jnp.int32(row['shift']),
+      jnp.int32(row['level']), jnp.asarray(cfg.seed, jnp.uint32),
+      max_blur_radius=_max_blur_radius(condition_table(cfg, height, width)),
+      shift_axis=cfg.shift_axis, shift_fill=cfg.shift_fill)
+
+
+@functools.partial(jax.jit, static_argnames=('max_blur_radius', 'shift_axis', 'shift_fill'))
+def _condition_inputs(images, labels, index, kind, parameter, shift, level, seed, *,
+                      max_blur_radius, shift_axis, shift_fill):
+  branches = _condition_branches(max_blur_radius, shift_axis, shift_fill)
+  keys = _image_keys(jax.random.key(seed), kind, level, index)
+  return jax.lax.switch(kind, branches, images, labels, parameter, shift, keys)
+
+
+def _max_blur_radius(table: Sequence[Mapping]) -> int:
+  """The blur kernel's radius the grid is compiled for: the largest of its severities."""
+  return max([corruptions.blur_radius(row['parameter']) for row in table
+              if row['kind'] == _GAUSSIAN_BLUR], default=0)
+
+
 @functools.partial(jax.jit, static_argnames=(
     'predict_fn', 'num_classes', 'max_blur_radius', 'shift_axis', 'shift_fill',
     'keep_predictions'))
@@ -112,13 +147,10 @@ def _robustness_grid(model_state, images, labels, valid, index, kinds, parameter
 
   def evaluate_condition(condition):
     kind, parameter, shift, level = condition
-    # Keyed by (kind, severity), not by table position: a severity's noise stays the same
-    # whichever other conditions are evaluated.
-    condition_key = jax.random.fold_in(jax.random.fold_in(base_key, kind), level)
 
     def evaluate_batch(totals, batch):
       batch_images, batch_labels, batch_valid, batch_index = batch
-      keys = jax.vmap(lambda i: jax.random.fold_in(condition_key, i))(batch_index)
+      keys = _image_keys(base_key, kind, level, batch_index)
       inputs, targets = jax.lax.switch(kind, branches, batch_images, batch_labels, parameter,
                                        shift, keys)
       predictions = _predict(predict_fn, model_state, inputs)
@@ -183,8 +215,7 @@ def robustness_grid(predict_fn: Callable, split, cfg, *, num_classes: int = 4,
   start = time.perf_counter()
   _, batch_size, height, width, channels = split.images01.shape
   table = condition_table(cfg, height, width)
-  blur_sigmas = [row['parameter'] for row in table if row['kind'] == _GAUSSIAN_BLUR]
-  max_blur_radius = max([corruptions.blur_radius(s) for s in blur_sigmas], default=0)
+  max_blur_radius = _max_blur_radius(table)
 
   sums, predictions = _robustness_grid(
       model_state, split.images01, split.labels, split.valid, split.index,

@@ -143,6 +143,42 @@ def label_panel(images01, labels, predictions, count: int) -> np.ndarray:
   return (np.concatenate(rows, axis=0) * 255).astype(np.uint8)
 
 
+def plot_predictions(path: str, title: str, row_titles: Sequence[str], inputs, targets,
+                     predictions: Sequence[tuple[str, np.ndarray]], class_names: Sequence[str],
+                     alpha: float = 0.45, tile_inches: float = 1.3) -> np.ndarray:
+  """One row per condition: the input, the truth over it, then each model's prediction over
+  it, with a legend of the classes. Saves a PNG at `path`, returns its RGB pixels.
+
+  Args:
+    inputs: (rows, H, W[, 1]) images in [0, 1]; targets: (rows, H, W) true label maps.
+    predictions: (column title, (rows, H, W) label maps) per model.
+  """
+  columns = [('input', None), ('truth', targets)] + list(predictions)
+  label_width = 1.3
+  fig = new_figure(label_width + tile_inches * len(columns),
+                   0.45 + tile_inches * len(row_titles) + 0.35)
+  grid = fig.add_gridspec(len(row_titles), len(columns), left=label_width / fig.get_figwidth(),
+                          right=0.995, top=1 - 0.45 / fig.get_figheight(),
+                          bottom=0.35 / fig.get_figheight(), wspace=0.04, hspace=0.04)
+  for row, row_title in enumerate(row_titles):
+    for column, (column_title, labels) in enumerate(columns):
+      axis = fig.add_subplot(grid[row, column])
+      axis.set_xticks([])
+      axis.set_yticks([])
+      picture = (_gray_to_rgb(inputs[row]) if labels is None
+                 else overlay(inputs[row], labels[row], alpha))
+      axis.imshow(picture, interpolation='nearest')
+      if row == 0:
+        axis.set_title(column_title, fontsize=9)
+      if column == 0:
+        axis.set_ylabel(row_title, fontsize=9, rotation=0, ha='right', va='center')
+  fig.suptitle(title, fontsize=10, y=1 - 0.08 / fig.get_figheight(), va='top')
+  legend = [patches.Patch(color=CLASS_COLORS[c], label=name)
+            for c, name in enumerate(class_names, start=1)]
+  fig.legend(handles=legend, loc='lower center', ncol=len(legend), fontsize=8, frameon=False)
+  return save_figure(fig, path)
+
+
 # ------------------------------------------------------------------------- robustness curves
 
 CORRUPTION_TITLES = {'gaussian_noise': 'Gaussian noise', 'gaussian_blur': 'Gaussian blur',

@@ -23,6 +23,7 @@ import uuid
 from typing import Any
 from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from clu import metric_writers
@@ -40,6 +41,7 @@ ROBUSTNESS_CSV = 'robustness.csv'
 TEST_CASES_CSV = 'test_cases.csv'
 TEST_VOLUMES_CSV = 'test_volumes.csv'
 ROBUSTNESS_CASES_CSV = 'robustness_cases.csv'
+EXAMPLES_FILE = 'examples.npz'  # `pejax.examples`: a test image, its truth and predictions
 REPORT_FILE = 'report.md'
 # The figures the last report wrote, so that the next one can remove those it does not write.
 FIGURES_FILE = 'report_figures.json'
@@ -181,7 +183,6 @@ def check_shared(workdir: str) -> None:
   read it there; on a per-machine folder (e.g. the default runs/... on each host's own disk)
   they find none. Every process takes part in every step, so none is left waiting."""
   import jax
-  import numpy as np
   from jax.experimental import multihost_utils
   if jax.process_count() == 1:
     return
@@ -390,6 +391,20 @@ def write_csv(path: str, rows: Sequence[Mapping], fields: Sequence[str]) -> None
     writer.writerows(rows)
 
   write_atomically(path, write)
+
+
+def write_examples(workdir: str, arrays: Mapping[str, Any]) -> None:
+  """The run's example predictions (`pejax.examples.collect`) as `examples.npz`."""
+  write_atomically(storage.join(workdir, EXAMPLES_FILE), lambda f: np.savez(f, **arrays), 'wb')
+
+
+def read_examples(folder: str) -> dict | None:
+  """The example predictions of the run in `folder`; None if it has none."""
+  location = storage.join(folder, EXAMPLES_FILE)
+  if not storage.exists(location):
+    return None
+  with np.load(io.BytesIO(storage.path(location).read_bytes()), allow_pickle=False) as data:
+    return {name: data[name] for name in data.files}
 
 
 # -------------------------------------------------------------------------------- sweeps
