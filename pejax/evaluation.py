@@ -21,8 +21,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from pejax import (configuration, input_pipeline, metrics, per_case, provenance, robustness, steps,
-                   surface_distance, visualize, workdir as workdir_lib)
+from pejax import (configuration, hparams, input_pipeline, metrics, per_case, provenance, robustness,
+                   steps, surface_distance, visualize, workdir as workdir_lib)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,7 +228,8 @@ class Evaluator:
 
 def _write_robustness(workdir: str, writer, config, grid: dict, averaged_mask_dice: float,
                       step: int) -> None:
-  """robustness.json/csv, the corruption and shift figures, and the figures in TensorBoard."""
+  """robustness.json/csv, the corruption and shift figures, and the figures and summary scalars
+  (`hparams.robustness_scalars`) in TensorBoard."""
   workdir_lib.write_robustness(workdir, grid, robustness.result_rows(grid))
   label = config.model + (f' PE λ={config.pe_scale:g}' if config.use_pe else ' no PE')
   curve = [{'label': label, 'result': grid}]
@@ -242,6 +243,7 @@ def _write_robustness(workdir: str, writer, config, grid: dict, averaged_mask_di
           shift_curves, os.path.join(workdir, 'robustness_shifts.png')),
   }
   writer.write_images(step, {k: v[None] for k, v in images.items()})
+  writer.write_scalars(step, hparams.robustness_scalars(grid))
 
 
 def _constant_prediction(mask, images):
