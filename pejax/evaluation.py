@@ -102,12 +102,14 @@ class Evaluator:
     return metrics.finalize_dice(jax.device_get(sums), self.class_names)
 
   def panel(self, state, pe_scale, count: int) -> np.ndarray:
-    """Input | ground truth | prediction of the first `count` validation images."""
+    """Input | ground truth | prediction of the first `count` validation images, with a legend
+    of the classes' colours."""
     split = self.run_data.validation
     count = min(count, split.count)
     images = split.host_images01[:count]
     predictions = np.asarray(_predict(self.predictor, (state, pe_scale), images))
-    return visualize.label_panel(images, split.host_labels, predictions, count)
+    return visualize.label_panel(images, split.host_labels, predictions, count,
+                                 self.class_names)
 
   def final(self, state, pe_scale, example_ids) -> dict[str, dict]:
     """Validation and test Dice of a trained state, and the averaged mask on both splits."""
