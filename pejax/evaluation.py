@@ -123,10 +123,16 @@ class Evaluator:
   def robustness(self, state, pe_scale, cfg, keep_predictions: bool = False
                  ) -> robustness.GridOutput:
     """The robustness grid (`robustness.robustness_grid`) of a state on the test split."""
-    return robustness.robustness_grid(
-        self.predictor, self.run_data.test, cfg, num_classes=self.run_data.dataset.num_classes,
+    test = self.run_data.test
+    height, width = test.images01.shape[2:4]
+    logging.info('Robustness grid: %d conditions × %d test images ...',
+                 len(robustness.condition_table(cfg, height, width)), test.count)
+    grid = robustness.robustness_grid(
+        self.predictor, test, cfg, num_classes=self.run_data.dataset.num_classes,
         class_names=self.class_names, model_state=(state, pe_scale),
         keep_predictions=keep_predictions)
+    logging.info('Robustness grid done in %.0f s.', grid.result['seconds'])
+    return grid
 
   def averaged_mask_shifts(self, example_ids, cfg) -> dict[str, Any]:
     """Dice of the averaged-mask baseline on the clean and the shifted test split (the grid's
