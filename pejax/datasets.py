@@ -124,7 +124,7 @@ def _make_builder(spec: DatasetSpec, image_size: int, position_jitter, data_dir)
 def _prepare(builder, spec: DatasetSpec, manual_dir) -> None:
   """Builds the dataset once (a no-op when it is already prepared)."""
   download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-  building = not builder.is_prepared()
+  building = not builder.data_path.exists()  # as TFDS decides whether to generate it
   if building:
     logging.info('Building the %s dataset (TFDS %s, version %s) in %s; this may take a minute.',
                  spec.name, builder.name, builder.version, builder.data_dir)

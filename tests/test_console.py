@@ -14,6 +14,8 @@ def test_building_a_dataset_is_announced_once_with_its_duration(tmp_path, caplog
   building = [m for m in messages if m.startswith('Building the phantom_chest dataset')]
   assert len(building) == 1 and str(tmp_path) in building[0] and 'version 2.0.0' in building[0]
   assert any(m.startswith('Built the phantom_chest dataset in') for m in messages)
+  # Asking whether it is built warns of nothing (TFDS's own check warns of a missing folder).
+  assert not any('dataset_info.json' in m for m in messages)
   caplog.clear()
   datasets.prepare('phantom_chest', image_size=8, data_dir=str(tmp_path))
   assert not any('Buil' in record.getMessage() for record in caplog.records)
