@@ -47,7 +47,8 @@ def define_flags() -> dict:
       process_id=flags.DEFINE_integer(
           'process_id', None, 'This process in a multi-process run.'),
       verbose=flags.DEFINE_bool(
-          'verbose', False, 'Also show the libraries\' start-up notices and the full config.'),
+          'verbose', False, 'Also show the libraries\' start-up notices, TFDS\'s lines per split '
+          'read and the full config.'),
       shard=flags.DEFINE_string(
           'shard', None, 'I/N: train only share I (0..N-1) of a sweep\'s runs, so that N '
           'independent processes sharing --workdir complete it; the last to finish writes '

@@ -21,10 +21,12 @@ import os
 import shutil
 import tempfile
 import textwrap
+import time
 from collections.abc import Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 
 from data_builders.phantoms import phantoms_dataset_builder
 from pejax import choices, errors, storage, surface_distance
@@ -122,8 +124,15 @@ def _make_builder(spec: DatasetSpec, image_size: int, position_jitter, data_dir)
 def _prepare(builder, spec: DatasetSpec, manual_dir) -> None:
   """Builds the dataset once (a no-op when it is already prepared)."""
   download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+  building = not builder.data_path.exists()  # as TFDS decides whether to generate it
+  if building:
+    logging.info('Building the %s dataset (TFDS %s, version %s) in %s; this may take a minute.',
+                 spec.name, builder.name, builder.version, builder.data_dir)
+    start = time.perf_counter()
   try:
     builder.download_and_prepare(file_format='array_record', download_config=download_config)
+    if building:
+      logging.info('Built the %s dataset in %.0f s.', spec.name, time.perf_counter() - start)
   except (AssertionError, FileNotFoundError, NotADirectoryError) as error:
     if not spec.manual_download:
       raise

@@ -21,8 +21,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from pejax import (configuration, examples, input_pipeline, metrics, per_case, provenance, robustness, steps,
-                   surface_distance, visualize, workdir as workdir_lib)
+from pejax import (configuration, examples, hparams, input_pipeline, metrics, per_case, provenance,
+                   robustness, steps, surface_distance, visualize, workdir as workdir_lib)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,12 +102,14 @@ class Evaluator:
     return metrics.finalize_dice(jax.device_get(sums), self.class_names)
 
   def panel(self, state, pe_scale, count: int) -> np.ndarray:
-    """Input | ground truth | prediction of the first `count` validation images."""
+    """Input | ground truth | prediction of the first `count` validation images, with a legend
+    of the classes' colours."""
     split = self.run_data.validation
     count = min(count, split.count)
     images = split.host_images01[:count]
     predictions = np.asarray(_predict(self.predictor, (state, pe_scale), images))
-    return visualize.label_panel(images, split.host_labels, predictions, count)
+    return visualize.label_panel(images, split.host_labels, predictions, count,
+                                 self.class_names)
 
   def final(self, state, pe_scale, example_ids) -> dict[str, dict]:
     """Validation and test Dice of a trained state, and the averaged mask on both splits."""
@@ -121,10 +123,16 @@ class Evaluator:
   def robustness(self, state, pe_scale, cfg, keep_predictions: bool = False
                  ) -> robustness.GridOutput:
     """The robustness grid (`robustness.robustness_grid`) of a state on the test split."""
-    return robustness.robustness_grid(
-        self.predictor, self.run_data.test, cfg, num_classes=self.run_data.dataset.num_classes,
+    test = self.run_data.test
+    height, width = test.images01.shape[2:4]
+    logging.info('Robustness grid: %d conditions × %d test images ...',
+                 len(robustness.condition_table(cfg, height, width)), test.count)
+    grid = robustness.robustness_grid(
+        self.predictor, test, cfg, num_classes=self.run_data.dataset.num_classes,
         class_names=self.class_names, model_state=(state, pe_scale),
         keep_predictions=keep_predictions)
+    logging.info('Robustness grid done in %.0f s.', grid.result['seconds'])
+    return grid
 
   def averaged_mask_shifts(self, example_ids, cfg) -> dict[str, Any]:
     """Dice of the averaged-mask baseline on the clean and the shifted test split (the grid's
@@ -231,7 +239,8 @@ class Evaluator:
 
 def _write_robustness(workdir: str, writer, config, grid: dict, averaged_mask_dice: float,
                       step: int) -> None:
-  """robustness.json/csv, the corruption and shift figures, and the figures in TensorBoard."""
+  """robustness.json/csv, the corruption and shift figures, and the figures and summary scalars
+  (`hparams.robustness_scalars`) in TensorBoard."""
   workdir_lib.write_robustness(workdir, grid, robustness.result_rows(grid))
   label = config.model + (f' PE λ={config.pe_scale:g}' if config.use_pe else ' no PE')
   curve = [{'label': label, 'result': grid}]
@@ -245,6 +254,7 @@ def _write_robustness(workdir: str, writer, config, grid: dict, averaged_mask_di
           shift_curves, os.path.join(workdir, 'robustness_shifts.png')),
   }
   writer.write_images(step, {k: v[None] for k, v in images.items()})
+  writer.write_scalars(step, hparams.robustness_scalars(grid))
 
 
 def _constant_prediction(mask, images):

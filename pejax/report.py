@@ -131,6 +131,8 @@ def write_report(workdir: str, *, title: str | None = None) -> str:
         f'{workdir} holds no finished run (no results.json below it'
         + (f'; {len(unfinished)} unfinished' if unfinished else '') + '). Train first, e.g. '
         f'python main.py --config=configs/paper/phantom_all.py --workdir={workdir}')
+  path = os.path.join(workdir, workdir_lib.REPORT_FILE)
+  logging.info('Writing the report of %d runs to %s ...', len(runs), path)
   settings = group_runs(runs)
   scale_keys = list(dict.fromkeys(s.scale for s in settings))
   scale_settings = [json.loads(key) for key in scale_keys]
@@ -152,7 +154,6 @@ def write_report(workdir: str, *, title: str | None = None) -> str:
     for section in SECTIONS + (other_section,):
       lines += section(ctx, members)
     figures += [os.path.basename(figure) for figure in ctx.figures]
-  path = os.path.join(workdir, workdir_lib.REPORT_FILE)
   text = '\n'.join(lines).rstrip('\n') + '\n'
   workdir_lib.write_atomically(path, lambda f: f.write(text))
   _remove_stale_figures(workdir, figures)

@@ -38,7 +38,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
                process_id: int | None = None, verbose: bool = False) -> None:
   """Starts JAX (several processes where asked) and keeps TensorFlow off the accelerators;
   without `verbose`, the libraries' start-up notices stay off the console."""
-  quiet_library_logs()
+  quiet_library_logs(verbose)
   if not verbose:
     # "Unable to initialize backend 'tpu'" on every machine without a TPU.
     std_logging.getLogger('jax._src.xla_bridge').setLevel(std_logging.WARNING)
@@ -98,7 +98,22 @@ class _QuietLibraries:
     return not any(part in record.pathname for part in self.NOISY)
 
 
-def quiet_library_logs() -> None:
+class _QuietRepeats:
+  """Drops TFDS's INFO lines repeated for every split read of a prepared dataset; its line
+  saying that a dataset is being generated stays."""
+
+  REPEATED = ('Reusing dataset', 'Load dataset info from')
+
+  def filter(self, record) -> bool:
+    return (record.levelno >= 30 or '/tensorflow_datasets/' not in record.pathname
+            or not str(record.msg).startswith(self.REPEATED))
+
+
+def quiet_library_logs(verbose: bool = False) -> None:
+  """Filters the console (absl's handler): libraries' per-file lines always, TFDS's repeated
+  lines unless `verbose`."""
   handler = logging.get_absl_handler()
-  if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
-    handler.addFilter(_QuietLibraries())
+  quiet = [_QuietLibraries] + ([] if verbose else [_QuietRepeats])
+  for kind in quiet:
+    if not any(isinstance(f, kind) for f in handler.filters):
+      handler.addFilter(kind())

@@ -31,8 +31,8 @@ from absl import logging
 from clu import periodic_actions
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from pejax import (configuration, datasets, evaluation, input_pipeline, models, provenance, steps,
-                   sweep, workdir as workdir_lib)
+from pejax import (configuration, datasets, evaluation, hparams, input_pipeline, models, provenance,
+                   steps, sweep, workdir as workdir_lib)
 from pejax.errors import NonFiniteLossError, RunNotFoundError, SettingError
 from pejax.positional import input_channels
 
@@ -272,8 +272,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
     states = initial
     for run in runs:
       if is_writer:
-        run.writer.write_hparams({k: v for k, v in configuration.settings_dict(run.config).items()
-                                  if isinstance(v, (int, float, str, bool))})
+        hparams.write_hparams(run.writer, run.config, run_data.dataset.class_names)
   del initial
 
   evaluator = evaluation.Evaluator(spec, run_data)

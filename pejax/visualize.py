@@ -134,12 +134,41 @@ def example_grid(rows: Sequence[tuple[str, np.ndarray, np.ndarray, Sequence[str]
   return fig
 
 
-def label_panel(images01, labels, predictions, count: int) -> np.ndarray:
-  """Rows of (input | ground truth | prediction) for TensorBoard, uint8 (H·count, 3W, 3)."""
+LEGEND_ROW_PIXELS = 14
+
+
+def legend_strip(class_names: Sequence[str], width: int) -> np.ndarray:
+  """A white strip with one row per class, background first: its colour and its name.
+
+  float32 RGB (LEGEND_ROW_PIXELS · (1 + len(class_names)), width, 3). The swatches are painted
+  into the pixels, so they hold exactly the colours of `colorize_labels`.
+  """
+  names = ('background',) + tuple(class_names)
+  row = LEGEND_ROW_PIXELS
+  height, dpi = row * len(names), 100
+  fig = new_figure(width / dpi, height / dpi, dpi)
+  for index, name in enumerate(names):
+    fig.text((row + 2) / width, 1.0 - (index + 0.5) * row / height, name, fontsize=7,
+             va='center', color='black')
+  pixels = figure_to_array(fig)[:height, :width]
+  strip = np.ones((height, width, 3), np.float32)
+  strip[:pixels.shape[0], :pixels.shape[1]] = pixels / 255.0
+  for index in range(len(names)):
+    strip[index * row + 2:(index + 1) * row - 2, 2:row - 2] = CLASS_COLORS[index]
+  return strip
+
+
+def label_panel(images01, labels, predictions, count: int,
+                class_names: Sequence[str] = ()) -> np.ndarray:
+  """Rows of (input | ground truth | prediction) for TensorBoard, and below them a legend of
+  the foreground `class_names` (`legend_strip`, none without names): uint8 RGB (H·count +
+  legend, 3W, 3)."""
   rows = []
   for image, truth, predicted in zip(images01[:count], labels[:count], predictions[:count]):
     rows.append(np.concatenate([_gray_to_rgb(image), colorize_labels(truth),
                                 colorize_labels(predicted)], axis=1))
+  if class_names:
+    rows.append(legend_strip(class_names, rows[0].shape[1]))
   return (np.concatenate(rows, axis=0) * 255).astype(np.uint8)
 
 

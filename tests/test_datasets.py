@@ -106,6 +106,23 @@ def test_colorize_and_overlay():
     visualize.colorize_labels(np.array([4]))
 
 
+def test_the_image_panel_ends_in_a_legend_of_the_class_colours():
+  images = np.random.default_rng(0).uniform(size=(2, 32, 32, 1)).astype(np.float32)
+  labels = np.zeros((2, 32, 32), np.uint8)  # no class colour in the images: only in the legend
+  plain = visualize.label_panel(images, labels, labels, 2)
+  panel = visualize.label_panel(images, labels, labels, 2, ('right_lung', 'left_lung', 'heart'))
+  assert plain.shape == (64, 96, 3) and panel.dtype == np.uint8
+  assert panel.shape == (64 + 4 * visualize.LEGEND_ROW_PIXELS, 96, 3)
+  np.testing.assert_array_equal(panel[:64], plain)
+  legend = panel[64:]
+  legend_colours = {tuple(pixel) for pixel in legend.reshape(-1, 3)}
+  for colour in (visualize.CLASS_COLORS * 255).astype(np.uint8):
+    assert tuple(colour) in legend_colours
+  # The names are dark text on white, right of the swatches.
+  names = legend[:, visualize.LEGEND_ROW_PIXELS:]
+  assert names.max() == 255 and names.min() < 100
+
+
 def test_figure_to_array_and_example_grid(chest_splits):
   train = chest_splits['train']
   fig = visualize.example_grid([('chest', train.images[:3], train.labels[:3], ('a', 'b', 'c'))])
