@@ -431,3 +431,30 @@ def test_claims_compare_per_image_values_from_the_per_case_files(tmp_path):
   verdicts = {v.claim: v for v in claims.evaluate_claims(aggregation.group_runs(runs))}
   assert verdicts['clean_cost'].status == claims.HOLDS, verdicts['clean_cost']
   assert '3 seeds × 40 images' in verdicts['clean_cost'].numbers
+
+
+def test_example_predictions_side_by_side(tmp_path):
+  """Each PE setting's first seed with an examples file is a column; a run whose test image
+  differs (another test split) is left out."""
+  rng = np.random.default_rng(0)
+  truth = rng.integers(0, 4, (3, 16, 16)).astype(np.uint8)
+  common = {'conditions': np.asarray(['clean', 'gaussian_noise', 'shift_x']),
+            'levels': np.asarray([0, 5, 4], np.int32), 'targets': truth,
+            'inputs': rng.random((3, 16, 16, 1)).astype(np.float16)}
+  for pe, image_id in ((None, 'JPCLN001'), (1.0, 'JPCLN001'), (256.0, 'other')):
+    name = 'nope' if pe is None else f'pe{pe:g}'
+    for seed in (1, 0):
+      folder = tmp_path / f'{name}_seed{seed}'
+      write_run(str(folder), clean=0.9, seed=seed, dataset='jsrt', use_pe=pe is not None,
+                pe_scale=pe or 1.0)
+      if pe != 1.0 or seed == 1:  # λ=1: only seed 1 has examples
+        workdir_lib.write_examples(str(folder), dict(
+            common, image_id=np.asarray(image_id),
+            predictions=np.full((3, 16, 16), seed + (pe or 0) % 3, np.uint8)))
+  text = open(report.write_report(str(tmp_path))).read()
+  section = text[text.index('## Example predictions'):]
+  assert ('test image JPCLN001 (the first with every class), as each model saw it; zero padding, '
+          'all training data (no PE: seed 0, PE λ=1: seed 1)') in section
+  assert '![JSRT, U-Net: example predictions](examples_jsrt.png)' in section
+  with open(tmp_path / 'examples_jsrt.png', 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'

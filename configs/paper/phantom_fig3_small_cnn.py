@@ -11,4 +11,4 @@ from pejax import experiments
 def get_config():
   return experiments.sweep_config(
       experiments.phantom_scale(),
-      experiments.fig3_small_cnn(experiments.PHANTOM_DATASETS, **experiments.PHANTOM_CNN4_SETTINGS))
+      experiments.phantom_fig3_small_cnn())

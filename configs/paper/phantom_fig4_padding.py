@@ -11,4 +11,4 @@ from pejax import experiments
 def get_config():
   return experiments.sweep_config(
       experiments.phantom_scale(),
-      experiments.fig4_padding(experiments.PHANTOM_DATASETS))
+      experiments.phantom_fig4_padding())

@@ -11,4 +11,4 @@ from pejax import experiments
 def get_config():
   return experiments.sweep_config(
       experiments.phantom_scale(),
-      experiments.table1_fig2(experiments.PHANTOM_DATASETS))
+      experiments.phantom_table1_fig2())
