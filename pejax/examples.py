@@ -61,8 +61,9 @@ def collect(grid: robustness.GridOutput, split, cfg, num_classes: int) -> dict[s
 
 
 def condition_title(condition: str, level: int) -> str:
+  """A figure's row label, on two lines: 'Gaussian noise\nseverity 5', 'shift x\n+16 px'."""
   if condition == 'clean':
     return 'clean'
   if condition.startswith('shift_'):
-    return f'shift {condition[len("shift_"):]} {level:+d} px'
-  return f'{condition.replace("_", " ")}, severity {level}'
+    return f'shift {condition[len("shift_"):]}\n{level:+d} px'
+  return f'{condition.replace("_", " ").replace("gaussian", "Gaussian")}\nseverity {level}'

@@ -69,7 +69,7 @@ def test_collect_write_read_and_figure(grid_and_split, tmp_path):
   assert workdir_lib.read_examples(str(tmp_path / 'missing')) is None
   rows = [examples.condition_title(c, int(level))
           for c, level in zip(back['conditions'], back['levels'])]
-  assert rows == ['clean', 'gaussian noise, severity 5', 'shift x +8 px']
+  assert rows == ['clean', 'Gaussian noise\nseverity 5', 'shift x\n+8 px']
   pixels = visualize.plot_predictions(
       str(tmp_path / 'examples.png'), 'title', rows, back['inputs'], back['targets'],
       [('no PE', back['predictions']), ('PE λ=1', back['predictions'])], ['a', 'b', 'c'])
