@@ -99,14 +99,18 @@ class _QuietLibraries:
 
 
 class _QuietRepeats:
-  """Drops TFDS's INFO lines repeated for every split read of a prepared dataset; its line
-  saying that a dataset is being generated stays."""
+  """Drops INFO lines that repeat what pejax says: TFDS's for every split read of a prepared
+  dataset (its line saying that a dataset is being generated stays) and CLU's progress notes
+  (pejax's epoch line has the rate and the ETA)."""
 
-  REPEATED = ('Reusing dataset', 'Load dataset info from')
+  REPEATED = (('/tensorflow_datasets/', ('Reusing dataset', 'Load dataset info from')),
+              ('/clu/', ('Setting work unit notes',)))
 
   def filter(self, record) -> bool:
-    return (record.levelno >= 30 or '/tensorflow_datasets/' not in record.pathname
-            or not str(record.msg).startswith(self.REPEATED))
+    if record.levelno >= 30:
+      return True
+    return not any(part in record.pathname and str(record.msg).startswith(messages)
+                   for part, messages in self.REPEATED)
 
 
 def quiet_library_logs(verbose: bool = False) -> None:

@@ -34,3 +34,13 @@ def test_the_console_drops_tfds_lines_repeated_for_each_split_but_not_its_genera
   assert quiet.filter(tfds_record('Reusing dataset %s (%s)', logging.WARNING))
   own = logging.LogRecord('absl', logging.INFO, datasets.__file__, 1, 'Reusing dataset', (), None)
   assert quiet.filter(own)
+
+
+def test_the_console_drops_clus_progress_notes_which_the_epoch_line_repeats():
+  from clu.platform import local
+  quiet = runtime._QuietRepeats()
+  notes = logging.LogRecord('absl', logging.INFO, local.__file__, 41,
+                            'Setting work unit notes: %s', ('2.4 steps/s',), None)
+  assert not quiet.filter(notes)
+  other = logging.LogRecord('absl', logging.INFO, local.__file__, 41, 'Something else', (), None)
+  assert quiet.filter(other)
