@@ -1,5 +1,5 @@
-"""Figure 3 / Sec. 3.2: the small CNN, no PE vs λ = 256; on the phantoms, CPU-sized (64×64, width
-8), three seeds.
+"""Figure 3 / Sec. 3.2: the small CNN, no PE vs λ = 256; on the phantoms, CPU-sized (64×64; chest
+width 8 and 30 epochs, cardiac width 16 and 5), three seeds.
 
   python main.py --config=configs/paper/phantom_fig3_small_cnn.py --workdir=runs/phantom_paper
 Writes runs/phantom_paper/report.md. Measured time and results: README, "Reproducing the paper".
