@@ -3,9 +3,9 @@
 
   python main.py --config=configs/paper/laptop_all.py --workdir=runs/laptop
 Writes runs/laptop/report.md with every table, figure and verdict. Needs the JSRT and ACDC
-downloads (README). Expected wall time on a 2-core CPU, estimated from measured phantom runs of
-the same shapes and data sizes (not measured on the real data): about 3 hours; Table 1 alone
-(configs/paper/laptop_table1_fig2.py) about 1.5 hours.
+downloads (README). Expected wall time on a 2-core CPU, estimated from the phantom runs of the
+same shapes and data sizes in the phantom reproduction of 2026-12-02 (not measured on the real
+data): about 2.9 hours; Table 1 alone (configs/paper/laptop_table1_fig2.py) about 1.6 hours.
 """
 
 from pejax import experiments
