@@ -92,6 +92,12 @@ def save_figure(fig: mpl_figure.Figure, path: str, palette_colors: int | None = 
   return pixels
 
 
+def _class_patches(class_names: Sequence[str]) -> list:
+  """Legend entries of the foreground classes (class 1 first) in their `CLASS_COLORS`."""
+  return [patches.Patch(color=CLASS_COLORS[c], label=name)
+          for c, name in enumerate(class_names, start=1)]
+
+
 def example_grid(rows: Sequence[tuple[str, np.ndarray, np.ndarray, Sequence[str]]],
                  alpha: float = 0.45, tile_inches: float = 1.28,
                  dpi: int = 100) -> mpl_figure.Figure:
@@ -127,10 +133,8 @@ def example_grid(rows: Sequence[tuple[str, np.ndarray, np.ndarray, Sequence[str]
       add_tile(left, image_top).imshow(_gray_to_rgb(images[column]), interpolation='nearest')
       mask_axis = add_tile(left, image_top + tile_inches + gap)
       mask_axis.imshow(overlay(images[column], labels[column], alpha), interpolation='nearest')
-    legend = [patches.Patch(color=CLASS_COLORS[c], label=name)
-              for c, name in enumerate(class_names, start=1)]
-    mask_axis.legend(handles=legend, loc='center left', bbox_to_anchor=(1.08, 0.5), fontsize=9,
-                     frameon=False)
+    mask_axis.legend(handles=_class_patches(class_names), loc='center left',
+                     bbox_to_anchor=(1.08, 0.5), fontsize=9, frameon=False)
   return fig
 
 
@@ -202,9 +206,8 @@ def plot_predictions(path: str, title: str, row_titles: Sequence[str], inputs, t
       if column == 0:
         axis.set_ylabel(row_title, fontsize=9, rotation=0, ha='right', va='center')
   fig.suptitle(title, fontsize=10, y=1 - 0.08 / fig.get_figheight(), va='top')
-  legend = [patches.Patch(color=CLASS_COLORS[c], label=name)
-            for c, name in enumerate(class_names, start=1)]
-  fig.legend(handles=legend, loc='lower center', ncol=len(legend), fontsize=8, frameon=False)
+  fig.legend(handles=_class_patches(class_names), loc='lower center', ncol=len(class_names),
+             fontsize=8, frameon=False)
   return save_figure(fig, path)
 
 
