@@ -16,7 +16,6 @@ from pejax.sweep import pe_settings, product, union
 
 SEEDS = (0, 1, 2)
 PAPER_DATASETS = ('jsrt', 'acdc')
-PHANTOM_DATASETS = ('phantom_chest', 'phantom_cardiac')
 TABLE1_PE = (None, 1.0, 10.0, 256.0)
 # Position jitter of the phantom anatomy, as a fraction of the image size (beyond the paper).
 JITTERS = (0.0, 0.1, 0.2)

@@ -114,8 +114,8 @@ class _QuietRepeats:
 
 
 def quiet_library_logs(verbose: bool = False) -> None:
-  """Filters the console (absl's handler): libraries' per-file lines always, TFDS's repeated
-  lines unless `verbose`."""
+  """Filters the console (absl's handler): libraries' per-file lines always, lines repeating
+  pejax's own (`_QuietRepeats`) unless `verbose`."""
   handler = logging.get_absl_handler()
   quiet = [_QuietLibraries] + ([] if verbose else [_QuietRepeats])
   for kind in quiet:
