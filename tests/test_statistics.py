@@ -60,8 +60,69 @@ def test_the_bootstrap_is_reproducible_and_nan_tolerant():
   d[0, :5] = np.nan
   assert statistics.paired_effect(d) == statistics.paired_effect(d)
   assert math.isfinite(statistics.paired_effect(d).mean)
+  assert 0 < statistics.paired_effect(d).p_value <= 1
   per_run = statistics.paired_effect([0.01, 0.02, 0.03])
   assert per_run.num_images == 1 and per_run.low < 0.02 < per_run.high
+
+
+def disagreeing_seeds(signs, size=0.1, noise=0.01, seed=0):
+  """Seeds whose every image difference is `sign`·`size` ± `noise`: the seeds agree within, and
+  may disagree between them."""
+  rng = np.random.default_rng(seed)
+  return np.array([sign * size + rng.normal(0.0, noise, 68) for sign in signs])
+
+
+def test_a_disagreeing_seed_keeps_the_p_value_large():
+  d = disagreeing_seeds([+1, -1, +1])
+  effect = statistics.paired_effect(d)
+  # A signed-rank test over the seed-averaged images sees 68 pairs of one sign.
+  wilcoxon_on_averages = scipy.stats.wilcoxon(d.mean(axis=0)).pvalue
+  assert wilcoxon_on_averages < 1e-6
+  assert effect.p_value >= 0.05, effect
+  assert effect.low < 0 < effect.high and effect.seeds_same_sign == 2
+  # A seed that disagrees by a hair in every image still bounds p below by about 2/3^3.
+  hair = statistics.paired_effect(disagreeing_seeds([+1, -0.01, +1], noise=0.0005))
+  assert hair.p_value >= 0.05 and hair.seeds_same_sign == 2
+
+
+def test_agreeing_seeds_give_a_small_p_value():
+  effect = statistics.paired_effect(disagreeing_seeds([+1, +0.5, +1.5], noise=0.05))
+  assert effect.p_value < 0.01 and effect.low > 0 and effect.seeds_same_sign == 3
+  negative = statistics.paired_effect(disagreeing_seeds([-1, -0.5, -1.5], noise=0.05))
+  assert negative.p_value < 0.01 and negative.high < 0 and negative.seeds_same_sign == 3
+
+
+@pytest.mark.parametrize('seed', range(8))
+def test_the_p_value_is_below_005_exactly_when_the_interval_excludes_0(seed):
+  rng = np.random.default_rng(seed)
+  # Effects from clearly zero to clearly not, with seed-level spread.
+  d = differences(rng.uniform(-0.02, 0.02), 0.05, seed_sd=rng.uniform(0.0, 0.02), seed=seed)
+  effect = statistics.paired_effect(d, resamples=500, seed=seed)
+  assert (effect.p_value < 0.05) == (effect.low > 0 or effect.high < 0), effect
+
+
+def test_the_description_names_the_test_and_the_seeds():
+  d = disagreeing_seeds([+1, -1, +1])
+  text = statistics.paired_effect(d).describe()
+  assert text.startswith('+0.033 [-0.099, +0.101] (3 seeds × 68 images, 2 of 3 seeds > 0, '
+                         'bootstrap p = 0.5')
+  negative = statistics.paired_effect(-d).describe()
+  assert '2 of 3 seeds < 0, bootstrap p = ' in negative
+  # No resample crosses 0: p is at the bootstrap's resolution, 1/2000.
+  clear = statistics.paired_effect(disagreeing_seeds([+1, +1, +1]))
+  assert clear.p_value == 2 / statistics.BOOTSTRAP_RESAMPLES
+  assert clear.describe().endswith('3 of 3 seeds > 0, bootstrap p < 0.001)')
+
+
+def test_per_run_values_get_a_t_test_over_seeds():
+  values = [0.01, 0.02, 0.03]
+  effect = statistics.paired_effect(values)
+  assert effect.p_value == pytest.approx(scipy.stats.ttest_1samp(values, 0.0).pvalue)
+  assert effect.seeds_same_sign == 3
+  assert effect.describe() == '+0.020 [-0.005, +0.045] (3 seeds, per run, t-test p = 0.074)'
+  assert math.isnan(statistics.paired_effect([0.02]).p_value)
+  assert statistics.paired_effect([0.0, 0.0, 0.0]).describe() == (
+      '+0.000 [+0.000, +0.000] (3 seeds, per run)')
 
 
 def test_combining_comparisons():
