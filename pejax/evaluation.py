@@ -21,8 +21,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from pejax import (configuration, examples, hparams, input_pipeline, metrics, per_case, provenance,
-                   robustness, steps, surface_distance, visualize, workdir as workdir_lib)
+from pejax import (configuration, convergence, examples, hparams, input_pipeline, metrics,
+                   per_case, provenance, robustness, steps, surface_distance, visualize,
+                   workdir as workdir_lib)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,13 +187,15 @@ class Evaluator:
 
 
   def finish_run(self, state, config, workdir: str, example_ids, writer, num_parameters: int,
-                 timings: dict, trained: workdir_lib.Results | None = None) -> dict:
+                 timings: dict, trained: workdir_lib.Results | None = None,
+                 history: dict | None = None) -> dict:
     """Final evaluation of a trained run; writes results.json, the per-case files (and the
     robustness files and example predictions) into `workdir` and the test Dice to `writer`;
     returns the results as JSON.
 
     `trained`: the results.json of an earlier evaluation of this run (`--mode=evaluate`); its
-    training timings and the software that trained the run are kept.
+    training timings and the software that trained the run are kept. `history`: the run's
+    training curve (`workdir.read_history`), whose validation Dice decides its convergence.
     """
     run_data = self.run_data
     class_names = self.class_names
@@ -213,6 +216,8 @@ class Evaluator:
         jax_version=jax.__version__, normalization=dataclasses.asdict(run_data.normalizer),
         software=(trained.software if trained and trained.software else provenance.software()),
         evaluated_with=provenance.software(), **final)
+    results.validation_history = list((history or {}).get('eval_dice', []))
+    results.convergence = convergence.assess(results.validation_history, results.epochs)
     grid = None
     if config.run_robustness:
       grid = self.robustness(state, pe_scale, config.robustness, keep_predictions=True)
@@ -234,6 +239,7 @@ class Evaluator:
     logging.info('\n%s', dice_table(
         f'{name}: Dice on the {config.dataset} test split ({run_data.test.count} images)',
         class_names, {'model': final['test'], 'averaged mask': final['test_averaged_mask']}))
+    logging.info('%s: %s.', name, convergence.describe(results.convergence))
     return results.to_json()
 
 

@@ -34,6 +34,19 @@ PHANTOM_TABLE2_SETTINGS = {'num_epochs': 100, **NO_GRID}
 PHANTOM_CARDIAC_SETTINGS = {'width': 16, 'num_epochs': 5}
 
 
+# Training-split sizes (the phantoms have their real dataset's), to count a schedule in steps.
+TRAIN_EXAMPLES = {'jsrt': 156, 'acdc': 1344, 'phantom_chest': 156, 'phantom_cardiac': 1344}
+
+
+def epochs_for_steps(steps: int, dataset: str, num_train_examples: int | None = None,
+                     batch_size: int = 20) -> int:
+  """The epochs of a schedule of (at least) `steps` optimizer steps: an epoch is
+  ceil(examples / batch) steps, and a training subset smaller than a batch is one step."""
+  examples = num_train_examples or TRAIN_EXAMPLES[dataset]
+  steps_per_epoch = -(-examples // batch_size)
+  return -(-steps // steps_per_epoch)
+
+
 def table1_fig2(datasets, seeds=SEEDS, **settings):
   """Table 1 / Figure 2 (and Figure 5: its shift grid): U-Net, zero padding, no PE and λ=1/10/256."""
   return product(dataset=datasets, model=['unet'], padding=['zeros'],

@@ -204,6 +204,7 @@ class Run:
   checkpoints: Any = None
   writer: Any = None
   description: dict | None = None  # stored with each checkpoint (`provenance.model_description`)
+  history: dict | None = None      # `workdir.HISTORY_FILE`'s curves, continued by training
 
   @property
   def name(self) -> str:
@@ -262,6 +263,8 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, initial[0])
   restored_epoch, restored = workdir_lib.restore_common_checkpoint(
       [run.checkpoints for run in runs], abstract, resume=not evaluate_only)
+  for run in runs:
+    run.history = workdir_lib.read_history(run.workdir, restored_epoch)
   if restored is not None:
     states = restored
     logging.info('Restored the checkpoints of epoch %d.', restored_epoch)
@@ -289,7 +292,8 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
   trained = [workdir_lib.read_results(run.workdir)
              if evaluate_only and workdir_lib.is_finished(run.workdir) else None for run in runs]
   results = [evaluator.finish_run(state, run.config, run.workdir, run.example_ids, run.writer,
-                                  count_parameters(state.params), timings, trained=previous)
+                                  count_parameters(state.params), timings, trained=previous,
+                                  history=run.history)
              for run, state, previous in zip(runs, states, trained)]
   for run in runs:
     run.writer.close()
@@ -343,6 +347,7 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
       if not np.all(run_metrics['finite']):
         _raise_non_finite(run, run_metrics, epoch, steps_per_epoch, last_checkpoint)
       train_loss = float(np.mean(run_metrics['loss']))
+      run.history['train_loss'].append([epoch, train_loss])
       if itstime(epoch, config.log_every_epochs, config.num_epochs):
         run.writer.write_scalars(step, {
             'train_loss': train_loss, 'train_grad_norm': float(np.mean(run_metrics['grad_norm'])),
@@ -354,6 +359,7 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
         scores = evaluator.dice(run_state, pe_scale, run_data.validation)
         run.writer.write_scalars(step, {f'eval_{name}': v for name, v in scores.items()})
         line += f'  eval_dice {scores["dice"]:.4f}  eval_loss {scores["loss"]:.4f}'
+        run.history['eval_dice'].append([epoch, scores['dice']])
         if run.config.num_image_panels and jax.process_index() == 0:
           run.writer.write_images(step, {'eval_examples': evaluator.panel(
               run_state, pe_scale, run.config.num_image_panels)[None]})
@@ -364,6 +370,8 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
       if save_now:
         run.checkpoints.save(epoch, args=ocp.args.StandardSave(run_state),
                              custom_metadata=run.description)
+      if (save_now or evaluate_now) and jax.process_index() == 0:
+        workdir_lib.write_history(run.workdir, run.history)
       run.writer.flush()
     if save_now:
       last_checkpoint = epoch
@@ -411,8 +419,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     logging.info('The run in %s is finished; not retraining it (results.json).', workdir)
     return workdir_lib.read_results(workdir).to_json()
   return train_group([config], [workdir], evaluate_only=evaluate_only)[0]
-
-
 
 
 def train_sweep(config: ml_collections.ConfigDict, workdir: str, *, evaluate_only: bool = False,

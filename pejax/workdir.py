@@ -42,6 +42,9 @@ TEST_CASES_CSV = 'test_cases.csv'
 TEST_VOLUMES_CSV = 'test_volumes.csv'
 ROBUSTNESS_CASES_CSV = 'robustness_cases.csv'
 EXAMPLES_FILE = 'examples.npz'  # `pejax.examples`: a test image, its truth and predictions
+# The training curve ({'train_loss': [[epoch, loss], ...], 'eval_dice': [[epoch, Dice], ...]}),
+# written as training goes, so that a resumed run keeps the epochs before the interruption.
+HISTORY_FILE = 'history.json'
 REPORT_FILE = 'report.md'
 # The figures the last report wrote, so that the next one can remove those it does not write.
 FIGURES_FILE = 'report_figures.json'
@@ -148,6 +151,20 @@ def check_settings(workdir: str, config) -> bool:
         f'the workdir {workdir} holds a run with other settings ({details}). Use another '
         '--workdir, or delete that one to start over.')
   return True
+
+
+def read_history(workdir: str, up_to_epoch: int | None) -> dict[str, list]:
+  """The run's training curve up to `up_to_epoch` (the restored checkpoint's epoch: what came
+  after it is trained again); empty for a new run or without the file."""
+  path = storage.join(workdir, HISTORY_FILE)
+  stored = (read_json_or_none(path) if up_to_epoch is not None and storage.exists(path)
+            else None) or {}
+  return {name: [[int(epoch), value] for epoch, value in stored.get(name, [])
+                 if int(epoch) <= up_to_epoch] for name in ('train_loss', 'eval_dice')}
+
+
+def write_history(workdir: str, history: Mapping[str, list]) -> None:
+  write_json(storage.join(workdir, HISTORY_FILE), dict(history))
 
 
 def is_finished(workdir: str) -> bool:
@@ -340,6 +357,9 @@ class Results:
   # Summaries of the per-case files (`surface_distance.summarize`) and their names.
   per_case: dict = dataclasses.field(default_factory=dict)
   robustness_file: str | None = None   # beside results.json; None: no grid was evaluated
+  # Validation Dice per evaluated epoch, [[epoch, Dice], ...], and `convergence.assess` of it.
+  validation_history: list = dataclasses.field(default_factory=list)
+  convergence: dict = dataclasses.field(default_factory=dict)
 
   def to_json(self) -> dict[str, Any]:
     data = dataclasses.asdict(self)

@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import glob
+import importlib.util
 import json
 import os
 import shutil
@@ -82,11 +83,40 @@ def test_resume_after_interruption_gives_the_uninterrupted_results(data_dir, tmp
                                                 rel=1e-5)
   assert mask['shift_x']['2']['dice'] < mask['clean']['dice']
 
+  # The training curve continues across the interruption as if there had been none.
+  history = lambda folder: workdir_lib.read_history(folder, config.num_epochs)
+  assert history(workdir) == history(str(tmp_path / 'uninterrupted'))
+  assert [epoch for epoch, _ in history(workdir)['train_loss']] == [1, 2, 3, 4]
+  assert [epoch for epoch, _ in resumed['validation_history']] == [2, 4]
+  assert resumed['convergence'] == uninterrupted['convergence']
+  assert resumed['convergence']['converged'] in (True, False)
+
+  # The schedule study's continuation: a finished 2-epoch run, copied and trained on to 4
+  # epochs, is the 4-epoch run (the learning rate does not depend on the schedule).
+  study = load_benchmark('schedule_study')
+  short = str(tmp_path / 'two_epochs')
+  train.train_and_evaluate(small_config(data_dir, run_robustness=True, num_epochs=2,
+                                        robustness=config.robustness), short)
+  continued = str(tmp_path / 'continued')
+  study.continue_from(short, continued, config)
+  assert not workdir_lib.is_finished(continued)
+  extended = train.train_and_evaluate(config, continued)
+  for key in ('test', 'validation', 'steps', 'validation_history'):
+    assert extended[key] == uninterrupted[key], key
+
   # A finished run is not trained again: its results come back as they are.
   calls['count'] = 0
   monkeypatch.setattr(train.EpochRunner, '__call__', interrupt_in_third_epoch)
   again = train.train_and_evaluate(config, workdir)
   assert again['test'] == resumed['test'] and calls['count'] == 0
+
+
+def load_benchmark(name):
+  """A script of benchmarks/ as a module."""
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'benchmarks', f'{name}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def damage(checkpoint_folder):

@@ -1,0 +1,70 @@
+"""Whether a run had converged when its training stopped: the rule, and its verdict per run.
+
+A claim that compares settings measures their trained models; a setting whose runs were still
+improving when they stopped (λ = 256 needs more steps than no PE) measures the schedule
+instead. The rule, on the validation Dice that training evaluates every `eval_every_epochs`:
+
+  gain = (best validation Dice evaluated in the last fifth of the epochs, (0.8·E, E])
+         − (best validation Dice evaluated before it, epochs ≤ 0.8·E)
+
+A run has **converged** if gain ≤ TOLERANCE, **not converged** if gain > TOLERANCE (it was
+still finding better models at the end), and is **undetermined** without an evaluation in each
+part (evaluate at least every tenth of the epochs to decide it). Best-so-far values make the
+rule blind to single noisy dips; only new highs count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+LAST_FRACTION = 0.2
+TOLERANCE = 0.01
+RULE = (f'a run has converged if its best validation Dice in the last '
+        f'{LAST_FRACTION:.0%} of its epochs exceeds its best before them by at most '
+        f'{TOLERANCE:g}')
+
+
+def assess(eval_dice: Sequence[Sequence[float]], num_epochs: int) -> dict:
+  """The rule on a run's validation history [[epoch, Dice], ...] of `num_epochs` epochs.
+
+  Returns {'converged': True, False or None (undetermined), 'gain', 'rule', and the epochs
+  and values compared}.
+  """
+  boundary = num_epochs * (1 - LAST_FRACTION)
+  points = [(int(epoch), float(dice)) for epoch, dice in eval_dice
+            if dice is not None and math.isfinite(float(dice)) and epoch <= num_epochs]
+  before = [dice for epoch, dice in points if epoch <= boundary]
+  last = [dice for epoch, dice in points if epoch > boundary]
+  result = {'rule': RULE, 'converged': None, 'gain': None}
+  if not before or not last:
+    result['why'] = (f'needs a validation Dice in epochs ≤ {boundary:g} and in '
+                     f'({boundary:g}, {num_epochs}]; evaluated at epochs '
+                     f'{[epoch for epoch, _ in points]}')
+    return result
+  gain = max(last) - max(before)
+  result.update(converged=bool(gain <= TOLERANCE), gain=gain, best_before=max(before),
+                best_last=max(last))
+  return result
+
+
+def count(runs_convergence: Sequence[dict | None]) -> tuple[int, int, int]:
+  """(not converged, undetermined, total) over runs' `assess` results (None: not recorded)."""
+  not_converged = sum(1 for c in runs_convergence if c and c.get('converged') is False)
+  undetermined = sum(1 for c in runs_convergence if not c or c.get('converged') is None)
+  return not_converged, undetermined, len(runs_convergence)
+
+
+def eval_every_epochs(num_epochs: int, evaluations: int = 10) -> int:
+  """An evaluation interval that gives the rule about `evaluations` points to decide from."""
+  return max(1, num_epochs // evaluations)
+
+
+def describe(result: dict | None) -> str:
+  """One line for the console and the report: the verdict of `assess` and its numbers."""
+  if not result or result.get('converged') is None:
+    return 'convergence undetermined' + (f' ({result["why"]})' if result and 'why' in result
+                                         else ' (no validation history recorded)')
+  state = 'converged' if result['converged'] else 'NOT converged'
+  return (f'{state}: the best validation Dice rose by {result["gain"]:+.4f} in the last '
+          f'{LAST_FRACTION:.0%} of the epochs (tolerance {TOLERANCE:g})')
