@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pejax import statistics
+from pejax import convergence, statistics
 from pejax.aggregation import (ANY, Setting, datasets_of, has_shifts, paired_differences,
                                paired_values, pe_label, pe_of_interest, pe_sorted, select,
                                standard)
@@ -90,6 +90,9 @@ class Verdict(NamedTuple):
   dataset: str
   status: str     # HOLDS, FAILS, NOT_MEASURED or NOT_ASSESSED
   numbers: str
+  # Which settings the verdict rests on had runs that did not converge (`pejax.convergence`),
+  # e.g. 'PE λ=256 not converged in 2 of 3 seeds'; '' where every run converged.
+  convergence: str = ''
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +100,8 @@ class Claim:
   name: str
   text: str
   rule: str
-  check: Callable[[Sequence[Setting], str], tuple[str, str]]
+  # (settings, dataset) -> (status, numbers, the settings compared).
+  check: Callable[[Sequence[Setting], str], tuple[str, str, list[Setting]]]
 
 
 # A claim's quantities, per image (from a run's per-image row {(condition, level): Dice}) and
@@ -142,9 +146,10 @@ def _compare(a: Setting, b: Setting, quantity, label: str, margin: float = 0.0
   return verdict(effect, margin), f'{label} {effect.describe()}'
 
 
-def _result(comparisons: Sequence[tuple[str, str]], means: str) -> tuple[str, str]:
+def _result(comparisons: Sequence[tuple[str, str]], means: str, used: Sequence[Setting]
+            ) -> tuple[str, str, list[Setting]]:
   return combine([status for status, _ in comparisons]), '; '.join(
-      [means] + [numbers for _, numbers in comparisons])
+      [means] + [numbers for _, numbers in comparisons]), list(used)
 
 
 def _means(settings: Sequence[Setting], quantity, name: str) -> str:
@@ -155,52 +160,60 @@ def _means(settings: Sequence[Setting], quantity, name: str) -> str:
 def _check_noise(settings, dataset):
   chosen = [s for s in pe_sorted(standard(settings, dataset, 'unet')) if s.robust_runs]
   if len(chosen) < 2 or chosen[0].pe is not None:
-    return NOT_MEASURED, 'needs U-Net runs without PE and with PE, with robustness grids'
+    return NOT_MEASURED, 'needs U-Net runs without PE and with PE, with robustness grids', []
   comparisons = [_compare(chosen[0], chosen[-1], NOISE_DROP,
                           f'drop no PE − {pe_label(chosen[-1].pe)}')]
-  # "More with larger λ": no step along λ may raise the drop (reversed, interval below 0).
-  for before, after in zip(chosen, chosen[1:]):
+  # "More with larger λ": no step along λ may raise the drop (reversed, interval below 0); with
+  # two settings the one step is the comparison above.
+  for before, after in zip(chosen, chosen[1:]) if len(chosen) > 2 else ():
     status, numbers = _compare(before, after, NOISE_DROP,
                                f'drop {pe_label(before.pe)} − {pe_label(after.pe)}')
     comparisons.append((FAILS if status == FAILS else HOLDS, numbers))
-  return _result(comparisons, _means(chosen, NOISE_DROP, 'noise drop'))
+  return _result(comparisons, _means(chosen, NOISE_DROP, 'noise drop'), chosen)
 
 
 def _check_clean_cost(settings, dataset):
   chosen = pe_sorted(standard(settings, dataset, 'unet'))
   if len(chosen) < 2 or chosen[0].pe is not None:
-    return NOT_MEASURED, 'needs U-Net runs without and with PE'
-  return _result([_compare(chosen[0], chosen[-1], CLEAN,
-                           f'clean Dice no PE − {pe_label(chosen[-1].pe)}')],
-                 _means([chosen[0], chosen[-1]], CLEAN, 'clean Dice'))
+    return NOT_MEASURED, 'needs U-Net runs without and with PE', []
+  compared = [chosen[0], chosen[-1]]
+  return _result([_compare(*compared, CLEAN, f'clean Dice no PE − {pe_label(chosen[-1].pe)}')],
+                 _means(compared, CLEAN, 'clean Dice'), compared)
 
 
 def _check_padding(settings, dataset):
   chosen = [s for s in standard(settings, dataset, 'unet', padding=ANY) if s.robust_runs]
   pe = pe_of_interest([s for s in chosen if s.padding == 'reflect'])
   found = {(s.padding, s.pe): s for s in chosen if s.padding in ('zeros', 'reflect')}
-  needed = [(p, q) for p in ('zeros', 'reflect') for q in (None, pe)]
-  if pe is None or not all(key in found for key in needed):
+  if pe is None or not all((padding, q) in found for padding in ('zeros', 'reflect')
+                           for q in (None, pe)):
     return NOT_MEASURED, ('needs U-Net runs with zero and reflection padding, without PE and '
-                          'with PE, with robustness grids')
-  values = paired_values([found[key] for key in needed], *NOISE_DICE)
-  gap_without, gap_with = values[0] - values[1], values[2] - values[3]
+                          'with PE, with robustness grids'), []
+  # Named, not positional: the gap is zero − reflection padding at the same PE setting.
+  compared = {name: found[key] for name, key in (
+      ('zeros_nope', ('zeros', None)), ('reflect_nope', ('reflect', None)),
+      ('zeros_pe', ('zeros', pe)), ('reflect_pe', ('reflect', pe)))}
+  values = dict(zip(compared, paired_values(list(compared.values()), *NOISE_DICE)))
+  gap_without = values['zeros_nope'] - values['reflect_nope']
+  gap_with = values['zeros_pe'] - values['reflect_pe']
   without = paired_effect(gap_without)
   closing = paired_effect(gap_without - gap_with)
-  means = (f'noise Dice zero/reflect: no PE {np.nanmean(values[0]):.3f}/'
-           f'{np.nanmean(values[1]):.3f}, {pe_label(pe)} {np.nanmean(values[2]):.3f}/'
-           f'{np.nanmean(values[3]):.3f}')
-  return _result([(verdict(without), f'gap without PE {without.describe()}'),
-                  (verdict(closing), f'gap without PE − gap with PE {closing.describe()}')],
-                 means)
+  means = (f'noise Dice zero/reflection padding: no PE {np.nanmean(values["zeros_nope"]):.3f}/'
+           f'{np.nanmean(values["reflect_nope"]):.3f}, {pe_label(pe)} '
+           f'{np.nanmean(values["zeros_pe"]):.3f}/{np.nanmean(values["reflect_pe"]):.3f}')
+  return _result([(verdict(without), f'gap (zero − reflection) without PE {without.describe()}'),
+                  (verdict(closing), f'gap without PE − gap with {pe_label(pe)} '
+                                     f'{closing.describe()}')],
+                 means, compared.values())
 
 
 def _check_shift(settings, dataset):
   chosen = [s for s in pe_sorted(standard(settings, dataset, 'unet')) if has_shifts(s)]
   if len(chosen) < 2 or chosen[0].pe is not None:
-    return NOT_MEASURED, 'needs U-Net runs without and with PE, with a shift grid'
+    return NOT_MEASURED, 'needs U-Net runs without and with PE, with a shift grid', []
   return _result([_compare(chosen[0], s, SHIFT_DICE, f'no PE − {pe_label(s.pe)}')
-                  for s in chosen[1:]], _means(chosen, SHIFT_DICE, 'mean Dice over shifts'))
+                  for s in chosen[1:]], _means(chosen, SHIFT_DICE, 'mean Dice over shifts'),
+                 chosen)
 
 
 def _check_small_cnn(settings, dataset):
@@ -209,7 +222,7 @@ def _check_small_cnn(settings, dataset):
   without = select(chosen, pe=None)
   with_pe = select(chosen, pe=pe) if pe is not None else []
   if not without or not with_pe:
-    return NOT_MEASURED, 'needs small-CNN runs without and with PE'
+    return NOT_MEASURED, 'needs small-CNN runs without and with PE', []
   lifted = _compare(with_pe[0], without[0], CLEAN, f'clean Dice {pe_label(pe)} − no PE',
                     margin=FAR_MARGIN)
   # The averaged mask of a run's training set is fixed: PE's per-image Dice against its mean,
@@ -221,14 +234,14 @@ def _check_small_cnn(settings, dataset):
   means = _means([without[0], with_pe[0]], CLEAN, 'clean Dice') + (
       f', averaged mask {np.nanmean(masks):.3f}')
   return _result([lifted, (verdict(above), f'{pe_label(pe)} − averaged mask '
-                           f'{above.describe()}')], means)
+                           f'{above.describe()}')], means, [without[0], with_pe[0]])
 
 
 def _check_small_data(settings, dataset):
   chosen = standard(settings, dataset, 'unet', num_train_examples=ANY)
   subsets = [s for s in chosen if s.num_train_examples is not None]
   pe = pe_of_interest(subsets)
-  comparisons, means = [], []
+  comparisons, means, used = [], [], []
   for size in sorted({s.num_train_examples for s in subsets}, reverse=True):
     without = select(subsets, num_train_examples=size, pe=None)
     with_pe = select(subsets, num_train_examples=size, pe=pe)
@@ -236,9 +249,10 @@ def _check_small_data(settings, dataset):
       comparisons.append(_compare(with_pe[0], without[0], CLEAN,
                                   f'{size} images, {pe_label(pe)} − no PE'))
       means.append(f'{size} images ' + _means([without[0], with_pe[0]], CLEAN, 'clean Dice'))
+      used += [without[0], with_pe[0]]
   if not comparisons:
-    return NOT_MEASURED, 'needs U-Net runs on training subsets, without and with PE'
-  return _result(comparisons, '; '.join(means))
+    return NOT_MEASURED, 'needs U-Net runs on training subsets, without and with PE', []
+  return _result(comparisons, '; '.join(means), used)
 
 
 CLAIMS = (
@@ -305,10 +319,42 @@ def evaluate_claims(settings: Sequence[Setting],
   verdicts = []
   for claim in CLAIMS:
     for dataset in datasets_of(settings):
-      status, numbers = claim.check(settings, dataset)
+      status, numbers, used = claim.check(settings, dataset)
       if not_learnt[dataset] and status != NOT_MEASURED:
         status, numbers = NOT_ASSESSED, not_learnt[dataset]
-      verdicts.append(Verdict(claim.name, dataset, status, numbers))
+      verdicts.append(Verdict(claim.name, dataset, status, numbers, convergence_note(used)))
   return verdicts
 
 
+def convergence_note(used: Sequence[Setting]) -> str:
+  """Which of the compared settings have runs that did not converge, or whose convergence is
+  not known, e.g. 'PE λ=256 not converged in 2 of 3 seeds'."""
+  notes = []
+  for setting in used:
+    not_converged, undetermined, total = convergence.count(
+        [run.results.convergence for run in setting.runs])
+    name = setting_name(setting, used)
+    if not_converged:
+      notes.append(f'{name} not converged in {not_converged} of {total} seeds')
+    if undetermined:
+      notes.append(f'{name} convergence unknown in {undetermined} of {total} seeds')
+  return '; '.join(notes)
+
+
+PADDING_NAMES = {'zeros': 'zero', 'reflect': 'reflection'}
+
+
+def setting_name(setting: Setting, among: Sequence[Setting]) -> str:
+  """The shortest label that tells `setting` apart from the others compared with it."""
+  parts = [pe_label(setting.pe)]
+  if len({s.padding for s in among}) > 1:
+    parts.insert(0, f'{PADDING_NAMES.get(setting.padding, setting.padding)} padding')
+  if len({s.num_train_examples for s in among}) > 1 and setting.num_train_examples:
+    parts.insert(0, f'{setting.num_train_examples} images')
+  return ', '.join(parts)
+
+
+def describe(verdict: Verdict) -> str:
+  """A verdict as the report lists it: status, the convergence caveat if any, the numbers."""
+  caveat = f' (caution: {verdict.convergence})' if verdict.convergence else ''
+  return f'**{verdict.status}**{caveat} — {verdict.numbers}'

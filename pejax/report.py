@@ -51,7 +51,7 @@ def _summary_section(parts: Sequence[tuple[str, Sequence[Setting]]],
       if not found:
         out.append(f'  - {title_of(dataset)}: **{NOT_MEASURED}**')
       for label, verdict in found:
-        out.append(f'  - {title_of(dataset)} ({label}): **{verdict.status}** — {verdict.numbers}')
+        out.append(f'  - {title_of(dataset)} ({label}): {claims.describe(verdict)}')
   return out + ['']
 
 

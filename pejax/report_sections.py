@@ -16,10 +16,11 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from absl import logging
 
-from pejax import claims, examples, robustness, visualize, workdir as workdir_lib
+from pejax import claims, convergence, examples, robustness, visualize, workdir as workdir_lib
 from pejax.aggregation import (ANY, Setting, Stat, datasets_of, has_shifts, paired_difference,
                                pe_label, pe_of_interest, pe_rank, pe_sorted, select, standard)
 from pejax.claims import CLAIMS, PAPER_SMALL_CNN, PAPER_TABLE1, PAPER_TABLE2
+from pejax.paper_comparison import VERSUS_PAPER, compares, scale_note, versus_paper
 
 DATASET_TITLES = {'jsrt': 'JSRT', 'acdc': 'ACDC', 'phantom_chest': 'chest phantom',
                   'phantom_cardiac': 'cardiac phantom'}
@@ -137,29 +138,36 @@ def _block(ctx: Context, shown: Sequence[Setting], caption: str, *parts: list[st
 
 def _clean_table(ctx: Context, settings: Sequence[Setting], paper_table: Mapping,
                  dataset: str) -> list[str]:
-  """Averaged mask + one row per PE setting: clean Dice, n, per-class Dice, paper column."""
+  """Averaged mask + one row per PE setting: clean Dice, n, per-class Dice, paper column (and
+  for a dataset of the paper, the columns of VERSUS_PAPER), and the scale of the runs."""
   source, paper_header = _paper_source(dataset, paper_table)
+  compared = compares(dataset, source)
   class_names = settings[0].class_names
   header = ['model', 'Dice', 'n'] + [f'Dice {c}' for c in class_names]
   if source:
-    header.append(paper_header)
+    header += [paper_header, *VERSUS_PAPER] if compared else [paper_header]
+
+  def paper_cells(stat: Stat, key) -> list[str]:
+    if not source:
+      return []
+    value = paper_table[source].get(key)
+    return [format_paper(value)] + (versus_paper(stat, value) if compared else [])
+
   all_runs = Setting({}, [run for s in settings for run in s.runs])
-  rows = []
-  mask_row = ['averaged mask', format_stat(all_runs.averaged_mask()), all_runs.averaged_mask().n]
-  mask_row += [format_stat(all_runs.averaged_mask(f'dice_{c}')) for c in class_names]
-  if source:
-    mask_row.append(format_paper(paper_table[source].get('averaged_mask')))
-  rows.append(mask_row)
+  mask = all_runs.averaged_mask()
+  rows = [['averaged mask', format_stat(mask), mask.n]
+          + [format_stat(all_runs.averaged_mask(f'dice_{c}')) for c in class_names]
+          + paper_cells(mask, 'averaged_mask')]
   model = MODEL_TITLES.get(settings[0].model, settings[0].model)
   for setting in pe_sorted(settings):
-    row = [f'{model} {"w/o PE" if setting.pe is None else f"w/ PE (λ={setting.pe:g})"}',
-           format_stat(setting.test()), setting.test().n]
-    row += [format_stat(setting.test(f'dice_{c}')) for c in class_names]
-    if source:
-      row.append(format_paper(paper_table[source].get(setting.pe)))
-    rows.append(row)
+    stat = setting.test()
+    rows.append([f'{model} {"w/o PE" if setting.pe is None else f"w/ PE (λ={setting.pe:g})"}',
+                 format_stat(stat), stat.n]
+                + [format_stat(setting.test(f'dice_{c}')) for c in class_names]
+                + paper_cells(stat, setting.pe))
   ctx.mark(settings)
-  return markdown_table(header, rows) + _analogue_note(dataset, source)
+  return (markdown_table(header, rows) + _analogue_note(dataset, source)
+          + (scale_note(settings) if source else []))
 
 
 def _clean_tables(ctx: Context, settings: Sequence[Setting], model: str, paper_table: Mapping,
@@ -266,25 +274,30 @@ def _table2_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
     columns = [None] + ([pe] if pe is not None else [])
     chosen = [s for s in chosen if s.pe in columns]
     source, paper_header = _paper_source(dataset, PAPER_TABLE2)
+    compared = compares(dataset, source)
     header = ['training images']
     for column in columns:
       header += [pe_label(column), 'n']
-    if source:
-      header += [f'{paper_header} {pe_label(column)}' for column in columns]
+    if source:  # per PE column: the paper's number (and for the paper's dataset, VERSUS_PAPER)
+      for column in columns:
+        header.append(f'{paper_header} {pe_label(column)}')
+        header += [f'{name}, {pe_label(column)}' for name in VERSUS_PAPER] if compared else []
     rows = []
     for size in sizes:
       row_settings = [s for s in chosen if s.num_train_examples == size]
-      row = [_size_label(size, row_settings)]
+      row, paper = [_size_label(size, row_settings)], []
       for column in columns:
         match = [s for s in row_settings if s.pe == column]
         stat = match[0].test() if match else Stat(float('nan'), float('nan'), 0)
         row += [format_stat(stat), stat.n]
-      if source:
-        row += [format_paper(PAPER_TABLE2[source].get(size, {}).get(column)) for column in columns]
-      rows.append(row)
+        if source:
+          value = PAPER_TABLE2[source].get(size, {}).get(column)
+          paper += [format_paper(value)] + (versus_paper(stat, value) if compared else [])
+      rows.append(row + paper)
     out += _block(ctx, chosen, f'**{title_of(dataset)}** — U-Net, zero padding; clean test Dice '
                   'by training-set size.',
-                  markdown_table(header, rows) + _analogue_note(dataset, source))
+                  markdown_table(header, rows) + _analogue_note(dataset, source)
+                  + (scale_note(chosen) if source else []))
   return _section(ctx, 'Table 2: training-set size', out,
                   'Paper (JSRT): with 10 or 5 training images PE helps the U-Net.')
 
@@ -446,12 +459,15 @@ def _verdict_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
   verdicts = claims.evaluate_claims(settings, ctx.all_settings)
   out = [f'{ctx.heading} Verdicts on the paper\'s claims', '',
          claims.RULE + ' Each claim is decided per dataset by the comparisons beside it. A '
-         'phantom verdict is about the phantom, not about the paper\'s data.', '']
+         'phantom verdict is about the phantom, not about the paper\'s data. A verdict that '
+         'rests on runs which had not converged says so ("caution: ..."): it may measure the '
+         f'schedule rather than the setting. Convergence: {convergence.RULE} (per run in '
+         'results.json).', '']
   for claim in CLAIMS:
     out.append(f'- **{claim.text}.** Rule: {claim.rule}.')
     for verdict in verdicts:
       if verdict.claim == claim.name:
-        out.append(f'  - {title_of(verdict.dataset)}: **{verdict.status}** — {verdict.numbers}')
+        out.append(f'  - {title_of(verdict.dataset)}: {claims.describe(verdict)}')
   return out + ['']
 
 
