@@ -328,17 +328,18 @@ def evaluate_claims(settings: Sequence[Setting],
 
 def convergence_note(used: Sequence[Setting]) -> str:
   """Which of the compared settings have runs that did not converge, or whose convergence is
-  not known, e.g. 'PE λ=256 not converged in 2 of 3 seeds'."""
-  notes = []
+  not known, e.g. 'PE λ=256 not converged in 2 of 3 seeds'; settings with the same counts are
+  named together ('no PE, PE λ=256 not converged in 1 of 3 seeds each')."""
+  groups: dict[tuple[str, int, int], list[str]] = {}
   for setting in used:
     not_converged, undetermined, total = convergence.count(
         [run.results.convergence for run in setting.runs])
-    name = setting_name(setting, used)
-    if not_converged:
-      notes.append(f'{name} not converged in {not_converged} of {total} seeds')
-    if undetermined:
-      notes.append(f'{name} convergence unknown in {undetermined} of {total} seeds')
-  return '; '.join(notes)
+    for what, number in (('not converged', not_converged), ('convergence unknown', undetermined)):
+      if number:
+        groups.setdefault((what, number, total), []).append(setting_name(setting, used))
+  return '; '.join(f'{", ".join(names)} {what} in {number} of {total} seeds'
+                   + (' each' if len(names) > 1 else '')
+                   for (what, number, total), names in groups.items())
 
 
 PADDING_NAMES = {'zeros': 'zero', 'reflect': 'reflection'}

@@ -26,6 +26,7 @@ from pejax import claims, configuration, storage, workdir as workdir_lib
 from pejax.aggregation import Setting, datasets_of, group_runs
 from pejax.claims import CLAIMS, NOT_MEASURED
 from pejax.errors import RunNotFoundError
+from pejax.paper_comparison import scale_label
 from pejax.report_sections import SECTIONS, Context, other_section, title_of
 
 
@@ -60,10 +61,7 @@ def _summary_section(parts: Sequence[tuple[str, Sequence[Setting]]],
 
 
 def _scale_label(settings: Mapping, differing: Sequence[str]) -> str:
-  size = settings.get('image_size')
-  parts = [f'{size}×{size}' if size else None,
-           f'width {settings.get("width")}' if 'width' in settings else None,
-           f'{settings.get("num_epochs")} epochs' if 'num_epochs' in settings else None]
+  parts = [scale_label(settings)]
   parts += [f'{name}={json.dumps(configuration.json_safe(settings.get(name)))}' for name in differing
             if name not in ('image_size', 'width', 'num_epochs')]
   return ', '.join(filter(None, parts))

@@ -201,5 +201,4 @@ def test_runs_without_a_convergence_record_are_named_as_unknown():
     for run in setting.runs:
       run.results.convergence = {}
   verdict = verdict_of('clean_cost', settings)
-  assert verdict.convergence == ('no PE convergence unknown in 3 of 3 seeds; '
-                                 'PE λ=256 convergence unknown in 3 of 3 seeds')
+  assert verdict.convergence == 'no PE, PE λ=256 convergence unknown in 3 of 3 seeds each'
