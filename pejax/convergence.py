@@ -9,8 +9,10 @@ instead. The rule, on the validation Dice that training evaluates every `eval_ev
 
 A run has **converged** if gain ≤ TOLERANCE, **not converged** if gain > TOLERANCE (it was
 still finding better models at the end), and is **undetermined** without an evaluation in each
-part (evaluate at least every tenth of the epochs to decide it). Best-so-far values make the
-rule blind to single noisy dips; only new highs count.
+part (training evaluates the boundary epoch, `boundary_epoch`, besides every
+`eval_every_epochs`, so a run of two or more epochs has both). Best-so-far values make the rule
+blind to single noisy dips; only new highs count. The more evaluations, the more new highs it
+can see: about ten per run (`eval_every_epochs`) is what the paper configs use.
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ def assess(eval_dice: Sequence[Sequence[float]], num_epochs: int) -> dict:
   result.update(converged=bool(gain <= TOLERANCE), gain=gain, best_before=max(before),
                 best_last=max(last))
   return result
+
+
+def boundary_epoch(num_epochs: int) -> int:
+  """The last epoch before the final fifth: training always evaluates it, so that every run of
+  two or more epochs has a validation Dice on each side of the rule's boundary."""
+  return int(num_epochs * (1 - LAST_FRACTION))
 
 
 def count(runs_convergence: Sequence[dict | None]) -> tuple[int, int, int]:

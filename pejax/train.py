@@ -31,8 +31,8 @@ from absl import logging
 from clu import periodic_actions
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from pejax import (configuration, datasets, evaluation, hparams, input_pipeline, models, provenance,
-                   steps, sweep, workdir as workdir_lib)
+from pejax import (configuration, convergence, datasets, evaluation, hparams, input_pipeline,
+                   models, provenance, steps, sweep, workdir as workdir_lib)
 from pejax.errors import NonFiniteLossError, RunNotFoundError, SettingError
 from pejax.positional import input_channels
 
@@ -340,7 +340,8 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
     timings['epoch_seconds'].append(seconds)
     step = epoch * steps_per_epoch
     report_progress(step)
-    evaluate_now = itstime(epoch, config.eval_every_epochs, config.num_epochs)
+    evaluate_now = (itstime(epoch, config.eval_every_epochs, config.num_epochs)
+                    or epoch == convergence.boundary_epoch(config.num_epochs))
     save_now = itstime(epoch, config.checkpoint_every_epochs, config.num_epochs)
     for k, run in enumerate(runs):
       run_metrics = member(step_metrics, k)

@@ -87,7 +87,8 @@ def test_resume_after_interruption_gives_the_uninterrupted_results(data_dir, tmp
   history = lambda folder: workdir_lib.read_history(folder, config.num_epochs)
   assert history(workdir) == history(str(tmp_path / 'uninterrupted'))
   assert [epoch for epoch, _ in history(workdir)['train_loss']] == [1, 2, 3, 4]
-  assert [epoch for epoch, _ in resumed['validation_history']] == [2, 4]
+  # Every eval_every_epochs (2), and the convergence rule's boundary epoch (3 of 4).
+  assert [epoch for epoch, _ in resumed['validation_history']] == [2, 3, 4]
   assert resumed['convergence'] == uninterrupted['convergence']
   assert resumed['convergence']['converged'] in (True, False)
 
@@ -101,8 +102,12 @@ def test_resume_after_interruption_gives_the_uninterrupted_results(data_dir, tmp
   study.continue_from(short, continued, config)
   assert not workdir_lib.is_finished(continued)
   extended = train.train_and_evaluate(config, continued)
-  for key in ('test', 'validation', 'steps', 'validation_history'):
+  for key in ('test', 'validation', 'steps'):
     assert extended[key] == uninterrupted[key], key
+  # The 2-epoch run also evaluated its own boundary epoch, 1; the shared epochs agree.
+  assert dict(map(tuple, extended['validation_history'])) == dict(
+      [(1, pytest.approx(extended['validation_history'][0][1]))]
+      + list(map(tuple, uninterrupted['validation_history'])))
 
   # A finished run is not trained again: its results come back as they are.
   calls['count'] = 0
