@@ -143,7 +143,7 @@ def _clean_table(ctx: Context, settings: Sequence[Setting], paper_table: Mapping
   source, paper_header = _paper_source(dataset, paper_table)
   compared = compares(dataset, source)
   class_names = settings[0].class_names
-  header = ['model', 'Dice', 'n'] + [f'Dice {c}' for c in class_names]
+  header = ['model', 'Dice', 'n', 'converged'] + [f'Dice {c}' for c in class_names]
   if source:
     header += [paper_header, *VERSUS_PAPER] if compared else [paper_header]
 
@@ -155,19 +155,27 @@ def _clean_table(ctx: Context, settings: Sequence[Setting], paper_table: Mapping
 
   all_runs = Setting({}, [run for s in settings for run in s.runs])
   mask = all_runs.averaged_mask()
-  rows = [['averaged mask', format_stat(mask), mask.n]
+  rows = [['averaged mask', format_stat(mask), mask.n, '—']
           + [format_stat(all_runs.averaged_mask(f'dice_{c}')) for c in class_names]
           + paper_cells(mask, 'averaged_mask')]
   model = MODEL_TITLES.get(settings[0].model, settings[0].model)
   for setting in pe_sorted(settings):
     stat = setting.test()
     rows.append([f'{model} {"w/o PE" if setting.pe is None else f"w/ PE (λ={setting.pe:g})"}',
-                 format_stat(stat), stat.n]
+                 format_stat(stat), stat.n, converged_seeds(setting)]
                 + [format_stat(setting.test(f'dice_{c}')) for c in class_names]
                 + paper_cells(stat, setting.pe))
   ctx.mark(settings)
   return (markdown_table(header, rows) + _analogue_note(dataset, source)
           + (scale_note(settings) if source else []))
+
+
+def converged_seeds(setting: Setting) -> str:
+  """'3 of 3' seeds converged, with how many are undetermined ('2 of 3, 1 unknown')."""
+  not_converged, unknown, total = convergence.count([run.results.convergence
+                                                     for run in setting.runs])
+  converged = total - not_converged - unknown
+  return f'{converged} of {total}' + (f', {unknown} unknown' if unknown else '')
 
 
 def _clean_tables(ctx: Context, settings: Sequence[Setting], model: str, paper_table: Mapping,
