@@ -332,9 +332,15 @@ def convergence_note(used: Sequence[Setting]) -> str:
   named together ('no PE, PE λ=256 not converged in 1 of 3 seeds each')."""
   groups: dict[tuple[str, int, int], list[str]] = {}
   for setting in used:
-    not_converged, undetermined, total = convergence.count(
-        [run.results.convergence for run in setting.runs])
-    for what, number in (('not converged', not_converged), ('convergence unknown', undetermined)):
+    verdicts = [convergence.of_run(run.results) for run in setting.runs]
+    total = len(verdicts)
+    states = [v.get('state', convergence.STILL_IMPROVING) for v in verdicts
+              if v.get('converged') is False]
+    undetermined = convergence.count(verdicts)[1]
+    for what, number in (('not converged', states.count(convergence.STILL_IMPROVING)),
+                         (f'not converged ({convergence.FALLEN_AWAY})',
+                          states.count(convergence.FALLEN_AWAY)),
+                         ('convergence unknown', undetermined)):
       if number:
         groups.setdefault((what, number, total), []).append(setting_name(setting, used))
   return '; '.join(f'{", ".join(names)} {what} in {number} of {total} seeds'

@@ -7,8 +7,10 @@ instead. The rule, on the validation Dice that training evaluates every `eval_ev
   gain = (best validation Dice evaluated in the last fifth of the epochs, (0.8·E, E])
          − (best validation Dice evaluated before it, epochs ≤ 0.8·E)
 
-A run has **converged** if gain ≤ TOLERANCE, **not converged** if gain > TOLERANCE (it was
-still finding better models at the end), and is **undetermined** without an evaluation in each
+A run has **converged** if −FALL ≤ gain ≤ TOLERANCE; it has **not converged** if gain >
+TOLERANCE (still improving: it was finding better models at the end) or gain < −FALL (fallen
+away: it ended far below a model it had already found, e.g. after a loss spike; a fall within
+FALL is the validation estimate's noise); it is **undetermined** without an evaluation in each
 part (training evaluates the boundary epoch, `boundary_epoch`, besides every
 `eval_every_epochs`, so a run of two or more epochs has both). Best-so-far values make the rule
 blind to single noisy dips; only new highs count. The more evaluations, the more new highs it
@@ -22,9 +24,12 @@ from collections.abc import Sequence
 
 LAST_FRACTION = 0.2
 TOLERANCE = 0.01
+FALL = 0.05
+STILL_IMPROVING, FALLEN_AWAY = 'still improving', 'fallen away'
 RULE = (f'a run has converged if its best validation Dice in the last '
         f'{LAST_FRACTION:.0%} of its epochs exceeds its best before them by at most '
-        f'{TOLERANCE:g}')
+        f'{TOLERANCE:g} (else: {STILL_IMPROVING}) and falls below it by at most {FALL:g} '
+        f'(else: {FALLEN_AWAY})')
 
 
 def assess(eval_dice: Sequence[Sequence[float]], num_epochs: int) -> dict:
@@ -45,9 +50,18 @@ def assess(eval_dice: Sequence[Sequence[float]], num_epochs: int) -> dict:
                      f'{[epoch for epoch, _ in points]}')
     return result
   gain = max(last) - max(before)
-  result.update(converged=bool(gain <= TOLERANCE), gain=gain, best_before=max(before),
-                best_last=max(last))
+  state = (STILL_IMPROVING if gain > TOLERANCE else FALLEN_AWAY if gain < -FALL else 'converged')
+  result.update(converged=state == 'converged', state=state, gain=gain,
+                best_before=max(before), best_last=max(last))
   return result
+
+
+def of_run(results) -> dict:
+  """A run's convergence by the current rule: from its validation history where results.json
+  has one (so that the report applies the rule of this version), else as recorded."""
+  if results.validation_history:
+    return assess(results.validation_history, results.epochs)
+  return results.convergence or {}
 
 
 def boundary_epoch(num_epochs: int) -> int:
@@ -73,6 +87,6 @@ def describe(result: dict | None) -> str:
   if not result or result.get('converged') is None:
     return 'convergence undetermined' + (f' ({result["why"]})' if result and 'why' in result
                                          else ' (no validation history recorded)')
-  state = 'converged' if result['converged'] else 'NOT converged'
-  return (f'{state}: the best validation Dice rose by {result["gain"]:+.4f} in the last '
-          f'{LAST_FRACTION:.0%} of the epochs (tolerance {TOLERANCE:g})')
+  state = 'converged' if result['converged'] else f'NOT converged ({result["state"]})'
+  return (f'{state}: the best validation Dice changed by {result["gain"]:+.4f} in the last '
+          f'{LAST_FRACTION:.0%} of the epochs (converged within −{FALL:g} … +{TOLERANCE:g})')

@@ -172,7 +172,7 @@ def _clean_table(ctx: Context, settings: Sequence[Setting], paper_table: Mapping
 
 def converged_seeds(setting: Setting) -> str:
   """'3 of 3' seeds converged, with how many are undetermined ('2 of 3, 1 unknown')."""
-  not_converged, unknown, total = convergence.count([run.results.convergence
+  not_converged, unknown, total = convergence.count([convergence.of_run(run.results)
                                                      for run in setting.runs])
   converged = total - not_converged - unknown
   return f'{converged} of {total}' + (f', {unknown} unknown' if unknown else '')

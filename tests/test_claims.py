@@ -202,3 +202,11 @@ def test_runs_without_a_convergence_record_are_named_as_unknown():
       run.results.convergence = {}
   verdict = verdict_of('clean_cost', settings)
   assert verdict.convergence == 'no PE, PE λ=256 convergence unknown in 3 of 3 seeds each'
+
+
+def test_a_run_that_fell_away_from_its_best_is_named_apart():
+  settings = settings_of(TABLE1, unconverged=[('unet', 'zeros', 256.0, None)])
+  [fallen] = [run for s in settings for run in s.runs if run.results.convergence['converged'] is False]
+  fallen.results.convergence = {'converged': False, 'state': 'fallen away'}
+  verdict = verdict_of('clean_cost', settings)
+  assert verdict.convergence == 'PE λ=256 not converged (fallen away) in 1 of 3 seeds'

@@ -55,3 +55,24 @@ def test_eval_every_epochs_gives_the_rule_points_in_each_part(epochs, expected):
   assert every == expected
   evaluated = [e for e in range(1, epochs + 1) if e % every == 0 or e == epochs]
   assert convergence.assess([[e, 0.9] for e in evaluated], epochs)['converged'] is True
+
+
+def test_a_run_that_fell_far_below_its_best_has_not_converged():
+  # A loss spike late in training: the end is 0.16 below the model found before.
+  values = [0.5, 0.8, 0.9, 0.95, 0.96, 0.96, 0.96, 0.96, 0.70, 0.80]
+  result = convergence.assess(curve(values, every=2), 20)
+  assert result['converged'] is False and result['state'] == convergence.FALLEN_AWAY
+  assert 'NOT converged (fallen away)' in convergence.describe(result)
+  # A fall within the validation estimate's noise is not.
+  values[-2:] = [0.93, 0.94]
+  assert convergence.assess(curve(values, every=2), 20)['converged'] is True
+
+
+def test_the_report_applies_the_current_rule_to_a_recorded_history():
+  from pejax.workdir import Results
+  history = curve([0.5, 0.8, 0.9, 0.95, 0.96, 0.96, 0.96, 0.96, 0.70, 0.80], every=2)
+  results = Results.from_json({'epochs': 20, 'validation_history': history,
+                               'convergence': {'converged': True}})  # an older rule's record
+  assert convergence.of_run(results)['state'] == convergence.FALLEN_AWAY
+  assert convergence.of_run(Results.from_json({'convergence': {'converged': True}})) == {
+      'converged': True}
