@@ -102,7 +102,7 @@ def main(argv=None):
   logging.set_verbosity(logging.INFO)
   schedules = sorted(int(s) for s in args.steps.split(','))
   seeds = tuple(int(s) for s in args.seeds.split(','))
-  base = experiments.laptop_scale()
+  base = experiments.cpu_scale()
   base.dataset = DATASET
   base.image_size = args.image_size
   base.width = args.width

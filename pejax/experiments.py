@@ -1,9 +1,10 @@
 """The paper's experiments as sweeps (lists of run overrides), for `configs/paper/*.py`.
 
-Each function returns the runs of one experiment; `paper_scale` and `phantom_scale` give the
-base settings: the paper's (JSRT / ACDC, 256×256, width 64, 100 epochs) or a CPU-sized version
-on the phantoms. Runs shared by several experiments (e.g. the no-PE U-Net of Table 1 and
-Table 2) have the same settings, hence the same folder, and are trained once.
+Each function returns the runs of one experiment; `paper_scale` gives the paper's base settings
+(JSRT / ACDC, 256×256, width 64, 100 epochs) and `cpu_scale` the CPU-sized one (64×64, width
+16) of the laptop and phantom reproductions, whose schedules are set per run in optimizer steps
+(`CPU_STEPS`). Runs shared by several experiments (e.g. the no-PE U-Net of Table 1 and Table 2)
+have the same settings, hence the same folder, and are trained once.
 """
 
 from __future__ import annotations
@@ -19,19 +20,19 @@ PAPER_DATASETS = ('jsrt', 'acdc')
 TABLE1_PE = (None, 1.0, 10.0, 256.0)
 # Position jitter of the phantom anatomy, as a fraction of the image size (beyond the paper).
 JITTERS = (0.0, 0.1, 0.2)
-# The small CNN needs more epochs than the U-Net to converge on the CPU-sized phantoms.
-PHANTOM_CNN4_SETTINGS = {'num_epochs': 30}
-# Runs whose robustness grid no figure uses skip it on the CPU-sized phantoms.
+# Runs whose robustness grid no figure uses skip it on the CPU-sized reproductions.
 NO_GRID = {'run_robustness': False}
-# Table 2 on the phantoms trains the paper's 100 epochs, all three data sizes alike: with 5 or
-# 10 images an epoch is one step, and at the phantom scale's 15 epochs those runs would stop
-# after 15 steps, untrained (the paper's had 100).
-PHANTOM_TABLE2_SETTINGS = {'num_epochs': 100, **NO_GRID}
-# The cardiac phantom has ACDC's 1,344 training slices (8.6× the chest phantom's 156): at width 8
-# the U-Net finds only the left ventricle even after 15 epochs (Dice 0 / 0 / 0.92); at width 16
-# it finds all three structures within 5 epochs (340 steps; the chest phantom's 15 epochs are
-# 120), for the U-Net and the small CNN alike (README, "Reproducing the paper").
-PHANTOM_CARDIAC_SETTINGS = {'width': 16, 'num_epochs': 5}
+# The CPU-sized reproductions' schedules in optimizer steps, per model and dataset (the phantoms
+# are their real dataset's stand-ins), and for Table 2's 5- and 10-image subsets (one step an
+# epoch). Chosen by the schedule study (benchmarks/schedule_study.py; README, "Training
+# schedule"): the shortest schedule measured at which every setting of the chest phantom
+# converged. The paper trains 100 epochs: JSRT 800 steps, ACDC about 6,700, subsets 100.
+CPU_STEPS = {
+    'unet': {'jsrt': 800, 'acdc': 1360},
+    'cnn4': {'jsrt': 800, 'acdc': 1360},
+}
+CPU_SUBSET_STEPS = 800
+STAND_IN = {'phantom_chest': 'jsrt', 'phantom_cardiac': 'acdc'}
 
 
 # Training-split sizes (the phantoms have their real dataset's), to count a schedule in steps.
@@ -77,9 +78,9 @@ def fig4_padding(datasets, seeds=SEEDS, **settings):
 
 
 def jitter_benefit(dataset='phantom_chest', jitters=JITTERS, seeds=SEEDS, cnn4_settings=None,
-                   **settings):
+                   unet_settings=None, **settings):
   """Beyond the paper: the benefit of PE as a function of the anatomy's position jitter."""
-  models = [{'model': 'cnn4', **(cnn4_settings or {})}, {'model': 'unet'}]
+  models = [{'model': 'cnn4', **(cnn4_settings or {})}, {'model': 'unet', **(unet_settings or {})}]
   return product(dataset=[dataset], model=models, padding=['zeros'], position_jitter=jitters,
                  pe=pe_settings((None, 256.0)), seed=seeds, settings=[settings])
 
@@ -91,69 +92,65 @@ def paper_scale() -> ml_collections.ConfigDict:
   return config
 
 
-def phantom_scale() -> ml_collections.ConfigDict:
-  """CPU-sized settings for the phantom reproductions (see README for the measured time)."""
-  config = configuration.base_config()
-  config.image_size = 64
-  config.width = 8
-  config.num_epochs = 15
-  config.eval_every_epochs = 15
-  config.num_image_panels = 2
-  # A checkpoint costs more than a 1-step epoch of Table 2's 5-image runs (BENCHMARKS.md).
-  config.checkpoint_every_epochs = 5
-  return config
-
-
-def laptop_scale() -> ml_collections.ConfigDict:
-  """JSRT / ACDC at a laptop's scale: the quick configs' 64×64, width 16 and 20 epochs (30 for
-  the small CNN), at which the U-Net learns every structure of both real datasets."""
+def cpu_scale() -> ml_collections.ConfigDict:
+  """The CPU-sized reproductions' shapes, on JSRT / ACDC (laptop) and the phantoms: 64×64 and
+  width 16, at which the U-Net learns every structure of both real datasets and both phantoms;
+  the schedules are set per run (`CPU_STEPS`)."""
   config = configuration.quick(configuration.base_config())
   config.num_image_panels = 2
+  # About ten evaluations per run for the convergence rule (an epoch of the chest data is 8
+  # steps: 100 epochs; of the cardiac data 68: 20 epochs, evaluated at 16 and every 2).
+  config.eval_every_epochs = 2
+  # A checkpoint costs more than a 1-step epoch of Table 2's subsets (BENCHMARKS.md).
+  config.checkpoint_every_epochs = 10
   return config
 
 
-# At the laptop scale, as for the phantoms: the small CNN needs more epochs, Table 2's subsets
-# train the paper's 100 epochs (an epoch of 5 or 10 images is one step).
-LAPTOP_CNN4_SETTINGS = {'num_epochs': 30}
-LAPTOP_TABLE2_SETTINGS = {'num_epochs': 100}
+def cpu_schedule(dataset: str, model: str = 'unet', num_train_examples: int | None = None
+                 ) -> dict:
+  """{'num_epochs': ...} of the CPU-sized schedule of a run (`CPU_STEPS`)."""
+  steps = (CPU_SUBSET_STEPS if num_train_examples else
+           CPU_STEPS[model][STAND_IN.get(dataset, dataset)])
+  return {'num_epochs': epochs_for_steps(steps, dataset, num_train_examples)}
+
+
+def cpu_experiment(experiment, datasets, model: str = 'unet', **settings):
+  """An experiment on each dataset at its CPU-sized schedule."""
+  return union(*(experiment([dataset], **cpu_schedule(dataset, model), **settings)
+                 for dataset in datasets))
+
+
+def cpu_table2(dataset, sizes=(10, 5), **settings):
+  """Table 2's subsets at the CPU-sized subset schedule, without the grid (no figure uses it);
+  'all' is Table 1's run."""
+  return union(*(table2_data_size(dataset, sizes=(size,), **cpu_schedule(dataset, 'unet', size),
+                                  **(NO_GRID if size else {}), **settings) for size in sizes))
+
+
+def all_cpu_experiments(datasets, table2_dataset):
+  """Table 1 / Fig. 2 / Fig. 5, the small CNN, Table 2's subsets and Fig. 4 at CPU size."""
+  return union(cpu_experiment(table1_fig2, datasets), cpu_experiment(fig3_small_cnn, datasets, 'cnn4'),
+               cpu_table2(table2_dataset), cpu_experiment(fig4_padding, datasets))
 
 
 def laptop_experiments():
-  """Every experiment on JSRT and ACDC at the laptop scale (configs/paper/laptop_all.py)."""
-  return union(
-      table1_fig2(PAPER_DATASETS),
-      fig3_small_cnn(PAPER_DATASETS, **LAPTOP_CNN4_SETTINGS),
-      table2_data_size('jsrt', sizes=(10, 5), **LAPTOP_TABLE2_SETTINGS),
-      fig4_padding(PAPER_DATASETS))
+  """Every experiment on JSRT and ACDC at CPU size (configs/paper/laptop_all.py)."""
+  return all_cpu_experiments(PAPER_DATASETS, 'jsrt')
 
 
-def _on_both_phantoms(experiment, **chest_settings):
-  """An experiment on the chest phantom (with `chest_settings`) and on the cardiac phantom at
-  its own scale."""
-  return union(experiment(['phantom_chest'], **chest_settings),
-               experiment(['phantom_cardiac'], **PHANTOM_CARDIAC_SETTINGS))
-
-
-def phantom_table1_fig2():
-  return _on_both_phantoms(table1_fig2)
-
-
-def phantom_fig3_small_cnn():
-  return _on_both_phantoms(fig3_small_cnn, **PHANTOM_CNN4_SETTINGS)
-
-
-def phantom_fig4_padding():
-  return _on_both_phantoms(fig4_padding)
+PHANTOMS = ('phantom_chest', 'phantom_cardiac')
 
 
 def phantom_experiments():
-  """Every experiment on the phantoms at CPU scale (configs/paper/phantom_all.py)."""
-  return union(
-      phantom_table1_fig2(),
-      phantom_fig3_small_cnn(),
-      table2_data_size('phantom_chest', **PHANTOM_TABLE2_SETTINGS),
-      phantom_fig4_padding(),
-      jitter_benefit(cnn4_settings=PHANTOM_CNN4_SETTINGS, **NO_GRID))
+  """Every experiment on the phantoms at CPU size, and the position jitter on the chest phantom
+  (configs/paper/phantom_all.py)."""
+  return union(all_cpu_experiments(PHANTOMS, 'phantom_chest'), phantom_jitter())
+
+
+def phantom_jitter():
+  """The position-jitter experiment at CPU size, without grids."""
+  return jitter_benefit(cnn4_settings=cpu_schedule('phantom_chest', 'cnn4'),
+                        unet_settings=cpu_schedule('phantom_chest', 'unet'), **NO_GRID)
 
 
 def sweep_config(base: ml_collections.ConfigDict, runs) -> ml_collections.ConfigDict:

@@ -141,7 +141,8 @@ def test_gpu_scale_paper_configs_run_in_miniature(path, data_dir, tmp_path):
   config.num_epochs = 1
   stand_in = {'jsrt': 'phantom_chest', 'acdc': 'phantom_cardiac'}
   # One seed and the first programs only: enough to exercise every kind of run in the sweep.
-  kept = [dict(r, dataset=stand_in[r['dataset']]) for r in config.sweep if r['seed'] == 0]
+  kept = [dict(r, dataset=stand_in[r['dataset']], **({'num_epochs': 1} if 'num_epochs' in r else {}))
+          for r in config.sweep if r['seed'] == 0]
   config.sweep = kept[:2]
   train.train_sweep(config, str(tmp_path / 'sweep'))
   assert len(glob.glob(str(tmp_path / 'sweep' / '*' / 'results.json'))) == len(config.sweep)

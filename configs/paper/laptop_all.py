@@ -12,4 +12,6 @@ from pejax import experiments
 
 
 def get_config():
-  return experiments.sweep_config(experiments.laptop_scale(), experiments.laptop_experiments())
+  return experiments.sweep_config(
+      experiments.cpu_scale(),
+      experiments.laptop_experiments())

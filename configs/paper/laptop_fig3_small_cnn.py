@@ -12,5 +12,5 @@ from pejax import experiments
 
 def get_config():
   return experiments.sweep_config(
-      experiments.laptop_scale(),
-      experiments.fig3_small_cnn(experiments.PAPER_DATASETS, **experiments.LAPTOP_CNN4_SETTINGS))
+      experiments.cpu_scale(),
+      experiments.cpu_experiment(experiments.fig3_small_cnn, experiments.PAPER_DATASETS, 'cnn4'))

@@ -13,5 +13,6 @@ from pejax import experiments
 
 
 def get_config():
-  return experiments.sweep_config(experiments.laptop_scale(),
-                                  experiments.table1_fig2(experiments.PAPER_DATASETS))
+  return experiments.sweep_config(
+      experiments.cpu_scale(),
+      experiments.cpu_experiment(experiments.table1_fig2, experiments.PAPER_DATASETS))

@@ -17,4 +17,6 @@ from pejax import experiments
 
 
 def get_config():
-  return experiments.sweep_config(experiments.phantom_scale(), experiments.phantom_experiments())
+  return experiments.sweep_config(
+      experiments.cpu_scale(),
+      experiments.phantom_experiments())

@@ -10,5 +10,5 @@ from pejax import experiments
 
 def get_config():
   return experiments.sweep_config(
-      experiments.phantom_scale(),
-      experiments.phantom_fig4_padding())
+      experiments.cpu_scale(),
+      experiments.cpu_experiment(experiments.fig4_padding, experiments.PHANTOMS))

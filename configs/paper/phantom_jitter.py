@@ -10,5 +10,5 @@ from pejax import experiments
 
 def get_config():
   return experiments.sweep_config(
-      experiments.phantom_scale(),
-      experiments.jitter_benefit(cnn4_settings=experiments.PHANTOM_CNN4_SETTINGS, **experiments.NO_GRID))
+      experiments.cpu_scale(),
+      experiments.phantom_jitter())

@@ -10,5 +10,5 @@ from pejax import experiments
 
 def get_config():
   return experiments.sweep_config(
-      experiments.phantom_scale(),
-      experiments.table2_data_size('phantom_chest', **experiments.PHANTOM_TABLE2_SETTINGS))
+      experiments.cpu_scale(),
+      experiments.cpu_table2('phantom_chest', sizes=(None, 10, 5)))
