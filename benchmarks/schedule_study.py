@@ -16,7 +16,7 @@ each schedule continues the previous one's final checkpoint (a copy of its folde
 config.json says the longer schedule) instead of training from scratch. `tests/test_train.py`
 checks that continuing gives the numbers of an uninterrupted run.
 
-Cost on the 2-core CPU: BENCHMARKS.md, "Training schedule".
+Cost on the 2-core CPU: 94 minutes (BENCHMARKS.md, "Training schedule: what a CPU-sized run costs").
 """
 
 from __future__ import annotations

@@ -1,16 +1,16 @@
-"""Every experiment of the paper on the phantoms (Tables 1–2, Figures 2–5) plus the
-position-jitter experiment, CPU-sized (64×64; chest phantom width 8, cardiac phantom width 16
-and 5 epochs), three seeds: 102 runs.
+"""Every experiment of the paper on both phantoms (Tables 1–2, Figures 2–5) plus the
+position-jitter experiment, at the CPU scale of the laptop configs (64×64, width 16; U-Net 800
+steps on the chest phantom, 2,040 on the cardiac one; small CNN 2,400; Table 2's subsets 400),
+three seeds: 96 runs.
 
   python main.py --config=configs/paper/phantom_all.py --workdir=runs/phantom_paper
 Writes runs/phantom_paper/report.md.
 
-Expected result (measured on the idle 2-core CPU, 2026-12-02; README, "Reproducing the paper"):
-90 minutes from nothing (53 of them the 24 cardiac runs), peak memory 3.5 GB. Both phantoms
-assessed. Chest: noise robustness, clean cost of λ = 256 and the shift claim hold; padding and
-small-CNN claims inconclusive; Table 2's small-data claim does not hold. Cardiac (U-Net clean
-Dice 0.803 without PE, every class above the averaged mask): noise robustness and clean cost
-hold; padding, shift and small-CNN claims inconclusive.
+Expected result: about 6.2 hours on a 2-core CPU, estimated from the per-epoch times of the
+schedule study (2026-12-02; BENCHMARKS.md); the chest part's runs are the schedule study's at
+800 steps, whose verdicts README gives ("Training schedule"): noise robustness, clean cost of
+λ = 256 and Figure 4 hold, and the small CNN's (at 800 steps); the shift claim is inconclusive
+(no PE − λ=1); Table 2's does not hold. The cardiac part was not yet run at these schedules.
 """
 
 from pejax import experiments

@@ -1,8 +1,9 @@
-"""Figure 3 / Sec. 3.2: the small CNN, no PE vs λ = 256; on the phantoms, CPU-sized (64×64; chest
-width 8 and 30 epochs, cardiac width 16 and 5), three seeds.
+"""Figure 3 / Sec. 3.2: the small CNN, no PE vs λ = 256, on both phantoms at the CPU scale
+(64×64, width 16, 2,400 steps), three seeds; 12 runs.
 
   python main.py --config=configs/paper/phantom_fig3_small_cnn.py --workdir=runs/phantom_paper
-Writes runs/phantom_paper/report.md. Measured time and results: README, "Reproducing the paper".
+Writes runs/phantom_paper/report.md. About 40 minutes on a 2-core CPU (estimated,
+BENCHMARKS.md); results: README, "Training schedule".
 """
 
 from pejax import experiments

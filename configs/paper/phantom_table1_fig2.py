@@ -1,8 +1,9 @@
-"""Table 1 and Figure 2 (and Figure 5): U-Net, zero padding, no PE and λ = 1, 10, 256; on the
-phantoms, CPU-sized (64×64; chest width 8 and 15 epochs, cardiac width 16 and 5), three seeds.
+"""Table 1 and Figure 2 (and Figure 5): U-Net, zero padding, no PE and λ = 1, 10, 256, on both
+phantoms at the CPU scale (64×64, width 16; 800 steps chest, 2,040 cardiac), three seeds; 24 runs.
 
   python main.py --config=configs/paper/phantom_table1_fig2.py --workdir=runs/phantom_paper
-Writes runs/phantom_paper/report.md. Measured time and results: README, "Reproducing the paper".
+Writes runs/phantom_paper/report.md. About 2.5 hours on a 2-core CPU (estimated, BENCHMARKS.md);
+results: README, "Training schedule" (chest phantom, 800 steps).
 """
 
 from pejax import experiments

@@ -1,8 +1,9 @@
-"""Table 2: U-Net on all / 10 / 5 training images, no PE vs λ = 256 (chest phantom); on the
-phantoms, CPU-sized (64×64, width 8), three seeds.
+"""Table 2: U-Net on all / 10 / 5 training images, no PE vs λ = 256, chest phantom at the CPU
+scale (64×64, width 16; all images 800 steps, the subsets 400), three seeds; 18 runs.
 
   python main.py --config=configs/paper/phantom_table2_data_size.py --workdir=runs/phantom_paper
-Writes runs/phantom_paper/report.md. Measured time and results: README, "Reproducing the paper".
+Writes runs/phantom_paper/report.md. About 30 minutes on a 2-core CPU (estimated,
+BENCHMARKS.md); results: README, "Training schedule" (the claim does not hold on the phantom).
 """
 
 from pejax import experiments
