@@ -113,11 +113,11 @@ def main(argv=None):
   start = time.perf_counter()
   for index, (name, overrides) in enumerate(runs, 1):
     previous = None
+    # Evaluations dense enough for the convergence rule at the shortest schedule, few
+    # checkpoints (a checkpoint costs more than a 1-step epoch of Table 2's subsets).
+    first_epochs = run_config(base, overrides, schedules[0]).num_epochs
     for steps in schedules:
       config = run_config(base, overrides, steps)
-      # Evaluations dense enough for the convergence rule at the shortest schedule, few
-      # checkpoints (a checkpoint costs more than a 1-step epoch of Table 2's subsets).
-      first_epochs = run_config(base, overrides, schedules[0]).num_epochs
       config.eval_every_epochs = convergence.eval_every_epochs(first_epochs)
       config.checkpoint_every_epochs = max(config.eval_every_epochs, first_epochs // 4)
       folder = os.path.join(args.workdir, f'steps{steps}', name)

@@ -224,6 +224,11 @@ def result_settings(config) -> dict:
   return settings
 
 
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+  """Optimizer steps of one epoch: ceil(examples / batch); a set smaller than a batch is one."""
+  return -(-num_examples // batch_size)
+
+
 def pe_scale_of(config) -> float:
   """λ of a config; 0 without PE (the coordinate channels are then not added at all)."""
   return float(config.pe_scale) if config.use_pe else 0.0

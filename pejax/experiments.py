@@ -46,9 +46,9 @@ def epochs_for_steps(steps: int, dataset: str, num_train_examples: int | None = 
                      batch_size: int = 20) -> int:
   """The epochs of a schedule of (at least) `steps` optimizer steps: an epoch is
   ceil(examples / batch) steps, and a training subset smaller than a batch is one step."""
-  examples = num_train_examples or TRAIN_EXAMPLES[dataset]
-  steps_per_epoch = -(-examples // batch_size)
-  return -(-steps // steps_per_epoch)
+  per_epoch = configuration.steps_per_epoch(num_train_examples or TRAIN_EXAMPLES[dataset],
+                                           batch_size)
+  return -(-steps // per_epoch)
 
 
 def table1_fig2(datasets, seeds=SEEDS, **settings):

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from pejax import configuration
 from pejax.aggregation import Setting
 from pejax.statistics import Stat
 
@@ -92,7 +93,7 @@ def scale_note(settings: Sequence[Setting]) -> list[str]:
     if batch and epochs:
       batches.add(batch)
       for count in setting.train_examples():
-        steps[(count, batch)] = epochs * -(-count // batch)
+        steps[(count, batch)] = epochs * configuration.steps_per_epoch(count, batch)
   counted = sorted(steps.items(), reverse=True)  # the most training images first
   if len(batches) == 1:
     detail = ', '.join([f'batch {next(iter(batches))}']

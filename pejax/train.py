@@ -320,7 +320,7 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
     example_ids = jnp.asarray(runs[0].example_ids)
   member = (lambda tree, k: unstack(tree, k)) if num_models > 1 else (lambda tree, k: tree)
 
-  steps_per_epoch = -(-num_examples // batch_size)
+  steps_per_epoch = configuration.steps_per_epoch(num_examples, batch_size)
   start_epoch = restored_epoch or 0
   last_checkpoint = restored_epoch
   report_progress = periodic_actions.ReportProgress(
