@@ -39,7 +39,7 @@ from absl import logging
 
 from data_builders.acdc import acdc_dataset_builder
 from pejax import (configuration, evaluation, image_io, input_pipeline, per_case, provenance,
-                   steps, train, workdir as workdir_lib)
+                   steps, storage, train, workdir as workdir_lib)
 from pejax.errors import InputFileError, RunNotFoundError
 
 STATE_ITEM = 'default'  # the item name CheckpointManager gives a single saved state
@@ -56,8 +56,9 @@ class Prediction:
 
 
 def checkpoint_step(path) -> epath.Path:
-  """The step folder of a run folder, of its checkpoints/ folder (the latest step), or itself."""
-  path = epath.Path(path)
+  """The step folder of a run folder, of its checkpoints/ folder (the latest step), or itself;
+  absolute, since Orbax refuses relative paths."""
+  path = epath.Path(path if storage.is_remote(path) else os.path.abspath(path))
   if (path / STATE_ITEM).is_dir():
     return path
   if (path / workdir_lib.CHECKPOINT_FOLDER).is_dir():
