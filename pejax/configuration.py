@@ -96,6 +96,10 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
   return VARIANTS[variant](config)
 
 
+# The largest λ accepted: coordinates up to 1e6 keep float32's first layer far from overflow.
+MAX_PE_SCALE = 1e6
+
+
 def _error(name: str, value, allowed: str) -> SettingError:
   return SettingError(f'config.{name}={value!r} is not allowed: {allowed}.')
 
@@ -110,8 +114,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                  "'valid' works with model='cnn4'")
   _check_choice(config, 'conv_impl', choices.CONV_IMPLS)
   _check_choice(config, 'compute_dtype', choices.COMPUTE_DTYPES)
-  if not config.pe_scale >= 0:
-    raise _error('pe_scale', config.pe_scale, 'λ must be ≥ 0 (set config.use_pe=False for no PE)')
+  if not 0 <= config.pe_scale <= MAX_PE_SCALE:
+    raise _error('pe_scale', config.pe_scale,
+                 f'λ must be a number from 0 to {MAX_PE_SCALE:g} (the paper goes to 256; larger '
+                 'coordinates overflow float32 activations); set config.use_pe=False for no PE')
   multiple = choices.UNET_SIZE_MULTIPLE if config.model == 'unet' else 1
   if config.image_size < 8 or config.image_size % multiple:
     raise _error('image_size', config.image_size,
@@ -132,8 +138,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if not config.dataset.startswith('phantom'):
       raise _error('position_jitter', config.position_jitter,
                    'only the phantom datasets have a position jitter; leave it None')
-    if config.position_jitter < 0:
-      raise _error('position_jitter', config.position_jitter, 'it must be ≥ 0')
+    if not 0 <= config.position_jitter <= 1:
+      raise _error('position_jitter', config.position_jitter,
+                   'it is a fraction of the image side, from 0 to 1')
   validate_robustness_config(config.robustness)
 
 

@@ -39,3 +39,11 @@ class InputFileError(PejaxError, ValueError):
 
 class CheckpointError(PejaxError, RuntimeError):
   """No checkpoint of a run can be restored (damaged files), and none was deleted."""
+
+
+class WorkdirBusyError(PejaxError, RuntimeError):
+  """Another process is training or evaluating the run in this workdir."""
+
+
+class DamagedFileError(PejaxError, ValueError):
+  """A file pejax wrote (config.json, results.json, ...) cannot be read back."""

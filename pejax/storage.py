@@ -106,6 +106,12 @@ def write_object(location, data: bytes) -> None:
   _filesystem().pipe_file(str(location), data)
 
 
+def create_object(location, data: bytes) -> None:
+  """Uploads `data` only if no object is at `location` (a generation precondition); raises
+  FileExistsError otherwise. Two processes creating it together: exactly one succeeds."""
+  _filesystem().pipe_file(str(location), data, mode='create')
+
+
 def remove(location) -> None:
   path(location).unlink()
 

@@ -32,7 +32,7 @@ from clu import periodic_actions
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from pejax import (configuration, convergence, datasets, evaluation, hparams, input_pipeline,
-                   models, provenance, steps, sweep, workdir as workdir_lib)
+                   models, provenance, run_lock, steps, sweep, workdir as workdir_lib)
 from pejax.errors import NonFiniteLossError, RunNotFoundError, SettingError
 from pejax.positional import input_channels
 
@@ -225,14 +225,22 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
   """Trains runs that differ only in seed and/or λ together (vmapped), then evaluates each.
 
   Each run keeps its own workdir, checkpoints, TensorBoard logs and results.json, exactly as if
-  it had been trained alone; finished runs must be filtered out by the caller.
+  it had been trained alone; finished runs must be filtered out by the caller. Each workdir is
+  locked (`run_lock`) for the whole of it: a second training or evaluation stops at start.
   """
   first = configs[0]
-  mesh = mesh or input_pipeline.make_mesh()
   for config in configs:
     validate(config)
     if configuration.group_settings(config) != configuration.group_settings(first):
       raise SettingError('runs trained together may differ only in seed and pe_scale.')
+  with run_lock.hold(workdirs):
+    return _train_group(configs, workdirs, mesh=mesh, run_data=run_data,
+                        evaluate_only=evaluate_only)
+
+
+def _train_group(configs, workdirs, *, mesh, run_data, evaluate_only):
+  first = configs[0]
+  mesh = mesh or input_pipeline.make_mesh()
   # Data first (it may fail on an absent manual download): nothing in a workdir is touched yet.
   run_data = run_data or input_pipeline.load_run_data(first, mesh)
   configuration.validate_against_data(first, run_data.num_train)
@@ -268,6 +276,11 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
   if restored is not None:
     states = restored
     logging.info('Restored the checkpoints of epoch %d.', restored_epoch)
+    if evaluate_only and restored_epoch < first.num_epochs:
+      logging.warning('The run%s in %s trained %d of %d epochs: its results.json is marked '
+                      'partial ("finished": false); the training command continues it.',
+                      's' if len(runs) > 1 else '', ', '.join(workdirs), restored_epoch,
+                      first.num_epochs)
   elif evaluate_only:
     raise RunNotFoundError('--mode=evaluate: no checkpoint in '
                             f'{", ".join(run.checkpoints.directory.as_posix() for run in runs)}.')
@@ -279,7 +292,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
   del initial
 
   evaluator = evaluation.Evaluator(spec, run_data)
-  timings = {'epoch_seconds': []}
+  timings = {}
   try:
     if not evaluate_only:
       states, timings = _train_epochs(runs, states, spec, run_data, mesh, evaluator,
@@ -289,8 +302,8 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
     for run in runs:
       run.checkpoints.wait_until_finished()
   # --mode=evaluate keeps what training measured (its timings, its software) in results.json.
-  trained = [workdir_lib.read_results(run.workdir)
-             if evaluate_only and workdir_lib.is_finished(run.workdir) else None for run in runs]
+  trained = [workdir_lib.read_results_or_none(run.workdir) if evaluate_only else None
+             for run in runs]
   results = [evaluator.finish_run(state, run.config, run.workdir, run.example_ids, run.writer,
                                   count_parameters(state.params), timings, trained=previous,
                                   history=run.history)
@@ -329,7 +342,10 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
                'epochs %d..%d.', num_models, config.model, config.dataset, num_examples,
                steps_per_epoch, batch_size, rows_per_step, mesh.size, start_epoch + 1,
                config.num_epochs)
-  timings = {'epoch_seconds': []}
+  # A resumed run's timings cover its epochs before the interruption too (history.json).
+  earlier = runs[0].history
+  epoch_seconds = [seconds for _, seconds in earlier['epoch_seconds']]
+  earlier_seconds = earlier['train_seconds'][-1][1] if earlier['train_seconds'] else 0.0
   train_start = time.perf_counter()
   for epoch in range(start_epoch + 1, config.num_epochs + 1):
     epoch_start = time.perf_counter()
@@ -337,7 +353,8 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
                                     run_data.train_labels)
     step_metrics = jax.device_get(step_metrics)
     seconds = time.perf_counter() - epoch_start
-    timings['epoch_seconds'].append(seconds)
+    epoch_seconds.append(seconds)
+    train_seconds = earlier_seconds + time.perf_counter() - train_start
     step = epoch * steps_per_epoch
     report_progress(step)
     evaluate_now = (itstime(epoch, config.eval_every_epochs, config.num_epochs)
@@ -349,6 +366,8 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
         _raise_non_finite(run, run_metrics, epoch, steps_per_epoch, last_checkpoint)
       train_loss = float(np.mean(run_metrics['loss']))
       run.history['train_loss'].append([epoch, train_loss])
+      run.history['epoch_seconds'].append([epoch, seconds])
+      run.history['train_seconds'].append([epoch, train_seconds])
       if itstime(epoch, config.log_every_epochs, config.num_epochs):
         run.writer.write_scalars(step, {
             'train_loss': train_loss, 'train_grad_norm': float(np.mean(run_metrics['grad_norm'])),
@@ -366,7 +385,7 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
               run_state, pe_scale, run.config.num_image_panels)[None]})
       prefix = f'{run.name}: ' if num_models > 1 else ''
       logging.info('%s%s  (%.1fs, %s)', prefix, line, seconds,
-                   _pace(timings['epoch_seconds'], num_examples * num_models,
+                   _pace(epoch_seconds, num_examples * num_models,
                          config.num_epochs - epoch))
       if save_now:
         run.checkpoints.save(epoch, args=ocp.args.StandardSave(run_state),
@@ -376,9 +395,10 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
       run.writer.flush()
     if save_now:
       last_checkpoint = epoch
-  timings['train_seconds'] = time.perf_counter() - train_start
-  if timings['epoch_seconds']:
-    timings['median_epoch_seconds'] = float(np.median(timings['epoch_seconds']))
+  timings = {'epoch_seconds': epoch_seconds,
+             'train_seconds': earlier_seconds + time.perf_counter() - train_start}
+  if epoch_seconds:
+    timings['median_epoch_seconds'] = float(np.median(epoch_seconds))
   return [member(state, k) for k in range(num_models)], timings
 
 
@@ -453,10 +473,15 @@ def train_sweep(config: ml_collections.ConfigDict, workdir: str, *, evaluate_onl
   workdir_lib.check_shared(workdir)
   finished = {name for name, _ in runs if workdir_lib.is_finished(os.path.join(workdir, name))}
   pending = [(n, c) for n, c in runs if (n in finished) == evaluate_only]
-  total, done = len(runs), len(runs) - len(pending)
-  logging.info('Sweep %s%s: %d runs, %d finished, %d to %s.', workdir,
-               f' shard {shard[0]}/{shard[1]}' if shard else '', total, done, len(pending),
-               'evaluate' if evaluate_only else 'run')
+  total = len(runs)
+  logging.info('Sweep %s%s: %d runs, %d finished, %d to %s%s.', workdir,
+               f' shard {shard[0]}/{shard[1]}' if shard else '', total, len(finished),
+               len(pending), 'evaluate' if evaluate_only else 'run',
+               f' ({total - len(finished)} unfinished runs are not evaluated: train them first)'
+               if evaluate_only and total > len(finished) else '')
+  # Progress counts the runs this command has to do: all of them to train, the finished ones
+  # to evaluate.
+  done, total = (0, len(pending)) if evaluate_only else (len(finished), total)
   programs = sweep.plan_programs(pending, models_per_program)
   start = time.perf_counter()
   finished_here = 0

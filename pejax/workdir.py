@@ -29,8 +29,8 @@ from absl import logging
 from clu import metric_writers
 
 from pejax import configuration, storage
-from pejax.errors import (CheckpointError, RunNotFoundError, SettingsMismatchError,
-                          WorkdirError)
+from pejax.errors import (CheckpointError, DamagedFileError, RunNotFoundError,
+                          SettingsMismatchError, WorkdirError)
 
 CONFIG_FILE = 'config.json'
 RESULTS_FILE = 'results.json'
@@ -88,7 +88,14 @@ def write_json(path: str, value) -> None:
 
 
 def read_json(path: str):
-  return json.loads(storage.read_text(path))
+  """The JSON at `path`; DamagedFileError naming the file when it is not JSON (cut short by a
+  disk or copy error, or edited by hand)."""
+  text = storage.read_text(path)
+  try:
+    return json.loads(text)
+  except ValueError as error:
+    raise DamagedFileError(f'{path} is damaged and cannot be read ({error}); restore it from a '
+                           'copy, or delete it.') from None
 
 
 def check_writable(folder: str, required_bytes: int) -> None:
@@ -104,6 +111,9 @@ def check_writable(folder: str, required_bytes: int) -> None:
       raise WorkdirError(f'the workdir {folder} is not writable ({error}); check the bucket\'s '
                          'name and permissions, or choose another --workdir.') from error
     return
+  if os.path.exists(folder) and not os.path.isdir(folder):
+    raise WorkdirError(f'the workdir {folder} is a file, not a folder; choose another --workdir '
+                       'or move the file away.')
   try:
     os.makedirs(folder, exist_ok=True)
     # A uniquely named probe: the processes of a multi-process run share the workdir.
@@ -138,29 +148,82 @@ def write_config(workdir: str, config) -> None:
 
 
 def check_settings(workdir: str, config) -> bool:
-  """True if the workdir already holds this run; raises if it holds a run with other settings."""
+  """True if the workdir already holds this run; raises if it holds a run with other settings.
+
+  The settings of the run there are those of its config.json or, when that file is missing or
+  damaged, those its newest checkpoint records (config.json is then written again from them)."""
   path = storage.join(workdir, CONFIG_FILE)
-  if not storage.exists(path):
-    return False
-  stored = configuration.result_settings(read_json(path))
+  stored, damaged = None, None
+  if storage.exists(path):
+    try:
+      stored = read_json(path)
+    except DamagedFileError as error:
+      damaged = error
+  if stored is None:
+    stored = checkpointed_settings(workdir)
+    if stored is None:
+      if damaged is not None:
+        raise DamagedFileError(f'{damaged} No checkpoint of the run records its settings.')
+      return False
+    logging.warning('%s is %s; the settings of the run there are read from its newest '
+                    'checkpoint, and %s is written again from them.', path,
+                    'damaged' if damaged else 'missing', CONFIG_FILE)
   current = configuration.result_settings(config)
-  differing = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+  there = configuration.result_settings(stored)
+  differing = sorted(k for k in set(there) | set(current) if there.get(k) != current.get(k))
   if differing:
-    details = '; '.join(f'{k}: {stored.get(k)!r} there, {current.get(k)!r} now' for k in differing)
+    details = '; '.join(f'{k}: {there.get(k)!r} there, {current.get(k)!r} now' for k in differing)
     raise SettingsMismatchError(
         f'the workdir {workdir} holds a run with other settings ({details}). Use another '
         '--workdir, or delete that one to start over.')
+  if damaged is not None or not storage.exists(path):
+    _write_on_process_zero(path, stored)
   return True
+
+
+def checkpointed_settings(workdir: str) -> dict | None:
+  """The settings recorded in the newest checkpoint of `workdir` that records them, or None."""
+  folder = storage.join(workdir, CHECKPOINT_FOLDER)
+  if not storage.isdir(folder):
+    return None
+  manager = ocp.CheckpointManager(
+      folder if storage.is_remote(folder) else os.path.abspath(folder),
+      options=ocp.CheckpointManagerOptions(create=False, read_only=True),
+      item_handlers=ocp.StandardCheckpointHandler())
+  try:
+    for step in sorted(manager.all_steps(), reverse=True):
+      try:
+        described = manager.metadata(step).custom_metadata or {}
+      except Exception:  # noqa: BLE001  a damaged step folder says nothing; try the older one
+        continue
+      if described.get('config'):
+        return dict(described['config'])
+    return None
+  finally:
+    manager.close()
+
+
+def _write_on_process_zero(path: str, value) -> None:
+  import jax
+  if jax.process_index() == 0:
+    write_json(path, value)
+
+
+HISTORY_CURVES = ('train_loss', 'eval_dice', 'epoch_seconds', 'train_seconds')
 
 
 def read_history(workdir: str, up_to_epoch: int | None) -> dict[str, list]:
   """The run's training curve up to `up_to_epoch` (the restored checkpoint's epoch: what came
-  after it is trained again); empty for a new run or without the file."""
+  after it is trained again); empty for a new run or without the file.
+
+  Each curve is [[epoch, value], ...]: the training loss, the validation Dice, the seconds of
+  each epoch and the training time up to each epoch (so a resumed run's timings cover all its
+  epochs)."""
   path = storage.join(workdir, HISTORY_FILE)
   stored = (read_json_or_none(path) if up_to_epoch is not None and storage.exists(path)
             else None) or {}
   return {name: [[int(epoch), value] for epoch, value in stored.get(name, [])
-                 if int(epoch) <= up_to_epoch] for name in ('train_loss', 'eval_dice')}
+                 if int(epoch) <= up_to_epoch] for name in HISTORY_CURVES}
 
 
 def write_history(workdir: str, history: Mapping[str, list]) -> None:
@@ -168,7 +231,11 @@ def write_history(workdir: str, history: Mapping[str, list]) -> None:
 
 
 def is_finished(workdir: str) -> bool:
-  return storage.exists(storage.join(workdir, RESULTS_FILE))
+  """Whether the run in `workdir` was trained to its last epoch and evaluated. results.json
+  of an unfinished run (`--mode=evaluate` of an interrupted one) does not make it finished, and
+  a damaged one is warned about and counts as unfinished (training evaluates the run again)."""
+  results = read_results_or_none(workdir)
+  return results is not None and results.finished
 
 
 def checkpoint_manager(workdir: str, max_to_keep: int) -> ocp.CheckpointManager:
@@ -181,7 +248,10 @@ def checkpoint_manager(workdir: str, max_to_keep: int) -> ocp.CheckpointManager:
       # A process killed while writing leaves an uncommitted temporary folder (never read,
       # never renamed): delete such leftovers instead of letting them fill the disk.
       options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           cleanup_tmp_directories=True))
+                                           cleanup_tmp_directories=True),
+      # One unnamed state per step. Left to guess, Orbax would infer it from the newest step
+      # folder, and one missing its item would make every older, intact step unreadable.
+      item_handlers=ocp.StandardCheckpointHandler())
 
 
 # ------------------------------------------------------------------------ processes, events
@@ -361,10 +431,17 @@ class Results:
   validation_history: list = dataclasses.field(default_factory=list)
   convergence: dict = dataclasses.field(default_factory=dict)
 
+  @property
+  def finished(self) -> bool:
+    """Trained to the last epoch of its settings; False for an evaluation of an interrupted
+    run, whose results.json is marked `"finished": false`."""
+    return int(self.epochs or 0) >= int(self.config.get('num_epochs') or 0) > 0
+
   def to_json(self) -> dict[str, Any]:
     data = dataclasses.asdict(self)
     if data['robustness_file'] is None:
       del data['robustness_file']
+    data['finished'] = self.finished
     return configuration.json_safe(data)
 
   @classmethod
@@ -385,6 +462,13 @@ def write_results(workdir: str, results: Results) -> None:
 
 def read_results(workdir: str) -> Results:
   return Results.from_json(read_json(storage.join(workdir, RESULTS_FILE)))
+
+
+def read_results_or_none(workdir: str) -> Results | None:
+  """The run's results, or None when it has none or they cannot be read (with a warning)."""
+  path = storage.join(workdir, RESULTS_FILE)
+  data = read_json_or_none(path) if storage.exists(path) else None
+  return Results.from_json(data) if isinstance(data, dict) and data.get('config') else None
 
 
 # --------------------------------------------------------------------------- robustness
@@ -452,6 +536,7 @@ def scan_runs(workdir: str) -> tuple[list[RunRecord], list[str]]:
       subfolders.clear()  # runs are not nested; skip the checkpoints
       data = read_json_or_none(storage.join(folder, RESULTS_FILE))
       if data is None:
+        unfinished.append(os.path.relpath(folder, workdir))
         continue
       config = data.get('config')
       if config is None and CONFIG_FILE in names:
@@ -460,6 +545,9 @@ def scan_runs(workdir: str) -> tuple[list[RunRecord], list[str]]:
         logging.warning('Skipping %s: its results.json has no config.', folder)
         continue
       results = Results.from_json(dict(data, config=config))
+      if not results.finished:
+        unfinished.append(os.path.relpath(folder, workdir))
+        continue
       robustness_path = storage.join(folder, results.robustness_file or ROBUSTNESS_FILE)
       grid = read_json_or_none(robustness_path) if storage.exists(robustness_path) else None
       runs.append(RunRecord(os.path.relpath(folder, workdir), folder, config, results, grid,

@@ -159,7 +159,8 @@ def test_objects_written_by_others_are_seen_at_once(bucket, in_process):
   workdir_lib.write_json(f'{folder}/config.json', {})
   assert storage.file_sizes(folder).keys() == {'config.json'}
   assert [folder for folder, _, _ in storage.walk(folder)] == [folder]
-  bucket.blob('others/results.json').upload_from_string('{}')
+  bucket.blob('others/results.json').upload_from_string('{"config": {"num_epochs": 2}, '
+                                                         '"epochs": 2}')
   assert storage.file_sizes(folder).keys() == {'config.json', 'results.json'}
   assert [names for _, _, names in storage.walk(folder)] == [['config.json', 'results.json']]
   assert workdir_lib.is_finished(folder)

@@ -196,7 +196,14 @@ BAD_SETTINGS = [
      r'reflect, replicate, circular, symmetric, valid'),
     (dict(model='resnet'), r"config\.model='resnet' is not allowed: use one of unet, cnn4"),
     (dict(dataset='mnist'), r"config\.dataset='mnist' is not allowed: use one of phantom_chest"),
-    (dict(pe_scale=-1.0), r'config\.pe_scale=-1\.0 is not allowed: λ must be ≥ 0'),
+    (dict(pe_scale=-1.0), r'config\.pe_scale=-1\.0 is not allowed: λ must be a number from 0 to '
+     r'1e\+06'),
+    (dict(pe_scale=float('inf')), r'config\.pe_scale=inf is not allowed: λ must be a number from '
+     r'0 to 1e\+06 \(the paper goes to 256; larger coordinates overflow float32 activations\)'),
+    (dict(pe_scale=1e308), r'config\.pe_scale=1e\+308 is not allowed'),
+    (dict(pe_scale=float('nan')), r'config\.pe_scale=nan is not allowed'),
+    (dict(position_jitter=float('inf')), r'config\.position_jitter=inf is not allowed: it is a '
+     r'fraction of the image side, from 0 to 1'),
     (dict(model='unet', image_size=40),
      r'config\.image_size=40 is not allowed: the U-Net halves the image 4 times, so the size '
      r'must be a positive multiple of 16'),
@@ -582,6 +589,13 @@ def make_read_only(folder, monkeypatch):
 
   monkeypatch.setattr(os, 'open', open_read_only)
   monkeypatch.setattr(os, 'mkdir', mkdir_read_only)
+
+
+def test_a_workdir_that_is_a_file_is_refused_as_such(tmp_path):
+  (tmp_path / 'run').write_text('not a folder')
+  with pytest.raises(OSError, match=rf'the workdir {tmp_path / "run"} is a file, not a folder; '
+                     r'choose another --workdir or move the file away\.'):
+    workdir_lib.check_writable(str(tmp_path / 'run'), 0)
 
 
 @pytest.mark.parametrize('where', ['in_a_read_only_folder', 'read_only', 'under_a_file'])
