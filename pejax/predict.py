@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import os
 from typing import Any
@@ -40,9 +41,10 @@ from absl import logging
 from data_builders.acdc import acdc_dataset_builder
 from pejax import (configuration, evaluation, image_io, input_pipeline, per_case, provenance,
                    steps, storage, train, workdir as workdir_lib)
-from pejax.errors import InputFileError, RunNotFoundError
+from pejax.errors import CheckpointError, InputFileError, RunNotFoundError
 
 STATE_ITEM = 'default'  # the item name CheckpointManager gives a single saved state
+STEP_METADATA = '_CHECKPOINT_METADATA'  # the file Orbax writes the step's metadata to
 # How each dataset's builder brought its images to the stored size.
 _TO_MODEL_RESAMPLE = {'jsrt': Image.Resampling.BOX, 'phantom_chest': Image.Resampling.BOX,
                       'acdc': Image.Resampling.BILINEAR,
@@ -59,12 +61,14 @@ def checkpoint_step(path) -> epath.Path:
   """The step folder of a run folder, of its checkpoints/ folder (the latest step), or itself;
   absolute, since Orbax refuses relative paths."""
   path = epath.Path(path if storage.is_remote(path) else os.path.abspath(path))
-  if (path / STATE_ITEM).is_dir():
+  if (path / STATE_ITEM).is_dir() or (path / STEP_METADATA).exists():
     return path
   if (path / workdir_lib.CHECKPOINT_FOLDER).is_dir():
     path = path / workdir_lib.CHECKPOINT_FOLDER
-  # Orbax writes into a temporary name and renames to the bare step number when complete.
-  steps_found = ([p for p in path.iterdir() if p.name.isdigit() and (p / STATE_ITEM).is_dir()]
+  # Orbax writes into a temporary name and renames to the bare step number when complete: the
+  # latest numbered folder is the checkpoint asked for, and one that lacks files is damaged
+  # (`load` says so rather than quietly loading an older epoch).
+  steps_found = ([p for p in path.iterdir() if p.name.isdigit() and p.is_dir()]
                  if path.is_dir() else [])
   if not steps_found:
     raise RunNotFoundError(
@@ -73,10 +77,41 @@ def checkpoint_step(path) -> epath.Path:
   return max(steps_found, key=lambda p: int(p.name))
 
 
+def _cause(error: BaseException) -> str:
+  """The innermost cause of an error, on one line (Orbax wraps TensorStore's in a long one)."""
+  while error.__cause__ is not None:
+    error = error.__cause__
+  return f'{type(error).__name__}: {" ".join(str(error).split())[:300]}'
+
+
+def _damaged(step_folder: epath.Path, problem: str) -> CheckpointError:
+  return CheckpointError(
+      f'{step_folder}: the checkpoint {problem}. Restore it from a copy, or load an earlier '
+      'step (another numbered folder of its checkpoints/).')
+
+
+def _custom_metadata(step_folder: epath.Path) -> dict[str, Any]:
+  """The custom metadata Orbax saved with the step, through Orbax's step metadata alone (a
+  CompositeCheckpointHandler's metadata warns twice that it has no handler for the state)."""
+  metadata_file = step_folder / STEP_METADATA
+  if not metadata_file.exists():
+    raise _damaged(step_folder, f'is incomplete (its {STEP_METADATA} is missing)')
+  try:
+    # Parsed here first: Orbax logs a damaged file whole and then reports it as missing.
+    json.loads(metadata_file.read_text())
+  except ValueError as error:
+    raise _damaged(step_folder, f'cannot be restored: its {STEP_METADATA} is not JSON '
+                   f'({_cause(error)})') from error
+  try:
+    return dict(ocp.metadata.get_step_metadata(step_folder).custom_metadata or {})
+  except Exception as error:  # Orbax's own checks of the fields raise several types
+    raise _damaged(step_folder, f'cannot be restored: its {STEP_METADATA} cannot be read '
+                   f'({_cause(error)})') from error
+
+
 def read_description(step_folder: epath.Path) -> dict[str, Any]:
   """The checkpoint's description; for a checkpoint without one, its run folder's files."""
-  metadata = ocp.Checkpointer(ocp.CompositeCheckpointHandler()).metadata(step_folder)
-  described = dict(metadata.custom_metadata or {})
+  described = _custom_metadata(step_folder)
   if 'config' in described:
     return described
   run_folder = step_folder.parent.parent
@@ -151,10 +186,15 @@ class Segmenter:
       images = images[None]
     if images.ndim == 4 and images.shape[-1] == 1:
       images = images[..., 0]
-    if images.ndim != 3 or images.shape[0] == 0:
+    if images.ndim != 3 or 0 in images.shape:
       raise ValueError(f'Expected (N, H, W), (N, H, W, 1) or (H, W) images; got {images.shape}.')
+    finite = np.isfinite(images)
+    if not finite.all():
+      raise ValueError(
+          f'{finite.size - np.count_nonzero(finite):,} of {finite.size:,} image values are not '
+          'finite (NaN or infinite): replace them (e.g. with the background value) first.')
     low, high = float(images.min()), float(images.max())
-    if low < -1e-6 or high > 1 + 1e-6 or not np.isfinite(low + high):
+    if low < -1e-6 or high > 1 + 1e-6:
       raise ValueError(
           f'Images must be intensities in [0, 1] (these run from {low:g} to {high:g}): scale '
           'them as the training data were (README, "Use a trained model"; '
@@ -191,11 +231,16 @@ def load(path) -> Segmenter:
   """The trained model of a run folder, its checkpoints/ folder or one checkpoint step folder
   (the latest step where there are several); local paths or any path `etils.epath` opens."""
   step_folder = checkpoint_step(path)
+  if not (step_folder / STATE_ITEM).is_dir():
+    raise _damaged(step_folder, f'is incomplete (its folder {STATE_ITEM}/ is missing)')
   description = read_description(step_folder)
   config = ml_collections.ConfigDict(description['config'])
   _, init_state = train.model_spec(config, len(description['class_names']))
   abstract = jax.eval_shape(init_state, 0)
-  state = ocp.StandardCheckpointer().restore(step_folder / STATE_ITEM, abstract)
+  try:
+    state = ocp.StandardCheckpointer().restore(step_folder / STATE_ITEM, abstract)
+  except Exception as error:  # Orbax raises a bare Exception or TensorStore's for damaged arrays
+    raise _damaged(step_folder, f'cannot be restored ({_cause(error)})') from error
   return Segmenter(description, state, str(step_folder))
 
 
@@ -226,7 +271,7 @@ def predict_file(model: Segmenter, path, output: str, taken: set[str], intensity
   scan = image_io.read_scan(path)
   images01, rule = image_io.intensities01(scan, intensity)
   labels = model(images01, batch_size=batch_size).labels
-  stem = os.path.join(output, image_io.output_stem(scan, taken))
+  stem = storage.join(output, image_io.output_stem(scan, taken))
   mask = image_io.write_mask(scan, labels, stem + '_labels')
   overlay = image_io.write_overlay(images01, labels, stem + '_overlay.png')
   spacing = scan.spacing
@@ -242,15 +287,17 @@ def predict_files(model: Segmenter, inputs, output: str, intensity: str = 'auto'
                   batch_size: int = 16) -> list[dict[str, Any]]:
   """Predicts every file of `inputs` (`image_io.find_inputs`) into the folder `output`, with a
   progress bar, and lists them in `output/predictions.csv` (rewritten after each file).
+  `output` is a local folder or gs://<bucket>/<folder>, checked before anything is predicted;
+  pejax's own outputs found in the inputs' folders are passed over (`image_io.find_inputs`).
 
   A file that cannot be read is listed with its error and the others are still predicted;
   InputFileError is raised at the end naming the files that failed.
   """
   from tqdm import tqdm  # a progress bar only where files are predicted
-  paths = image_io.find_inputs(inputs)
+  output = image_io.output_folder(output)
+  paths = image_io.find_inputs(inputs, output=output)
   if not paths:
     raise InputFileError(f'no input files in {", ".join(map(str, inputs))}.')
-  output = image_io.output_folder(output)
   rows, failed, taken = [], [], set()
   for path in tqdm(paths, desc='predict', unit='file', disable=len(paths) < 2):
     try:
@@ -259,7 +306,7 @@ def predict_files(model: Segmenter, inputs, output: str, intensity: str = 'auto'
       logging.error('%s', error)
       failed.append(str(error))
       rows.append({'input': str(path), 'status': 'error', 'error': str(error)})
-    workdir_lib.write_csv(os.path.join(output, PREDICTIONS_CSV), rows, per_case.columns(rows))
+    workdir_lib.write_csv(storage.join(output, PREDICTIONS_CSV), rows, per_case.columns(rows))
   if failed:
     raise InputFileError(
         f'{len(failed)} of {len(paths)} inputs could not be predicted (the others were '

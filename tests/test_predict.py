@@ -4,6 +4,7 @@ evaluation, from the run folder or a checkpoint copied alone, for PNG, NIfTI and
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,10 @@ import pytest
 from PIL import Image
 
 import pejax
-from pejax import cli, configuration, datasets, errors, surface_distance, train, workdir as workdir_lib
+from pejax import (cli, configuration, datasets, errors, predict as predict_lib, surface_distance,
+                   train, workdir as workdir_lib)
+from test_cloud import BUCKET, bucket, emulator, in_process, names_under  # noqa: F401 (fixtures)
+from test_train import damage
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 32
@@ -180,3 +184,114 @@ def test_predict_command_names_a_bad_file_and_writes_the_others(run, tmp_path):
   with open(output / 'predictions.csv') as f:
     statuses = [row['status'] for row in csv.DictReader(f)]
   assert statuses == ['error', 'ok', 'error']
+
+
+@pytest.fixture(scope='module')
+def model(run):
+  return pejax.load(run[0])
+
+
+def read_rows(path):
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_files_predict_cannot_take_are_named_and_the_others_written(run, model, tmp_path):
+  _, _, test, _ = run
+  inputs = tmp_path / 'scans'
+  inputs.mkdir()
+  save_png(inputs / 'good.png', test.images[0, ..., 0], 8)
+  volume = np.transpose(test.images[:3, ..., 0], (2, 1, 0)).copy()
+  volume[4, 5, 1] = np.nan  # one bad voxel
+  nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), str(inputs / 'holes.nii.gz'))
+  Image.fromarray(np.zeros((40, 1), np.uint8)).save(inputs / 'line.png')
+  nibabel.save(nibabel.Nifti1Image(np.zeros((SIZE, SIZE, 2, 3), np.float32), np.eye(4)),
+               str(inputs / 'cine.nii.gz'))
+  output = tmp_path / 'out'
+  with pytest.raises(errors.InputFileError, match=r'^3 of 4 inputs could not be predicted') as raised:
+    predict_lib.predict_files(model, [str(inputs)], str(output))
+  message = str(raised.value)
+  assert 'holes.nii.gz: 1 of 3,072 values are not finite' in message
+  assert 'line.png: 1 x 40 pixels' in message and 'cine.nii.gz: a NIfTI of shape' in message
+  rows = {os.path.basename(row['input']): row for row in read_rows(output / 'predictions.csv')}
+  assert {name: row['status'] for name, row in rows.items()} == {
+      'cine.nii.gz': 'error', 'good.png': 'ok', 'holes.nii.gz': 'error', 'line.png': 'error'}
+  assert rows['holes.nii.gz']['error'].endswith('predict it again.')
+  assert sorted(os.listdir(output)) == ['good_labels.png', 'good_overlay.png', 'predictions.csv']
+  with pytest.raises(ValueError, match=r'1 of 3,072 image values are not finite'):
+    model(volume.T)
+
+
+@pytest.mark.slow
+def test_predicting_again_into_an_output_folder_inside_the_inputs_predicts_the_inputs(run, model,
+                                                                                     tmp_path):
+  _, _, test, _ = run
+  inputs = tmp_path / 'scans'
+  inputs.mkdir()
+  for index in range(2):
+    save_png(inputs / f'{test.ids[index]}.png', test.images[index, ..., 0], 8)
+  expected = [str(inputs / f'{test.ids[index]}.png') for index in range(2)]
+  for output in (inputs / 'predicted', inputs / 'predicted', inputs, inputs):
+    predict_lib.predict_files(model, [str(inputs)], str(output))
+    assert [row['input'] for row in read_rows(output / 'predictions.csv')] == expected
+  assert len(os.listdir(inputs / 'predicted')) == 5
+
+
+@pytest.mark.slow
+def test_an_output_that_is_a_file_or_not_a_folder_pejax_writes_is_refused_before_predicting(
+    model, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  save_png(tmp_path / 'a.png', np.zeros((SIZE, SIZE)), 8)
+  (tmp_path / 'taken.csv').write_text('a file\n')
+  with pytest.raises(errors.SettingError, match=r'--output=.*taken\.csv is a file, not a folder'):
+    predict_lib.predict_files(model, [str(tmp_path / 'a.png')], str(tmp_path / 'taken.csv'))
+  for output, scheme in (('s3://bucket/out', 's3'), ('file:///tmp/out', 'file')):
+    with pytest.raises(errors.SettingError, match=rf"--output='{output}' is not allowed: pejax reads "
+                       rf'and writes local folders and gs:// buckets only, not {scheme}://'):
+      predict_lib.predict_files(model, [str(tmp_path / 'a.png')], output)
+  assert sorted(os.listdir(tmp_path)) == ['a.png', 'taken.csv']
+
+
+@pytest.mark.slow
+def test_predict_writes_into_a_bucket(run, model, bucket, in_process,  # noqa: F811 (fixtures)
+                                      tmp_path, monkeypatch):
+  _, _, test, _ = run
+  monkeypatch.chdir(tmp_path)
+  save_png(tmp_path / 'a.png', test.images[0, ..., 0], 8)
+  rows = predict_lib.predict_files(model, [str(tmp_path / 'a.png')], f'gs://{BUCKET}/predicted')
+  assert rows[0]['status'] == 'ok'
+  assert names_under(bucket, 'predicted/') == ['a_labels.png', 'a_overlay.png', 'predictions.csv']
+  listed = bucket.blob('predicted/predictions.csv').download_as_text().splitlines()
+  assert len(listed) == 2 and listed[1].startswith(f'{tmp_path / "a.png"},ok,png,')
+  assert os.listdir(tmp_path) == ['a.png']  # no local folder named gs:
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_is_named_with_its_cause(run, tmp_path):
+  workdir = run[0]
+  latest = max(os.listdir(os.path.join(workdir, 'checkpoints')), key=int)
+  for damaged, message in [
+      ('default', r'{step}: the checkpoint is incomplete \(its folder default/ is missing\)'),
+      ('arrays', r'{step}: the checkpoint cannot be restored \(ValueError: .*\)'),
+      ('metadata', r'{step}: the checkpoint cannot be restored: its _CHECKPOINT_METADATA is not '
+                   r'JSON \(JSONDecodeError: .*\)')]:
+    copy = shutil.copytree(workdir, tmp_path / damaged)
+    step = copy / 'checkpoints' / latest
+    if damaged == 'default':
+      shutil.rmtree(step / 'default')
+    elif damaged == 'arrays':
+      damage(step / 'default')
+    else:
+      (step / '_CHECKPOINT_METADATA').write_text('{"item_handlers": {"default": "orb')
+    pattern = message.format(step=re.escape(str(step)))
+    for path in (copy, step):
+      with pytest.raises(errors.CheckpointError, match=pattern + r'\. Restore it from a copy'):
+        pejax.load(str(path))
+
+
+@pytest.mark.slow
+def test_load_warns_about_nothing(run, caplog):
+  caplog.set_level('WARNING')
+  pejax.load(run[0])
+  assert not [record for record in caplog.records if record.levelname == 'WARNING'], caplog.text
