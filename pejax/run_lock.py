@@ -62,6 +62,7 @@ class RunLock:
     self.workdir = workdir
     self.path = storage.join(workdir, LOCK_FILE)
     self._descriptor = None
+    self._created_folder = False
     self._stop = threading.Event()
     self._heartbeat = None
 
@@ -81,6 +82,9 @@ class RunLock:
       fcntl.flock(self._descriptor, fcntl.LOCK_UN)
       os.close(self._descriptor)
       self._descriptor = None
+      if self._created_folder:  # a command that stopped before writing leaves no folder
+        with contextlib.suppress(OSError):
+          os.rmdir(self.workdir)
     if self._heartbeat is not None:
       self._stop.set()
       self._heartbeat.join()
@@ -99,6 +103,7 @@ class RunLock:
   def _acquire_file(self) -> None:
     import fcntl
     from pejax import workdir as workdir_lib
+    self._created_folder = not os.path.isdir(self.workdir)
     workdir_lib.check_writable(self.workdir, 0)
     while True:
       descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)

@@ -233,6 +233,10 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
     validate(config)
     if configuration.group_settings(config) != configuration.group_settings(first):
       raise SettingError('runs trained together may differ only in seed and pe_scale.')
+  mesh = mesh or input_pipeline.make_mesh()
+  # Data first (it may fail on an absent manual download): nothing in a workdir is touched yet.
+  run_data = run_data or input_pipeline.load_run_data(first, mesh)
+  configuration.validate_against_data(first, run_data.num_train)
   with run_lock.hold(workdirs):
     return _train_group(configs, workdirs, mesh=mesh, run_data=run_data,
                         evaluate_only=evaluate_only)
@@ -240,10 +244,6 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
 
 def _train_group(configs, workdirs, *, mesh, run_data, evaluate_only):
   first = configs[0]
-  mesh = mesh or input_pipeline.make_mesh()
-  # Data first (it may fail on an absent manual download): nothing in a workdir is touched yet.
-  run_data = run_data or input_pipeline.load_run_data(first, mesh)
-  configuration.validate_against_data(first, run_data.num_train)
   runs = [Run(config, workdir) for config, workdir in zip(configs, workdirs)]
   started = [workdir_lib.check_settings(run.workdir, run.config) for run in runs]
   if evaluate_only:

@@ -17,6 +17,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 
 import orbax.checkpoint as ocp
@@ -27,7 +28,8 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage as gcs
 from tensorboard.backend.event_processing import event_file_loader
 
-from pejax import cli, configuration, robustness, storage, workdir as workdir_lib
+from pejax import (cli, configuration, errors, robustness, run_lock, storage,
+                   workdir as workdir_lib)
 from test_reliability import (IMAGE_SIZE, REPO, Process, command_line, free_port,
                               restored_epoch, run_killed_at, trained_epochs)
 
@@ -164,6 +166,38 @@ def test_objects_written_by_others_are_seen_at_once(bucket, in_process):
   assert storage.file_sizes(folder).keys() == {'config.json', 'results.json'}
   assert [names for _, _, names in storage.walk(folder)] == [['config.json', 'results.json']]
   assert workdir_lib.is_finished(folder)
+
+
+def test_a_run_folder_in_a_bucket_has_one_holder(bucket, in_process, caplog):
+  workdir = f'gs://{BUCKET}/locked'
+  first = run_lock.RunLock(workdir)
+  first.acquire()
+  with pytest.raises(errors.WorkdirBusyError, match=rf'the workdir {workdir} is in use by pid '
+                     rf'{os.getpid()} on host .+ \(refreshed \d+ s ago; a lock not refreshed '
+                     r'for 120 s is taken over\)'):
+    run_lock.RunLock(workdir).acquire()
+  first.release()
+  assert names_under(bucket, 'locked/') == []
+  # A holder whose machine is gone (another host, not refreshed for longer than allowed) and a
+  # holder of this machine that has ended are taken over at once; a live one is not.
+  stale = {'host': 'deleted-vm', 'pid': 1, 'since': 'earlier', 'command': 'main.py',
+           'heartbeat': time.time() - run_lock.STALE_SECONDS - 1}
+  ended = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
+                         capture_output=True, text=True, check=True)
+  for holder in (stale, dict(stale, host=socket.gethostname(), pid=int(ended.stdout),
+                             heartbeat=time.time())):
+    bucket.blob(f'locked/{run_lock.LOCK_FILE}').upload_from_string(json.dumps(holder))
+    caplog.clear()
+    taker = run_lock.RunLock(workdir)
+    taker.acquire()
+    assert f'Taking over the lock {workdir}/{run_lock.LOCK_FILE} of pid {holder["pid"]} on host ' \
+           f'{holder["host"]}' in caplog.text
+    assert read_json(bucket, f'locked/{run_lock.LOCK_FILE}')['pid'] == os.getpid()
+    taker.release()
+  bucket.blob(f'locked/{run_lock.LOCK_FILE}').upload_from_string(json.dumps(
+      dict(stale, heartbeat=time.time())))
+  with pytest.raises(errors.WorkdirBusyError, match='pid 1 on host deleted-vm'):
+    run_lock.RunLock(workdir).acquire()
 
 
 def test_a_bucket_that_does_not_exist_is_refused_at_start(in_process):

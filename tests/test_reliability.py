@@ -650,4 +650,4 @@ def test_an_unwritable_or_full_workdir_fails_before_training(data_dir, tmp_path,
                r'checkpoints and logs; free some space or choose another --workdir\.')
   with pytest.raises(SystemExit, match='pejax: error: ' + message):
     cli.run(small_config(data_dir), str(workdir))
-  assert os.listdir(workdir) == []
+  assert not os.path.exists(workdir) or os.listdir(workdir) == []

@@ -47,6 +47,11 @@ def test_a_run_folder_is_locked_by_one_holder_and_released_on_exit(tmp_path):
                      r'run folder at a time'):
     run_lock.RunLock(workdir).acquire()
   first.release()
+  assert not os.path.exists(workdir)  # a folder made for the lock alone is removed again
+  os.makedirs(workdir)
+  first = run_lock.RunLock(workdir)
+  first.acquire()
+  first.release()
   assert os.listdir(workdir) == []  # no lock file is left behind
   second = run_lock.RunLock(workdir)
   second.acquire()
@@ -181,3 +186,19 @@ def test_a_damaged_results_json_is_evaluated_again(data_dir, tmp_path, caplog):
     assert f'Skipping {results_path}: it cannot be read' in caplog.text
     assert again['test'] == first['test'] and again['epochs'] == 2
     assert json.loads(open(results_path).read())['finished'] is True
+
+
+def test_a_damaged_history_is_warned_about_and_the_run_continues(data_dir, tmp_path,
+                                                                  monkeypatch, caplog):
+  config = small_config(data_dir)
+  workdir = str(tmp_path / 'run')
+  interrupted_run(config, workdir, monkeypatch, after_epoch=2)
+  history_path = os.path.join(workdir, workdir_lib.HISTORY_FILE)
+  with open(history_path, 'w') as f:
+    f.write('{"train_loss": [[1, 0.9], [2, ')
+  caplog.set_level('WARNING')
+  finished = train.train_and_evaluate(config, workdir)
+  assert f'Skipping {history_path}: it cannot be read' in caplog.text
+  assert finished['finished'] is True
+  # The curve restarts at the resumed epochs; the run's numbers do not depend on it.
+  assert [epoch for epoch, _ in workdir_lib.read_history(workdir, 4)['train_loss']] == [3, 4]

@@ -84,8 +84,11 @@ def test_resume_after_interruption_gives_the_uninterrupted_results(data_dir, tmp
   assert mask['shift_x']['2']['dice'] < mask['clean']['dice']
 
   # The training curve continues across the interruption as if there had been none.
-  history = lambda folder: workdir_lib.read_history(folder, config.num_epochs)
+  def history(folder):  # its curves, less the times
+    curves = workdir_lib.read_history(folder, config.num_epochs)
+    return {name: curves[name] for name in ('train_loss', 'eval_dice')}
   assert history(workdir) == history(str(tmp_path / 'uninterrupted'))
+  assert [epoch for epoch, _ in workdir_lib.read_history(workdir, 4)['epoch_seconds']] == [1, 2, 3, 4]
   assert [epoch for epoch, _ in history(workdir)['train_loss']] == [1, 2, 3, 4]
   # Every eval_every_epochs (2), and the convergence rule's boundary epoch (3 of 4).
   assert [epoch for epoch, _ in resumed['validation_history']] == [2, 3, 4]
@@ -178,6 +181,16 @@ def test_a_damaged_checkpoint_is_passed_over_for_the_previous_one(data_dir, tmp_
   with pytest.raises(errors.CheckpointError, match=r'--mode=evaluate: the latest checkpoint '
                      r'cannot be restored: .*checkpoints/4 \(ValueError'):
     train.train_and_evaluate(config, workdir, evaluate_only=True)
+
+  # The latest missing its item folder (a partial copy): it is named, and the intact one before
+  # it is restored, as for a damaged one.
+  shutil.rmtree(os.path.join(checkpoints, '4', 'default'))
+  os.remove(os.path.join(workdir, workdir_lib.RESULTS_FILE))
+  caplog.clear()
+  resumed = train.train_and_evaluate(config, workdir)
+  warnings = [r.getMessage() for r in caplog.records if 'Cannot restore' in r.getMessage()]
+  assert len(warnings) == 1 and 'checkpoints/4 (KeyError: ' in warnings[0], warnings
+  assert resumed['test'] == uninterrupted['test']
 
 
 def test_workdir_outputs_and_evaluate_mode(data_dir, tmp_path):
