@@ -1,17 +1,22 @@
 """The command line of pejax: flags, multi-process start-up, and the dispatch to one run, a
 sweep, the evaluation of a trained run, or the report. `main.py` calls `console_main`.
 
-Errors the user can fix (`pejax.errors.PejaxError`) end the program with one line and a
-non-zero exit; any other exception is a bug and keeps its traceback.
+Errors the user can fix (a wrong flag, config file or setting, a `pejax.errors.PejaxError`, a
+full disk: `errors.translate`) end the program with one line, `pejax: error: ...`, and a non-zero
+exit; any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from pejax import errors
 
 MODES = ('train', 'evaluate', 'report', 'predict')
 
@@ -101,8 +106,8 @@ def resolve_config_argument(argument: str) -> str:
       return f'{candidate}{colon}{variant}'
   known = sorted(f'{"paper/" if p.parent.name == "paper" else ""}{p.stem}'
                  for folder in config_folders() for p in _config_files(folder))
-  raise app.UsageError(f'--config={argument}: no file {path!r} and no config of that name; '
-                       f'pejax comes with {", ".join(known)}.')
+  raise errors.SettingError(f'--config={argument}: no file {path!r} and no config of that '
+                            f'name; pejax comes with {", ".join(known)}.')
 
 
 def _config_files(folder):
@@ -128,55 +133,81 @@ def default_workdir(config_argument: str) -> str:
   return os.path.join('runs', f'{name}_{variant}' if variant else name)
 
 
+@errors.exit_on_user_error
 def run(config, workdir: str, *, mode: str = 'train', shard: str | None = None):
   """One run, a sweep (or a shard of it), an evaluation or the report; a user's error as one
   line, exit 1."""
-  from pejax import errors, report, sweep, train
-  try:
-    if shard is not None and (mode == 'report' or not sweep.is_sweep(config)):
-      raise errors.SettingError(f'--shard={shard} applies to training or evaluating a sweep '
-                                'config (configs/paper/*.py); leave it out here.')
-    if mode == 'report':
-      return report.write_report(workdir)
-    if sweep.is_sweep(config):
-      return train.train_sweep(config, workdir, evaluate_only=mode == 'evaluate',
-                               shard=sweep.parse_shard(shard) if shard is not None else None)
-    return train.train_and_evaluate(config, workdir, evaluate_only=mode == 'evaluate')
-  except errors.PejaxError as error:
-    raise SystemExit(f'pejax: error: {error}') from None
+  from pejax import report, sweep, train
+  if shard is not None and (mode == 'report' or not sweep.is_sweep(config)):
+    raise errors.SettingError(f'--shard={shard} applies to training or evaluating a sweep '
+                              'config (configs/paper/*.py); leave it out here.')
+  if mode == 'report':
+    return report.write_report(workdir)
+  if sweep.is_sweep(config):
+    return train.train_sweep(config, workdir, evaluate_only=mode == 'evaluate',
+                             shard=sweep.parse_shard(shard) if shard is not None else None)
+  return train.train_and_evaluate(config, workdir, evaluate_only=mode == 'evaluate')
 
 
+@errors.exit_on_user_error
 def predict(workdir: str, inputs, output: str, intensity: str = 'auto'):
   """--mode=predict: the model of `workdir` on the `inputs` files, written into `output`."""
-  from pejax import errors, predict as predict_lib
-  try:
-    model = predict_lib.load(workdir)
-    rows = predict_lib.predict_files(model, inputs, output, intensity)
-  except errors.PejaxError as error:
-    raise SystemExit(f'pejax: error: {error}') from None
+  from pejax import predict as predict_lib
+  model = predict_lib.load(workdir)
+  rows = predict_lib.predict_files(model, inputs, output, intensity)
   print(f'{len(rows)} inputs predicted into {output} ({predict_lib.PREDICTIONS_CSV}).')
   return rows
 
 
+SHOWN_SETTINGS = ('dataset', 'model', 'use_pe', 'pe_scale', 'padding', 'image_size', 'width',
+                  'num_epochs', 'batch_size', 'seed')
+
+
+def start_line(config, workdir: str) -> str:
+  """The console's line on what is about to run: a run's main settings (all of them go to its
+  config.json), or a sweep's size and the values it varies (each run's folder below the sweep's
+  holds that run's config.json; the base config's values of a swept setting apply to no run)."""
+  from pejax import sweep
+  if not sweep.is_sweep(config):
+    return (f'Workdir {workdir} (all settings in its config.json): '
+            + ', '.join(f'{name}={config[name]}' for name in SHOWN_SETTINGS))
+  runs = sweep.expand(config)
+  swept: dict[str, list] = {}
+  for overrides in config.sweep:
+    for name, value in overrides.items():
+      values = swept.setdefault(name, [])
+      if not any(type(value) is type(v) and value == v for v in values):
+        values.append(value)
+  varied = '; '.join(f'{name}={",".join(map(str, values))}' for name, values in swept.items())
+  common = ', '.join(f'{name}={config[name]}' for name in SHOWN_SETTINGS if name not in swept)
+  return (f'Sweep in {workdir}: {len(runs)} runs, each in a folder of its own with its '
+          f'config.json, over {varied}; every run: {common}')
+
+
+@errors.exit_on_user_error
 def main(argv) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    raise errors.SettingError(f'unexpected arguments {argv[1:]}: give every setting as a flag, '
+                              'e.g. --config.num_epochs=5 (--helpfull lists the flags).')
   holders = define_flags()
   mode = holders['mode'].value
   if mode == 'predict':
     if not (holders['workdir'].value and holders['input'].value and holders['output'].value):
-      raise app.UsageError('--mode=predict needs --workdir (a trained run or checkpoint), '
-                           '--input (files or folders) and --output (a folder).')
+      raise errors.SettingError('--mode=predict needs --workdir (a trained run or checkpoint), '
+                                '--input (files or folders) and --output (a folder).')
     predict(holders['workdir'].value, holders['input'].value, holders['output'].value,
             holders['intensity'].value)
     return
   config = holders['config'].value
+  if config is None and holders['config'].present:
+    raise errors.SettingError(f'--config={_config_argument(sys.argv)}: its get_config() '
+                              'returned None; it must return the ConfigDict of the run.')
   if config is None and mode != 'report':
-    raise app.UsageError('--config is required (e.g. --config=configs/unet_pe.py:quick).')
+    raise errors.SettingError('--config is required (e.g. --config=configs/unet_pe.py:quick).')
   workdir = holders['workdir'].value
   if workdir is None:
     if config is None:
-      raise app.UsageError('--mode=report needs --workdir.')
+      raise errors.SettingError('--mode=report needs --workdir (the sweep\'s folder).')
     workdir = default_workdir(config_flags.get_config_filename(flags.FLAGS['config']))
   from pejax import runtime  # after flag parsing: XLA options are set before JAX starts
   verbose = holders['verbose'].value
@@ -186,15 +217,116 @@ def main(argv) -> None:
   if verbose or config is None:
     logging.info('Config %s, workdir %s', config, workdir)
   else:
-    shown = ('dataset', 'model', 'use_pe', 'pe_scale', 'padding', 'image_size', 'width',
-             'num_epochs', 'batch_size', 'seed')
-    logging.info('Workdir %s (all settings in its config.json): %s', workdir,
-                 ', '.join(f'{name}={config[name]}' for name in shown))
+    logging.info('%s', start_line(config, workdir))
   run(config, workdir, mode=mode, shard=holders['shard'].value)
 
 
 def console_main() -> None:
   """`main.py` and the installed `pejax` command."""
+  # TensorFlow (TFDS, CLU) prints start-up notices on stderr unless told before it loads, as
+  # main.py does; the installed command tells it here.
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   use_fast_cpu_convolutions()
   define_flags()
-  app.run(main, argv=_with_resolved_config(sys.argv))
+  argv = errors.exit_on_user_error(_with_resolved_config)(sys.argv)
+  app.run(main, argv=argv, flags_parser=lambda args: errors.parse_flags(args, config_flag_error))
+
+
+# ------------------------------------------------------------------- wrong --config flags
+
+
+def _config_argument(argv) -> str | None:
+  """The value of the last --config=... of `argv`."""
+  values = [a.removeprefix('--config=') for a in argv if a.startswith('--config=')]
+  return values[-1] if values else None
+
+
+def config_flag_error(error: Exception, argv: list[str]) -> errors.PejaxError | None:
+  """What a failure to parse --config or a --config.<setting> means for the user: a config
+  file that cannot be loaded (named with the line that fails), a setting it does not have (with
+  the nearest name) or a value of the wrong type; None if it is neither. A bug in pejax's own
+  code, run by a config file, is raised again with its traceback."""
+  from ml_collections.config_flags import config_flags as library
+  argument = _config_argument(argv)
+  links = list(errors.chain(error))  # ml_collections wraps the config file's own error
+  loading = [link for link in links
+             if any(frame.f_code is library.ConfigFileFlagParser.parse.__code__
+                    for frame, _ in _frames(link))]
+  if loading:
+    return _config_file_error(error, loading[-1], argument)
+  # A setting the config does not have: ml_collections' frames hold the override's path.
+  folder = os.path.dirname(library.__file__)
+  for link in links:
+    for frame, _ in _frames(link):  # outermost first: the root config
+      names = frame.f_locals
+      override = names.get('field_path', names.get('override'))
+      if (os.path.dirname(frame.f_code.co_filename) == folder and isinstance(override, str)
+          and hasattr(names.get('config'), 'keys')):
+        return _unknown_setting(override, names['config'], argument)
+  match = re.match(r'flag --config\.([\w.]+)=(.*?): (.*)', str(error), re.DOTALL)
+  if isinstance(error, flags.Error) and match:
+    path, value, reason = match.groups()
+    default = _setting_value(flags.FLAGS['config'].value, path.split('.'))
+    kind = type(default).__name__
+    known = (f'; the setting is {"an" if kind[0] in "aeiou" else "a"} {kind} ({default!r} in '
+             f'--config={argument})' if default is not None else '')
+    return errors.SettingError(f'--config.{path}={value}: {errors.one_line(reason)}{known}.')
+  return None
+
+
+def _config_file_error(error, origin, argument) -> errors.PejaxError:
+  if isinstance(origin, errors.PejaxError):
+    return errors.SettingError(f'--config={argument}: {origin}')
+  path = os.path.abspath(argument.partition(':')[0])
+  if isinstance(origin, SyntaxError) and origin.filename:
+    return errors.SettingError(
+        f'--config={argument}: the config file does not compile: {origin.msg} ({origin.filename}'
+        f', line {origin.lineno}); fix it.')
+  frames = list(_frames(origin))
+  innermost = frames[-1][0].f_code.co_filename if frames else ''
+  if errors.is_own_code(innermost):  # a bug of pejax's, not of the config file
+    raise error
+  lines = [line for frame, line in frames if os.path.abspath(frame.f_code.co_filename) == path]
+  where = f' at line {lines[-1]}' if lines else ''
+  return errors.SettingError(
+      f'--config={argument}: the config file fails{where}: {type(origin).__name__}: '
+      f'{errors.one_line(origin)}; fix it (its get_config() returns the ConfigDict of the run, '
+      'as in configs/unet_pe.py).')
+
+
+def _unknown_setting(field_path: str, config, argument) -> errors.PejaxError:
+  parts = field_path.split('.')
+  node = config
+  for index, part in enumerate(parts):
+    names = list(node.keys()) if hasattr(node, 'keys') else []
+    if part not in names:
+      nearest = difflib.get_close_matches(part, names, n=1)
+      hint = (f' (did you mean --config.{".".join(parts[:index] + nearest)}?)' if nearest
+              else '')
+      return errors.SettingError(
+          f'--config.{field_path}: no such setting in --config={argument}{hint}; '
+          'pejax/configuration.py lists the settings.')
+    node = node[part]
+  return errors.SettingError(f'--config.{field_path}: this setting cannot be set from the '
+                             'command line.')
+
+
+def _setting_value(config, parts):
+  """The value of a setting in `config`, or None where it cannot be read."""
+  node = config
+  try:
+    for part in parts:
+      if part not in node.keys():
+        return None
+      node = node[part]
+  except Exception:  # noqa: BLE001  a config that failed to load; the message does without
+    return None
+  return node
+
+
+def _frames(error):
+  """The (frame, line) pairs of an error's traceback, outermost first."""
+  traceback = error.__traceback__
+  while traceback is not None:
+    yield traceback.tb_frame, traceback.tb_lineno
+    traceback = traceback.tb_next

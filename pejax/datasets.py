@@ -8,6 +8,8 @@ Every split comes back whole as `SplitArrays` (the datasets are small), with ima
 Command line: build datasets and draw a few examples with their masks, for example
 
   python -m pejax.datasets --dataset=phantoms --image_size=128 --picture=docs/phantoms.png
+
+A wrong option, a missing or damaged download ends it with one line, as `main.py` (pejax.errors).
 """
 
 from __future__ import annotations
@@ -107,6 +109,17 @@ def is_phantom(name: str) -> bool:
 def _make_builder(spec: DatasetSpec, image_size: int, position_jitter, data_dir):
   """The TFDS builder of a dataset at one image size (not yet prepared)."""
   if is_phantom(spec.name):
+    # The phantom builder's own checks, as the settings they are (its ValueError would be a
+    # traceback).
+    if image_size < phantoms_dataset_builder.MIN_IMAGE_SIZE:
+      raise errors.SettingError(
+          f'image_size={image_size} is not allowed: phantom images are at least '
+          f'{phantoms_dataset_builder.MIN_IMAGE_SIZE}×{phantoms_dataset_builder.MIN_IMAGE_SIZE} '
+          'pixels.')
+    if position_jitter is not None and not 0 <= position_jitter <= 0.5:
+      raise errors.SettingError(
+          f'position_jitter={position_jitter} is not allowed: it is a fraction of the image '
+          'side, from 0 to 0.5.')
     config = phantoms_dataset_builder.make_config(
         _PHANTOM_KINDS[spec.name], image_size, position_jitter=position_jitter)
     return phantoms_dataset_builder.Builder(config=config, data_dir=data_dir)
@@ -208,6 +221,45 @@ def prepare(name: str, *, image_size: int = 256, position_jitter: float | None =
   return builder
 
 
+def prepare_shared(name: str, **load_kwargs) -> None:
+  """On several processes: process 0 builds (or copies from a bucket) a missing dataset while
+  the others wait, so that they read it instead of building it at the same time (`prepare`'s
+  arguments). A process whose data_dir is its own machine's disk then finds it missing and
+  builds its own.
+
+  Every process reaches the one collective step whatever happens on process 0: an error there
+  that skipped it (a bug, or a library's error) would leave the others waiting until the
+  distributed timeout. Process 0 then raises its own error (a bug keeps its traceback), the
+  others an OtherProcessError with process 0's message."""
+  import jax
+  from jax.experimental import multihost_utils
+  if jax.process_count() == 1:
+    return
+  failure, sent = None, b''
+  if jax.process_index() == 0:
+    try:
+      prepare(name, **load_kwargs)
+    except Exception as error:  # every error, not only the user's: the others must not hang
+      failure = error
+      user_error = errors.translate(error)
+      sent = errors.one_line(user_error if user_error is not None
+                             else f'{type(error).__name__}: {error}').encode()[:_MESSAGE_BYTES]
+  # The message, zero-padded to a fixed size (all processes send arrays of one shape).
+  padded = np.zeros(_MESSAGE_BYTES + 1, np.uint8)
+  padded[0] = failure is not None
+  padded[1:1 + len(sent)] = np.frombuffer(sent, np.uint8)
+  received = np.asarray(multihost_utils.broadcast_one_to_all(padded))
+  if failure is not None:
+    raise failure
+  if received[0]:
+    text = received[1:].tobytes().rstrip(b'\0').decode(errors='replace')
+    raise errors.OtherProcessError(
+        f'process 0 could not prepare the {name!r} dataset, so this process stops too: {text}')
+
+
+_MESSAGE_BYTES = 1000
+
+
 def _read_split(builder, split: str) -> SplitArrays:
   source = builder.as_data_source(split)
   records = source.__getitems__(range(len(source)))
@@ -288,8 +340,16 @@ def _describe(name: str, split: str, arrays: SplitArrays) -> str:
           + ' '.join(f'{f:.3f}' for f in fractions))
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+  """argparse that says what is wrong in pejax's one line (it would print the usage too)."""
+
+  def error(self, message):
+    raise errors.SettingError(f'{message} (python -m pejax.datasets --help lists the options).')
+
+
+@errors.exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description='Build pejax datasets and draw examples of them.')
+  parser = _ArgumentParser(description='Build pejax datasets and draw examples of them.')
   parser.add_argument(
       '--dataset', default='phantoms',
       help="dataset name, comma-separated names, 'phantoms' (both phantoms) or 'all'")

@@ -16,13 +16,19 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import sys
 from typing import Any
 from collections.abc import Callable, Mapping, Sequence
 
+if __name__ == '__main__':
+  # The command line: TensorFlow (loaded below, through CLU) prints C++ start-up notices on
+  # stderr when it loads; as main.py, load it with them off the console.
+  from pejax import runtime
+  with runtime.stderr_silenced():
+    import tensorflow  # noqa: F401
+
 from absl import app, flags, logging
 
-from pejax import claims, configuration, storage, workdir as workdir_lib
+from pejax import claims, configuration, errors, storage, workdir as workdir_lib
 from pejax.aggregation import Setting, datasets_of, group_runs
 from pejax.claims import CLAIMS, NOT_MEASURED
 from pejax.errors import RunNotFoundError
@@ -173,14 +179,12 @@ def _remove_stale_figures(workdir: str, figures: Sequence[str]) -> None:
   workdir_lib.write_json(listing, {'figures': sorted(figures)})
 
 
+@errors.exit_on_user_error  # a wrong folder or a bad file as one line, as in main.py
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  try:
-    path = write_report(flags.FLAGS.workdir, title=flags.FLAGS.title)
-  except NoFinishedRunsError as error:
-    sys.exit(f'pejax.report: {error}')
-  print(path)
+    raise errors.SettingError(f'unexpected arguments {argv[1:]}: give the folder as '
+                              '--workdir=... (--helpfull lists the flags).')
+  print(write_report(flags.FLAGS.workdir, title=flags.FLAGS.title))
 
 
 if __name__ == '__main__':
@@ -189,4 +193,4 @@ if __name__ == '__main__':
   flags.DEFINE_string('workdir', None, 'Sweep folder: every run below it is reported.')
   flags.DEFINE_string('title', None, 'Title of the report; default: the folder name.')
   flags.mark_flag_as_required('workdir')
-  app.run(main)
+  app.run(main, flags_parser=errors.parse_flags)

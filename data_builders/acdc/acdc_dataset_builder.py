@@ -45,6 +45,8 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+# A damaged or wrong file is the user's to replace: pejax's commands say so in one line.
+from pejax.errors import SourceFileError
 from pejax.surface_distance import acdc_spacing
 
 NUM_CLASSES = 4
@@ -296,7 +298,7 @@ def _find_files(manual_dir):
   for key, paths in found.items():
     if len(paths) > 1:
       listed = '\n  '.join(str(p) for p in paths)
-      raise ValueError(
+      raise SourceFileError(
           f'ACDC: {paths[0].name} of {key[1]} was found more than once:\n  {listed}\n'
           'Keep one copy below the manual folder.')
   files = {'subjects': {key[1] for key in found}}
@@ -383,7 +385,7 @@ def _read_info(path):
   try:
     return int(float(fields['ED'])), int(float(fields['ES']))
   except (KeyError, ValueError) as e:
-    raise ValueError(
+    raise SourceFileError(
         f'ACDC: {path} does not name the ED and ES frames (expected lines like "ED: 1" '
         'and "ES: 12"). Use the Info.cfg of the official download.') from e
 
@@ -406,9 +408,10 @@ def _read_volume(volume):
       labels = np.stack([label for _, label in pairs])
     names = (volume.h5_paths[0], volume.h5_paths[0])
   if images.shape != labels.shape:
-    raise ValueError(
+    raise SourceFileError(
         f'ACDC: the image {names[0]} is {images.shape} (slices, rows, columns) but its '
-        f'ground truth {names[1]} is {labels.shape}; they must match.')
+        f'ground truth {names[1]} is {labels.shape}; they must match: download or unzip '
+        'both again.')
   return images, _check_labels(labels, names[1]), zooms
 
 
@@ -423,15 +426,15 @@ def _read_nifti(path, with_zooms=False):
     volume = np.asarray(nifti.dataobj)
     zooms = tuple(float(z) for z in nifti.header.get_zooms()[:3])
   except Exception as e:  # nibabel, gzip and zlib raise many types for damaged files
-    raise ValueError(
+    raise SourceFileError(
         f'ACDC: cannot read {path} as a NIfTI volume ({type(e).__name__}: {e}). The '
         'file is damaged or incomplete: download or unzip it again.') from e
   while volume.ndim > 3 and volume.shape[-1] == 1:
     volume = volume[..., 0]
   if volume.ndim != 3:
-    raise ValueError(
+    raise SourceFileError(
         f'ACDC: {path} has shape {volume.shape}; expected a 3-D (x, y, slice) volume '
-        'of one frame.')
+        'of one frame: use the file of the official download.')
   volume = np.transpose(volume, (2, 1, 0))
   return (volume, zooms) if with_zooms else volume
 
@@ -450,32 +453,32 @@ def _read_h5(path):
       label_key = next((k for k in ('label', 'mask') if k in keys), None)
       label = np.asarray(f[label_key]) if label_key else None
   except Exception as e:  # h5py raises several types for damaged files
-    raise ValueError(
+    raise SourceFileError(
         f'ACDC: cannot read {path} as HDF5 ({type(e).__name__}: {e}): download or '
         'unzip it again.') from e
   if image is None or label is None:
-    raise ValueError(
+    raise SourceFileError(
         f'ACDC: {path} has datasets {sorted(keys)}; expected "image" and "label" (the '
         'ground truth). Use a copy with labels, or the official NIfTI files.')
   if image.ndim not in (2, 3):
-    raise ValueError(f'ACDC: "image" in {path} has shape {image.shape}; expected '
-                     '(Z, H, W) or (H, W).')
+    raise SourceFileError(f'ACDC: "image" in {path} has shape {image.shape}; expected '
+                          '(Z, H, W) or (H, W). Use the official NIfTI files.')
   return image, label
 
 
 def _check_slices(pairs, paths):
   for (image, _), path in zip(pairs, paths):
     if image.ndim != 2 or image.shape != pairs[0][0].shape:
-      raise ValueError(
+      raise SourceFileError(
           f'ACDC: the slice {path} has shape {image.shape}; the slices of a volume must '
-          f'all be 2-D of shape {pairs[0][0].shape}.')
+          f'all be 2-D of shape {pairs[0][0].shape}: download or unzip them again.')
 
 
 def _check_labels(labels, path):
   values = np.unique(labels)
   unexpected = [v for v in values.tolist() if v not in range(NUM_CLASSES)]
   if unexpected:
-    raise ValueError(
+    raise SourceFileError(
         f'ACDC: the ground truth {path} contains values {_first_few(unexpected)}; '
         'expected 0 background, 1 right-ventricle cavity, 2 myocardium and '
         '3 left-ventricle cavity. Is it an ACDC *_gt file of the training set?')

@@ -21,6 +21,9 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+# A damaged or wrong file is the user's to replace: pejax's commands say so in one line.
+from pejax.errors import SourceFileError
+
 NUM_CLASSES = 4
 CLASS_NAMES = ('background', 'right_lung', 'left_lung', 'heart')
 
@@ -231,7 +234,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     for (kind, image_id), paths in found.items():
       if len(paths) > 1:
         listed = '\n  '.join(str(p) for p in paths)
-        raise ValueError(
+        raise SourceFileError(
             f'JSRT: {image_id} ({kind}) was found more than once:\n  {listed}\n'
             'Keep one copy below the manual folder.')
 
@@ -292,9 +295,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     try:
       mask = _read_pil(path)
     except Exception as e:  # PIL raises several types for damaged files
-      raise ValueError(f'JSRT: cannot read the mask {path} ({e}); unzip it again.') from e
+      raise SourceFileError(f'JSRT: cannot read the mask {path} ({e}); unzip it again.') from e
     if mask.size != (self.MASK_SIZE, self.MASK_SIZE):
-      raise ValueError(
+      raise SourceFileError(
           f'JSRT: the mask {path} is {mask.size[0]}x{mask.size[1]} pixels; SCR masks '
           f'are {self.MASK_SIZE}x{self.MASK_SIZE}. Use the masks of the SCR database.')
     # GIF masks are palette images: convert to gray levels, then split at half the
@@ -309,13 +312,13 @@ def read_raw_image(path, size=2048, max_value=4095):
   n = size
   data = path.read_bytes()
   if len(data) != n * n * 2:
-    raise ValueError(
+    raise SourceFileError(
         f'JSRT: {path} has {len(data)} bytes; a JSRT .IMG file is {n}x{n} 16-bit '
         f'big-endian pixels without header, {n * n * 2} bytes. The file is truncated '
         'or not a JSRT image: download or unzip it again.')
   values = np.frombuffer(data, dtype='>u2').reshape(n, n)
   if values.max() > max_value:
-    raise ValueError(
+    raise SourceFileError(
         f'JSRT: {path} holds values up to {values.max()}, above the 12-bit range '
         f'0..{max_value} of JSRT images: it is not a big-endian JSRT .IMG '
         '(a byte-swapped or converted copy?). Use the file from the JSRT database.')
@@ -336,12 +339,13 @@ def _read_png_image(path):
   try:
     image = _read_pil(path)
   except Exception as e:  # PIL raises several types for damaged files
-    raise ValueError(f'JSRT: cannot read the image {path} ({e}).') from e
+    raise SourceFileError(f'JSRT: cannot read the image {path} ({e}); download or unzip it '
+                          'again.') from e
   values = displayed_intensities(image)
   if values.shape[0] != values.shape[1]:
-    raise ValueError(
+    raise SourceFileError(
         f'JSRT: the image {path} is {values.shape[1]}x{values.shape[0]}; JSRT images '
-        'are square.')
+        'are square: use the file of the JSRT database (or a PNG copy of it).')
   return np.clip(values, 0.0, 1.0)
 
 
