@@ -29,3 +29,7 @@ SEVERITIES = (1, 2, 3, 4, 5)
 # Shifts of test images and masks (paper Fig. 5).
 SHIFT_AXES = ('x', 'y', 'xy')
 SHIFT_FILLS = ('zeros', 'edge')
+
+# The phantoms' position jitter (a standard deviation, as a fraction of the image side): the
+# phantom builder draws anatomy that stays in the image up to this value.
+MAX_POSITION_JITTER = 0.5

@@ -138,9 +138,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if not config.dataset.startswith('phantom'):
       raise _error('position_jitter', config.position_jitter,
                    'only the phantom datasets have a position jitter; leave it None')
-    if not 0 <= config.position_jitter <= 1:
+    if not 0 <= config.position_jitter <= choices.MAX_POSITION_JITTER:
       raise _error('position_jitter', config.position_jitter,
-                   'it is a fraction of the image side, from 0 to 1')
+                   f'it is a fraction of the image side, from 0 to {choices.MAX_POSITION_JITTER}')
   validate_robustness_config(config.robustness)
 
 

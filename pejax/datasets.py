@@ -116,10 +116,10 @@ def _make_builder(spec: DatasetSpec, image_size: int, position_jitter, data_dir)
           f'image_size={image_size} is not allowed: phantom images are at least '
           f'{phantoms_dataset_builder.MIN_IMAGE_SIZE}×{phantoms_dataset_builder.MIN_IMAGE_SIZE} '
           'pixels.')
-    if position_jitter is not None and not 0 <= position_jitter <= 0.5:
+    if position_jitter is not None and not 0 <= position_jitter <= choices.MAX_POSITION_JITTER:
       raise errors.SettingError(
           f'position_jitter={position_jitter} is not allowed: it is a fraction of the image '
-          'side, from 0 to 0.5.')
+          f'side, from 0 to {choices.MAX_POSITION_JITTER}.')
     config = phantoms_dataset_builder.make_config(
         _PHANTOM_KINDS[spec.name], image_size, position_jitter=position_jitter)
     return phantoms_dataset_builder.Builder(config=config, data_dir=data_dir)

@@ -17,10 +17,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from pejax import datasets, errors
+from pejax import datasets
 
 NORMALIZATION_EPSILON = 1e-6
 
@@ -59,7 +58,7 @@ def training_batch_size(num_examples: int, batch_size: int, num_devices: int = 1
   training set when that is smaller (Table 2's 5 and 10 images), and the rows it computes, that
   number rounded up to a multiple of the device count.
 
-  The rows beyond the examples are filled at weight 0 (`train.epoch_order`), which neither the
+  The rows beyond the examples are filled at weight 0 (`epochs.epoch_order`), which neither the
   loss nor BatchNorm's statistics see (`steps.train_step`): the paper's batch of 20 trains the
   same on 1, 8 or 16 devices.
   """
@@ -199,24 +198,6 @@ class RunData:
   test: EvalSplit
 
 
-def prepare_once(name: str, load_kwargs: dict) -> None:
-  """On several processes: process 0 builds (or copies from a bucket) a missing dataset while
-  the others wait at a barrier, so that they read it instead of building it at the same time.
-  A process whose data_dir is its own machine's disk then finds it missing and builds its own.
-  Process 0 passes the barrier even when it fails, and all then stop with the same error."""
-  if jax.process_count() == 1:
-    return
-  failure = None
-  if jax.process_index() == 0:
-    try:
-      datasets.prepare(name, **load_kwargs)
-    except errors.PejaxError as error:
-      failure = error
-  multihost_utils.sync_global_devices(f'pejax: dataset {name} prepared by process 0')
-  if failure is not None:
-    raise failure
-
-
 def load_run_data(config: Any, mesh: Mesh) -> RunData:
   """Loads (building on first use) the dataset of `config` and places it on the devices.
 
@@ -228,7 +209,7 @@ def load_run_data(config: Any, mesh: Mesh) -> RunData:
                      manual_dir=config.manual_dir)
   if config.position_jitter is not None:
     load_kwargs['position_jitter'] = config.position_jitter
-  prepare_once(config.dataset, load_kwargs)
+  datasets.prepare_shared(config.dataset, **load_kwargs)
   splits = datasets.load_splits(config.dataset, **load_kwargs)
   num_train = len(splits['train'].images)
   train_images = place_rows(splits['train'].images, mesh)

@@ -39,7 +39,7 @@ from PIL import Image
 from absl import logging
 
 from data_builders.acdc import acdc_dataset_builder
-from pejax import (configuration, evaluation, image_io, input_pipeline, per_case, provenance,
+from pejax import (checkpoints, configuration, evaluation, image_io, input_pipeline, per_case, provenance,
                    steps, storage, train, workdir as workdir_lib)
 from pejax.errors import CheckpointError, InputFileError, RunNotFoundError
 
@@ -60,7 +60,7 @@ class Prediction:
 def checkpoint_step(path) -> epath.Path:
   """The step folder of a run folder, of its checkpoints/ folder (the latest step), or itself;
   absolute, since Orbax refuses relative paths."""
-  path = epath.Path(path if storage.is_remote(path) else os.path.abspath(path))
+  path = epath.Path(checkpoints.orbax_path(path))
   if (path / STATE_ITEM).is_dir() or (path / STEP_METADATA).exists():
     return path
   if (path / workdir_lib.CHECKPOINT_FOLDER).is_dir():

@@ -1,4 +1,5 @@
-"""One process at a time in a run folder: the lock a training or an evaluation holds.
+"""Which processes write a run folder: one command at a time (the lock a training or an
+evaluation holds), and every process of that command (`check_shared`).
 
 Two processes writing one run folder would race on its checkpoints (Orbax deletes the other's
 temporary folders, each replaces the other's steps) and its results. So a training or an
@@ -29,15 +30,18 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 from absl import logging
 
 from pejax import storage
-from pejax.errors import WorkdirBusyError
+from pejax.errors import WorkdirBusyError, WorkdirError
 
 LOCK_FILE = '.pejax_lock'
+# Written by process 0 and read by the others at start (`check_shared`), then deleted.
+SHARED_TOKEN_FILE = '.shared_workdir_token'
 HEARTBEAT_SECONDS = 30.0
 STALE_SECONDS = 120.0
 
@@ -217,3 +221,42 @@ def hold(workdirs: Sequence[str]) -> Iterator[None]:
   finally:
     for lock in locks:
       lock.release()
+
+
+def check_shared(workdir: str) -> None:
+  """On several processes: stops every process, with one clear message, unless all of them
+  see the folder process 0 writes to (one bucket, or one file system all machines mount).
+
+  Process 0 writes a random token into `workdir` and hands its value to the others, which must
+  read it there; on a per-machine folder (e.g. the default runs/... on each host's own disk)
+  they find none. Every process takes part in every step, so none is left waiting."""
+  import jax
+  from jax.experimental import multihost_utils
+  from pejax import workdir as workdir_lib
+  if jax.process_count() == 1:
+    return
+  token_path = storage.join(workdir, SHARED_TOKEN_FILE)
+  token, problem = uuid.uuid4().hex, None
+  if jax.process_index() == 0:
+    try:
+      workdir_lib.write_atomically(token_path, lambda f: f.write(token))
+    except OSError as error:
+      problem = f'process 0 cannot write to it ({error})'
+  token = np.asarray(multihost_utils.broadcast_one_to_all(
+      np.frombuffer(bytes.fromhex(token), np.uint8))).tobytes().hex()
+  try:
+    sees = storage.read_text(token_path) == token
+  except OSError:
+    sees = False
+  seen = np.asarray(multihost_utils.process_allgather(np.int32(sees)))
+  if jax.process_index() == 0 and problem is None:
+    storage.remove(token_path)
+  blind = [index for index, value in enumerate(seen) if not value]
+  if problem is None and blind:
+    problem = (f'process{"es" if len(blind) > 1 else ""} {", ".join(map(str, blind))} of '
+               f'{len(seen)} cannot see what process 0 writes there')
+  if problem:
+    raise WorkdirError(
+        f'the workdir {workdir} is not one folder shared by all processes: {problem}. Give '
+        'every process the same --workdir in a bucket (gs://...) or on a file system that '
+        'every machine mounts; the default runs/... is on each machine\'s own disk.')

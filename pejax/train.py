@@ -31,8 +31,9 @@ from absl import logging
 from clu import periodic_actions
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from pejax import (configuration, convergence, datasets, evaluation, hparams, input_pipeline,
-                   models, provenance, run_lock, steps, sweep, workdir as workdir_lib)
+from pejax import (checkpoints, configuration, convergence, datasets, epochs, evaluation,
+                   hparams, input_pipeline, models, provenance, run_lock, steps, sweep,
+                   workdir as workdir_lib)
 from pejax.errors import NonFiniteLossError, RunNotFoundError, SettingError
 from pejax.positional import input_channels
 
@@ -99,97 +100,6 @@ def _jitted_init(init_state, sharding):
 
 def count_parameters(params) -> int:
   return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(params)))
-
-
-# ------------------------------------------------------------------------------ compiled parts
-
-
-def epoch_order(rng, epoch, example_ids, batch_size: int, rows_per_step: int):
-  """Rows of the training array (steps, rows_per_step) and loss weights of one epoch.
-
-  A fresh permutation of this model's training examples (`example_ids`: all of the split, or
-  a subset) per epoch from (rng, epoch), cut into steps of `batch_size` examples at weight 1.
-  The rest of each step's `rows_per_step` rows (the last, partial batch; rows that round the
-  batch up to the device count) repeat examples of the same step at weight 0, which the step
-  leaves out of the loss and BatchNorm's statistics: each example contributes exactly once to
-  the epoch, and each step equals one on its weight-1 examples alone.
-  """
-  num_examples = example_ids.shape[0]
-  num_steps = -(-num_examples // batch_size)
-  key = jax.random.fold_in(jax.random.wrap_key_data(rng), epoch)
-  order = jnp.resize(jax.random.permutation(key, example_ids), (num_steps, batch_size))
-  real = (jnp.arange(num_steps * batch_size) < num_examples).reshape(num_steps, batch_size)
-  columns = jnp.arange(rows_per_step)
-  weights = (columns < batch_size) & real[:, columns % batch_size]
-  return order[:, columns % batch_size], weights.astype(jnp.float32)
-
-
-def train_batch(spec: steps.StepSpec, batch_sharding, state: steps.TrainState, pe_scale, rows,
-                weights, images, labels):
-  """One step on the batch of training-array `rows`, gathered on the device."""
-  batch_images = jax.lax.with_sharding_constraint(images[rows], batch_sharding)
-  batch_labels = jax.lax.with_sharding_constraint(labels[rows], batch_sharding)
-  return steps.train_step(spec, state, batch_images, batch_labels, weights, pe_scale)
-
-
-def train_epoch_scan(spec: steps.StepSpec, batch_sharding, batch_size: int, rows_per_step: int,
-                     state: steps.TrainState, pe_scale, example_ids, images, labels):
-  """One epoch as a single `lax.scan` over steps; returns the state and per-step metrics."""
-  order, weights = epoch_order(state.rng, state.epoch, example_ids, batch_size, rows_per_step)
-
-  def step(state, batch):
-    return train_batch(spec, batch_sharding, state, pe_scale, *batch, images, labels)
-
-  state, step_metrics = jax.lax.scan(step, state, (order, weights))
-  return state.replace(epoch=state.epoch + 1), step_metrics
-
-
-class EpochRunner:
-  """Runs one training epoch of one model, or of K stacked models (vmapped).
-
-  `scan=True` compiles the epoch as one `lax.scan`; `scan=False` dispatches one compiled step
-  per batch from Python (the data, the order and the gathering stay on the device, and
-  dispatch is asynchronous). On XLA:CPU convolutions inside a scan run much slower than the
-  same step outside it (BENCHMARKS.md), so the loop is the default.
-  """
-
-  def __init__(self, spec, batch_sharding, batch_size: int, rows_per_step: int, num_models: int,
-               scan: bool):
-    vmapped = (lambda fn, axes: jax.vmap(fn, in_axes=axes)) if num_models > 1 else (lambda fn, _: fn)
-    self.scan = scan
-    if scan:
-      self._epoch = jax.jit(vmapped(functools.partial(
-          train_epoch_scan, spec, batch_sharding, batch_size, rows_per_step),
-          (0, 0, 0, None, None)), donate_argnums=(0,))
-    else:
-      self._order = jax.jit(vmapped(functools.partial(
-          epoch_order, batch_size=batch_size, rows_per_step=rows_per_step), (0, 0, 0)))
-      self._step = jax.jit(vmapped(functools.partial(train_batch, spec, batch_sharding),
-                                   (0, 0, 0, 0, None, None)), donate_argnums=(0,))
-      self._next_epoch = jax.jit(lambda state: state.replace(epoch=state.epoch + 1),
-                                 donate_argnums=(0,))
-    self.num_models = num_models
-
-  @classmethod
-  @functools.lru_cache(maxsize=16)
-  def shared(cls, spec, batch_sharding, batch_size: int, rows_per_step: int, num_models: int,
-             scan: bool):
-    """One runner (with its compiled programs) per distinct setting, reused by later runs."""
-    return cls(spec, batch_sharding, batch_size, rows_per_step, num_models, scan)
-
-  def __call__(self, state, pe_scale, example_ids, images, labels):
-    if self.scan:
-      return self._epoch(state, pe_scale, example_ids, images, labels)
-    order, weights = self._order(state.rng, state.epoch, example_ids)
-    step_axis = 1 if self.num_models > 1 else 0
-    step_metrics = []
-    for index in range(order.shape[step_axis]):
-      rows = jnp.take(order, index, axis=step_axis)
-      batch_weights = jnp.take(weights, index, axis=step_axis)
-      state, metrics = self._step(state, pe_scale, rows, batch_weights, images, labels)
-      step_metrics.append(metrics)
-    stacked = jax.tree.map(lambda *m: jnp.stack(m, axis=step_axis), *step_metrics)
-    return self._next_epoch(state), stacked
 
 
 # ------------------------------------------------------------------------------------ runs
@@ -262,14 +172,14 @@ def _train_group(configs, workdirs, *, mesh, run_data, evaluate_only):
     workdir_lib.check_writable(run.workdir, checkpoint_bytes + 64 * 2**20)
     if is_writer and not was_started:
       workdir_lib.write_config(run.workdir, run.config)
-    run.checkpoints = workdir_lib.checkpoint_manager(run.workdir, first.max_checkpoints_to_keep)
+    run.checkpoints = checkpoints.manager(run.workdir, first.max_checkpoints_to_keep)
     run.description = provenance.model_description(
         configuration.settings_dict(run.config), ('background',) + run_data.dataset.class_names,
         dataclasses.asdict(run_data.normalizer))
     run.writer = workdir_lib.create_metric_writer(run.workdir, just_logging=not is_writer)
 
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, initial[0])
-  restored_epoch, restored = workdir_lib.restore_common_checkpoint(
+  restored_epoch, restored = checkpoints.restore_common(
       [run.checkpoints for run in runs], abstract, resume=not evaluate_only)
   for run in runs:
     run.history = workdir_lib.read_history(run.workdir, restored_epoch)
@@ -321,8 +231,8 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
   num_examples = len(runs[0].example_ids)
   batch_size, rows_per_step = input_pipeline.training_batch_size(
       num_examples, config.batch_size, mesh.size)
-  run_epoch = EpochRunner.shared(spec, NamedSharding(mesh, P('data')), batch_size,
-                                 rows_per_step, num_models, bool(config.scan_epoch))
+  run_epoch = epochs.EpochRunner.shared(spec, NamedSharding(mesh, P('data')), batch_size,
+                                        rows_per_step, num_models, bool(config.scan_epoch))
   if num_models > 1:
     state = stack(states)
     pe_scales = jnp.asarray([configuration.pe_scale_of(run.config) for run in runs], jnp.float32)
@@ -375,18 +285,10 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
       line = f'epoch {epoch:3d}/{config.num_epochs}  step {step:6d}  train_loss {train_loss:.4f}'
       run_state = member(state, k)
       if evaluate_now:
-        pe_scale = jnp.float32(configuration.pe_scale_of(run.config))
-        scores = evaluator.dice(run_state, pe_scale, run_data.validation)
-        run.writer.write_scalars(step, {f'eval_{name}': v for name, v in scores.items()})
-        line += f'  eval_dice {scores["dice"]:.4f}  eval_loss {scores["loss"]:.4f}'
-        run.history['eval_dice'].append([epoch, scores['dice']])
-        if run.config.num_image_panels and jax.process_index() == 0:
-          run.writer.write_images(step, {'eval_examples': evaluator.panel(
-              run_state, pe_scale, run.config.num_image_panels)[None]})
+        line += _validate(run, run_state, evaluator, run_data.validation, step, epoch)
       prefix = f'{run.name}: ' if num_models > 1 else ''
       logging.info('%s%s  (%.1fs, %s)', prefix, line, seconds,
-                   _pace(epoch_seconds, num_examples * num_models,
-                         config.num_epochs - epoch))
+                   _pace(epoch_seconds, num_examples * num_models, config.num_epochs - epoch))
       if save_now:
         run.checkpoints.save(epoch, args=ocp.args.StandardSave(run_state),
                              custom_metadata=run.description)
@@ -400,6 +302,19 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
   if epoch_seconds:
     timings['median_epoch_seconds'] = float(np.median(epoch_seconds))
   return [member(state, k) for k in range(num_models)], timings
+
+
+def _validate(run, run_state, evaluator, validation, step: int, epoch: int) -> str:
+  """One run's validation Dice at `epoch`, to TensorBoard (with the image panel) and its history;
+  returns its part of the console line."""
+  pe_scale = jnp.float32(configuration.pe_scale_of(run.config))
+  scores = evaluator.dice(run_state, pe_scale, validation)
+  run.writer.write_scalars(step, {f'eval_{name}': v for name, v in scores.items()})
+  run.history['eval_dice'].append([epoch, scores['dice']])
+  if run.config.num_image_panels and jax.process_index() == 0:
+    run.writer.write_images(step, {'eval_examples': evaluator.panel(
+        run_state, pe_scale, run.config.num_image_panels)[None]})
+  return f'  eval_dice {scores["dice"]:.4f}  eval_loss {scores["loss"]:.4f}'
 
 
 def _pace(epoch_seconds: list[float], images_per_epoch: int, epochs_left: int) -> str:
@@ -434,7 +349,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   validate(config)
   workdir_lib.check_location(workdir)
-  workdir_lib.check_shared(workdir)
+  run_lock.check_shared(workdir)
   if (workdir_lib.is_finished(workdir) and not evaluate_only
       and workdir_lib.check_settings(workdir, config)):
     logging.info('The run in %s is finished; not retraining it (results.json).', workdir)
@@ -470,7 +385,7 @@ def train_sweep(config: ml_collections.ConfigDict, workdir: str, *, evaluate_onl
     except SettingError as error:
       raise SettingError(f'sweep run {name}: {error}') from None
     workdir_lib.check_settings(os.path.join(workdir, name), run_config)
-  workdir_lib.check_shared(workdir)
+  run_lock.check_shared(workdir)
   finished = {name for name, _ in runs if workdir_lib.is_finished(os.path.join(workdir, name))}
   pending = [(n, c) for n, c in runs if (n in finished) == evaluate_only]
   total = len(runs)

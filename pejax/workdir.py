@@ -24,17 +24,15 @@ from typing import Any
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import logging
 from clu import metric_writers
 
-from pejax import configuration, storage
-from pejax.errors import (CheckpointError, DamagedFileError, RunNotFoundError,
+from pejax import checkpoints, configuration, storage
+from pejax.errors import (DamagedFileError, RunNotFoundError,
                           SettingsMismatchError, WorkdirError)
 
 CONFIG_FILE = 'config.json'
 RESULTS_FILE = 'results.json'
-CHECKPOINT_FOLDER = 'checkpoints'
 ROBUSTNESS_FILE = 'robustness.json'
 ROBUSTNESS_CSV = 'robustness.csv'
 # Per-case metrics (`pejax.per_case`): per test image, per ACDC volume, per image and condition.
@@ -48,8 +46,6 @@ HISTORY_FILE = 'history.json'
 REPORT_FILE = 'report.md'
 # The figures the last report wrote, so that the next one can remove those it does not write.
 FIGURES_FILE = 'report_figures.json'
-# Written by process 0 and read by the others at start (`check_shared`), then deleted.
-SHARED_TOKEN_FILE = '.shared_workdir_token'
 
 def write_atomically(path: str, write: Callable[[Any], None], mode: str = 'w') -> None:
   """Writes through `write(file)` to a temporary file in the same folder, then renames it over
@@ -160,7 +156,7 @@ def check_settings(workdir: str, config) -> bool:
     except DamagedFileError as error:
       damaged = error
   if stored is None:
-    stored = checkpointed_settings(workdir)
+    stored = checkpoints.recorded_settings(workdir)
     if stored is None:
       if damaged is not None:
         raise DamagedFileError(f'{damaged} No checkpoint of the run records its settings.')
@@ -179,28 +175,6 @@ def check_settings(workdir: str, config) -> bool:
   if damaged is not None or not storage.exists(path):
     _write_on_process_zero(path, stored)
   return True
-
-
-def checkpointed_settings(workdir: str) -> dict | None:
-  """The settings recorded in the newest checkpoint of `workdir` that records them, or None."""
-  folder = storage.join(workdir, CHECKPOINT_FOLDER)
-  if not storage.isdir(folder):
-    return None
-  manager = ocp.CheckpointManager(
-      folder if storage.is_remote(folder) else os.path.abspath(folder),
-      options=ocp.CheckpointManagerOptions(create=False, read_only=True),
-      item_handlers=ocp.StandardCheckpointHandler())
-  try:
-    for step in sorted(manager.all_steps(), reverse=True):
-      try:
-        described = manager.metadata(step).custom_metadata or {}
-      except Exception:  # noqa: BLE001  a damaged step folder says nothing; try the older one
-        continue
-      if described.get('config'):
-        return dict(described['config'])
-    return None
-  finally:
-    manager.close()
 
 
 def _write_on_process_zero(path: str, value) -> None:
@@ -238,66 +212,12 @@ def is_finished(workdir: str) -> bool:
   return results is not None and results.finished
 
 
-def checkpoint_manager(workdir: str, max_to_keep: int) -> ocp.CheckpointManager:
-  folder = storage.join(workdir, CHECKPOINT_FOLDER)
-  return ocp.CheckpointManager(
-      # Orbax gets the gs:// path itself (an absolute local path otherwise): it writes buckets
-      # through epath and TensorStore, and marks a finished checkpoint there by a commit file
-      # instead of a rename.
-      folder if storage.is_remote(folder) else os.path.abspath(folder),
-      # A process killed while writing leaves an uncommitted temporary folder (never read,
-      # never renamed): delete such leftovers instead of letting them fill the disk.
-      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           cleanup_tmp_directories=True),
-      # One unnamed state per step. Left to guess, Orbax would infer it from the newest step
-      # folder, and one missing its item would make every older, intact step unreadable.
-      item_handlers=ocp.StandardCheckpointHandler())
-
-
-# ------------------------------------------------------------------------ processes, events
+# --------------------------------------------------------------------------------- events
 
 
 def check_location(workdir: str) -> None:
   """Refuses, before anything is written, a workdir pejax cannot write (`storage`)."""
   storage.check_location(workdir, '--workdir')
-
-
-def check_shared(workdir: str) -> None:
-  """On several processes: stops every process, with one clear message, unless all of them
-  see the folder process 0 writes to (one bucket, or one file system all machines mount).
-
-  Process 0 writes a random token into `workdir` and hands its value to the others, which must
-  read it there; on a per-machine folder (e.g. the default runs/... on each host's own disk)
-  they find none. Every process takes part in every step, so none is left waiting."""
-  import jax
-  from jax.experimental import multihost_utils
-  if jax.process_count() == 1:
-    return
-  token_path = storage.join(workdir, SHARED_TOKEN_FILE)
-  token, problem = uuid.uuid4().hex, None
-  if jax.process_index() == 0:
-    try:
-      write_atomically(token_path, lambda f: f.write(token))
-    except OSError as error:
-      problem = f'process 0 cannot write to it ({error})'
-  token = np.asarray(multihost_utils.broadcast_one_to_all(
-      np.frombuffer(bytes.fromhex(token), np.uint8))).tobytes().hex()
-  try:
-    sees = storage.read_text(token_path) == token
-  except OSError:
-    sees = False
-  seen = np.asarray(multihost_utils.process_allgather(np.int32(sees)))
-  if jax.process_index() == 0 and problem is None:
-    storage.remove(token_path)
-  blind = [index for index, value in enumerate(seen) if not value]
-  if problem is None and blind:
-    problem = (f'process{"es" if len(blind) > 1 else ""} {", ".join(map(str, blind))} of '
-               f'{len(seen)} cannot see what process 0 writes there')
-  if problem:
-    raise WorkdirError(
-        f'the workdir {workdir} is not one folder shared by all processes: {problem}. Give '
-        'every process the same --workdir in a bucket (gs://...) or on a file system that '
-        'every machine mounts; the default runs/... is on each machine\'s own disk.')
 
 
 def create_metric_writer(workdir: str, just_logging: bool):
@@ -344,53 +264,6 @@ class _UploadingWriter(metric_writers.MultiWriter):
     super().close()
     self._upload()
     shutil.rmtree(self._local, ignore_errors=True)
-
-
-def restore_common_checkpoint(managers: Sequence[ocp.CheckpointManager], abstract_state, *,
-                              resume: bool = True):
-  """The latest epoch every run of a group has a complete, readable checkpoint of, and the runs'
-  states restored from it; (None, None) when there is no common epoch.
-
-  Orbax writes a checkpoint to a temporary folder and renames it when complete, so a
-  half-written checkpoint is never listed here. One that is listed but cannot be read (a
-  truncated or lost array file after a disk or bucket error) is named in a warning with the
-  error. To `resume` training, the previous common epoch is tried next, and the checkpoints
-  after the restored one are deleted so that the epochs trained again write them anew (Orbax
-  skips saving an epoch that has a checkpoint). Otherwise (evaluation) only the latest is tried
-  and nothing is deleted. CheckpointError names the checkpoints that could not be restored.
-  """
-  common = set.intersection(*(set(manager.all_steps()) for manager in managers))
-  if not common:
-    return None, None
-  failures = []
-  for epoch in sorted(common, reverse=True)[:None if resume else 1]:
-    states = []
-    for manager in managers:
-      try:
-        states.append(manager.restore(epoch, args=ocp.args.StandardRestore(abstract_state)))
-      except Exception as error:  # Orbax raises a bare Exception for a damaged array
-        failures.append(f'{manager.directory / str(epoch)} ({_root_cause(error)})')
-        logging.warning('Cannot restore the checkpoint %s%s', failures[-1],
-                        '; trying the previous one.' if resume else '.')
-        break
-    else:
-      for manager in managers if resume else ():
-        for later in [step for step in manager.all_steps() if step > epoch]:
-          manager.delete(later)
-      return epoch, states
-  if not resume:
-    raise CheckpointError(f'--mode=evaluate: the latest checkpoint cannot be restored: '
-                          f'{failures[0]}. Restore it from a copy, or delete it to evaluate the '
-                          'one before it.')
-  raise CheckpointError(f'no checkpoint can be restored: {"; ".join(failures)}. Restore them '
-                        'from a copy, or delete them to train the run from the start.')
-
-
-def _root_cause(error: BaseException) -> str:
-  """The innermost cause of an error, on one line (Orbax wraps TensorStore's in a long one)."""
-  while error.__cause__ is not None:
-    error = error.__cause__
-  return f'{type(error).__name__}: {" ".join(str(error).split())[:300]}'
 
 
 # ------------------------------------------------------------------------------ results

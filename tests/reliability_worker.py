@@ -31,11 +31,11 @@ def pause_here():
 
 def install_pause(moment: str):
   kind, _, where = moment.partition(':')
-  from pejax import evaluation, train, workdir as workdir_lib
+  from pejax import epochs, evaluation, workdir as workdir_lib
 
   if kind == 'train_step':
     epoch, pause_step = (int(n) for n in where.split(':'))
-    original_call = train.EpochRunner.__call__
+    original_call = epochs.EpochRunner.__call__
 
     def call(self, state, *args):
       current_epoch = int(state.epoch) + 1
@@ -55,7 +55,7 @@ def install_pause(moment: str):
       finally:
         self._step = original_step
 
-    train.EpochRunner.__call__ = call
+    epochs.EpochRunner.__call__ = call
 
   elif kind == 'checkpoint_write':
     from orbax.checkpoint._src.path import atomicity

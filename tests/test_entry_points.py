@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 
-from pejax import cli, datasets, errors
+from pejax import cli, configuration, datasets, errors
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_SIZE = 32
@@ -384,14 +384,13 @@ def test_process_zero_reaches_the_barrier_whatever_fails_and_the_others_stop(mon
   datasets.prepare_shared('phantom_chest', image_size=8)
 
 
-@pytest.mark.xfail(reason='input_pipeline.prepare_once (not ours) still catches PejaxError only; '
-                   'it should call datasets.prepare_shared', strict=False)
 def test_the_training_path_reaches_the_barrier_when_process_zero_has_a_bug(monkeypatch):
   from pejax import input_pipeline
   zero = FakeProcesses(monkeypatch, 0)
   monkeypatch.setattr(datasets, 'prepare', failing_prepare(RuntimeError('a bug')))
-  with pytest.raises(RuntimeError):
-    input_pipeline.prepare_once('phantom_chest', {'image_size': 8})
+  config = configuration.quick(configuration.base_config())
+  with pytest.raises(RuntimeError, match='a bug'):
+    input_pipeline.load_run_data(config, mesh=None)
   assert zero.calls
 
 

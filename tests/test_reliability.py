@@ -25,7 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from pejax import cli, configuration, input_pipeline, robustness, train, workdir as workdir_lib
+from pejax import cli, configuration, epochs, input_pipeline, robustness, train, workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, 'tests', 'reliability_worker.py')
@@ -203,7 +203,7 @@ BAD_SETTINGS = [
     (dict(pe_scale=1e308), r'config\.pe_scale=1e\+308 is not allowed'),
     (dict(pe_scale=float('nan')), r'config\.pe_scale=nan is not allowed'),
     (dict(position_jitter=float('inf')), r'config\.position_jitter=inf is not allowed: it is a '
-     r'fraction of the image side, from 0 to 1'),
+     r'fraction of the image side, from 0 to 0\.5'),
     (dict(model='unet', image_size=40),
      r'config\.image_size=40 is not allowed: the U-Net halves the image 4 times, so the size '
      r'must be a positive multiple of 16'),
@@ -376,7 +376,7 @@ def test_run_killed_when_its_log_reaches_epoch_two_resumes_to_the_same_numbers(
 
 def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
     data_dir, tmp_path, monkeypatch):
-  original = train.EpochRunner.__call__
+  original = epochs.EpochRunner.__call__
   calls = {'epochs': 0}
 
   def poisoned_in_epoch_3(self, state, pe_scale, example_ids, images, labels):
@@ -385,7 +385,7 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
       images = images * np.float32(np.nan)
     return original(self, state, pe_scale, example_ids, images, labels)
 
-  monkeypatch.setattr(train.EpochRunner, '__call__', poisoned_in_epoch_3)
+  monkeypatch.setattr(epochs.EpochRunner, '__call__', poisoned_in_epoch_3)
   workdir = str(tmp_path / 'run')
   config = small_config(data_dir)
   with pytest.raises(SystemExit) as error:
@@ -637,7 +637,7 @@ def test_processes_sharing_a_workdir_probe_it_without_disturbing_each_other(tmp_
 @pytest.mark.parametrize('fault', ['read_only', 'full'])
 def test_an_unwritable_or_full_workdir_fails_before_training(data_dir, tmp_path, monkeypatch,
                                                              fault):
-  monkeypatch.setattr(train.EpochRunner, '__call__', forbidden('training'))
+  monkeypatch.setattr(epochs.EpochRunner, '__call__', forbidden('training'))
   workdir = tmp_path / 'run'
   if fault == 'read_only':
     make_read_only(workdir, monkeypatch)

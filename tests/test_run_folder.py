@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from pejax import errors, run_lock, train, workdir as workdir_lib
+from pejax import epochs, errors, run_lock, train, workdir as workdir_lib
 from test_reliability import (REPO, WORKER, Process, command_line, data_dir, small_config,
                               trained_epochs)
 
@@ -20,7 +20,7 @@ __all__ = ['data_dir']  # the fixture, shared with test_reliability
 
 def interrupted_run(config, workdir, monkeypatch, after_epoch):
   """Trains `config` in `workdir` and interrupts it after `after_epoch` epochs."""
-  original = train.EpochRunner.__call__
+  original = epochs.EpochRunner.__call__
   calls = {'count': 0}
 
   def interrupt(self, *args, **kwargs):
@@ -30,7 +30,7 @@ def interrupted_run(config, workdir, monkeypatch, after_epoch):
     return original(self, *args, **kwargs)
 
   with monkeypatch.context() as patch:
-    patch.setattr(train.EpochRunner, '__call__', interrupt)
+    patch.setattr(epochs.EpochRunner, '__call__', interrupt)
     with pytest.raises(KeyboardInterrupt):
       train.train_and_evaluate(config, workdir)
 

@@ -100,7 +100,7 @@ def test_models_trained_together_equal_separate_runs(data_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_sweep_skips_finished_runs_and_writes_a_report(data_dir, tmp_path):
+def test_a_sweep_skips_finished_runs_and_writes_a_report(data_dir, tmp_path, caplog):
   config = tiny(configuration.base_config(), data_dir)
   config.model = 'cnn4'
   config.num_epochs = 1
@@ -113,6 +113,14 @@ def test_a_sweep_skips_finished_runs_and_writes_a_report(data_dir, tmp_path):
   stamps = [os.path.getmtime(p) for p in results]
   train.train_sweep(config, workdir)  # everything finished: nothing is retrained
   assert [os.path.getmtime(p) for p in results] == stamps
+
+  # Evaluating the sweep with one run unfinished counts each kind as what it is.
+  os.remove(results[0])
+  caplog.set_level('INFO')
+  train.train_sweep(config, workdir, evaluate_only=True)
+  assert (f'Sweep {workdir}: 4 runs, 3 finished, 3 to evaluate (1 unfinished runs are not '
+          'evaluated: train them first).') in caplog.text
+  assert 'runs done 3/3' in caplog.text and not os.path.exists(results[0])
 
 
 def paper_config_files():

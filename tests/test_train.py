@@ -17,7 +17,7 @@ import numpy as np
 import optax
 import pytest
 
-from pejax import (configuration, errors, evaluation, input_pipeline, steps, train,
+from pejax import (checkpoints, configuration, epochs, errors, evaluation, input_pipeline, steps, train,
                    workdir as workdir_lib)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,7 +49,7 @@ def test_resume_after_interruption_gives_the_uninterrupted_results(data_dir, tmp
   uninterrupted = train.train_and_evaluate(config, str(tmp_path / 'uninterrupted'))
 
   calls = {'count': 0}
-  original = train.EpochRunner.__call__
+  original = epochs.EpochRunner.__call__
 
   def interrupt_in_third_epoch(self, *args, **kwargs):
     calls['count'] += 1
@@ -58,12 +58,12 @@ def test_resume_after_interruption_gives_the_uninterrupted_results(data_dir, tmp
     return original(self, *args, **kwargs)
 
   workdir = str(tmp_path / 'interrupted')
-  monkeypatch.setattr(train.EpochRunner, '__call__', interrupt_in_third_epoch)
+  monkeypatch.setattr(epochs.EpochRunner, '__call__', interrupt_in_third_epoch)
   with pytest.raises(KeyboardInterrupt):
     train.train_and_evaluate(config, workdir)
   assert not os.path.exists(os.path.join(workdir, workdir_lib.RESULTS_FILE))
   assert sorted(os.listdir(os.path.join(workdir, workdir_lib.CHECKPOINT_FOLDER))) == ['1', '2']
-  monkeypatch.setattr(train.EpochRunner, '__call__', original)
+  monkeypatch.setattr(epochs.EpochRunner, '__call__', original)
   resumed = train.train_and_evaluate(config, workdir)
 
   assert resumed['epochs'] == uninterrupted['epochs'] == 4
@@ -114,7 +114,7 @@ def test_resume_after_interruption_gives_the_uninterrupted_results(data_dir, tmp
 
   # A finished run is not trained again: its results come back as they are.
   calls['count'] = 0
-  monkeypatch.setattr(train.EpochRunner, '__call__', interrupt_in_third_epoch)
+  monkeypatch.setattr(epochs.EpochRunner, '__call__', interrupt_in_third_epoch)
   again = train.train_and_evaluate(config, workdir)
   assert again['test'] == resumed['test'] and calls['count'] == 0
 
@@ -206,7 +206,7 @@ def test_workdir_outputs_and_evaluate_mode(data_dir, tmp_path):
   assert results['software']['jax'] == jax.__version__ and results['software']['pejax']
   assert results['software']['flax'] and results['software']['orbax-checkpoint']
   # The checkpoint describes itself: settings, normalization, classes, software.
-  manager = workdir_lib.checkpoint_manager(workdir, 2)
+  manager = checkpoints.manager(workdir, 2)
   described = manager.metadata(manager.latest_step()).custom_metadata
   assert described['config'] == configuration.settings_dict(config)
   assert described['normalization'] == results['normalization']
@@ -254,7 +254,7 @@ def test_training_batch_size(num_examples, batch_size, num_devices, expected):
 
 
 def test_an_epoch_trains_each_example_once_in_batches_filled_at_weight_zero():
-  rows, weights = train.epoch_order(jax.random.key_data(jax.random.key(0)), 3, jnp.arange(156),
+  rows, weights = epochs.epoch_order(jax.random.key_data(jax.random.key(0)), 3, jnp.arange(156),
                                     batch_size=20, rows_per_step=24)
   rows, weights = np.asarray(rows), np.asarray(weights)
   assert rows.shape == weights.shape == (8, 24)
@@ -278,7 +278,7 @@ def test_a_batch_filled_at_weight_zero_equals_its_examples_alone():
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.normal(size=(7, 32, 32, 1)), jnp.float32)
   labels = jnp.asarray(rng.integers(0, 4, size=(7, 32, 32)), jnp.int32)
-  rows, weights = train.epoch_order(state.rng, 0, jnp.arange(7), batch_size=7, rows_per_step=20)
+  rows, weights = epochs.epoch_order(state.rng, 0, jnp.arange(7), batch_size=7, rows_per_step=20)
   assert weights[0].tolist() == [1.0] * 7 + [0.0] * 13
   train_step = jax.jit(steps.train_step, static_argnums=0)
   filled_state, filled = train_step(spec, state, images[rows[0]], labels[rows[0]], weights[0],
@@ -308,7 +308,7 @@ PAPER_BATCH_SCRIPT = textwrap.dedent('''
     def two_epochs(devices):
       mesh = Mesh(np.asarray(devices), ('data',))
       batch_size, rows = input_pipeline.training_batch_size(num_examples, 20, mesh.size)
-      run_epoch = train.EpochRunner(spec, NamedSharding(mesh, P('data')), batch_size, rows, 1, False)
+      run_epoch = epochs.EpochRunner(spec, NamedSharding(mesh, P('data')), batch_size, rows, 1, False)
       state = jax.jit(init_state, out_shardings=input_pipeline.replicated(mesh))(0)
       data = [input_pipeline.place_rows(array, mesh) for array in (images, labels)]
       metrics = []
