@@ -77,12 +77,12 @@ def run_config(base, overrides, steps: int):
 def continue_from(previous: str, folder: str, config) -> None:
   """`folder` as a copy of the finished run `previous`, set to train on to `config`'s schedule:
   its settings file says the longer schedule and nothing says it is finished."""
-  from pejax import configuration, workdir as workdir_lib
+  from pejax import checkpoints, configuration, workdir as workdir_lib
   staging = folder + '.partial'
   shutil.rmtree(staging, ignore_errors=True)
   shutil.copytree(previous, staging)
   for name in os.listdir(staging):
-    if name not in (workdir_lib.CHECKPOINT_FOLDER, workdir_lib.HISTORY_FILE) and (
+    if name not in (checkpoints.CHECKPOINT_FOLDER, workdir_lib.HISTORY_FILE) and (
         not name.startswith('events.')):
       path = os.path.join(staging, name)
       shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)

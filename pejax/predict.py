@@ -63,8 +63,8 @@ def checkpoint_step(path) -> epath.Path:
   path = epath.Path(checkpoints.orbax_path(path))
   if (path / STATE_ITEM).is_dir() or (path / STEP_METADATA).exists():
     return path
-  if (path / workdir_lib.CHECKPOINT_FOLDER).is_dir():
-    path = path / workdir_lib.CHECKPOINT_FOLDER
+  if (path / checkpoints.CHECKPOINT_FOLDER).is_dir():
+    path = path / checkpoints.CHECKPOINT_FOLDER
   # Orbax writes into a temporary name and renames to the bare step number when complete: the
   # latest numbered folder is the checkpoint asked for, and one that lacks files is damaged
   # (`load` says so rather than quietly loading an older epoch).

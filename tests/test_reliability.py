@@ -25,7 +25,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from pejax import cli, configuration, epochs, input_pipeline, robustness, train, workdir as workdir_lib
+from pejax import (checkpoints, cli, configuration, epochs, input_pipeline, robustness, train,
+                   workdir as workdir_lib)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, 'tests', 'reliability_worker.py')
@@ -139,12 +140,12 @@ def run_killed_at(moment, flags, tmp_path, name, env=None):
 
 
 def committed_checkpoints(workdir):
-  folder = os.path.join(workdir, workdir_lib.CHECKPOINT_FOLDER)
+  folder = os.path.join(workdir, checkpoints.CHECKPOINT_FOLDER)
   return sorted(int(name) for name in os.listdir(folder) if name.isdigit())
 
 
 def uncommitted_checkpoints(workdir):
-  return glob.glob(os.path.join(workdir, workdir_lib.CHECKPOINT_FOLDER, '*.orbax-checkpoint-tmp*'))
+  return glob.glob(os.path.join(workdir, checkpoints.CHECKPOINT_FOLDER, '*.orbax-checkpoint-tmp*'))
 
 
 def restored_epoch(log):
@@ -399,7 +400,7 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
   assert committed_checkpoints(workdir) == [1, 2]
   assert not os.path.exists(os.path.join(workdir, workdir_lib.RESULTS_FILE))
   # The kept checkpoint is the good state of epoch 2.
-  manager = ocp.CheckpointManager(os.path.join(workdir, workdir_lib.CHECKPOINT_FOLDER))
+  manager = ocp.CheckpointManager(os.path.join(workdir, checkpoints.CHECKPOINT_FOLDER))
   state = manager.restore(2)
   assert int(state['step']) == 6 and int(state['epoch']) == 2
   assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state['params']))

@@ -62,7 +62,7 @@ def test_resume_after_interruption_gives_the_uninterrupted_results(data_dir, tmp
   with pytest.raises(KeyboardInterrupt):
     train.train_and_evaluate(config, workdir)
   assert not os.path.exists(os.path.join(workdir, workdir_lib.RESULTS_FILE))
-  assert sorted(os.listdir(os.path.join(workdir, workdir_lib.CHECKPOINT_FOLDER))) == ['1', '2']
+  assert sorted(os.listdir(os.path.join(workdir, checkpoints.CHECKPOINT_FOLDER))) == ['1', '2']
   monkeypatch.setattr(epochs.EpochRunner, '__call__', original)
   resumed = train.train_and_evaluate(config, workdir)
 
@@ -144,7 +144,7 @@ def test_a_damaged_checkpoint_is_passed_over_for_the_previous_one(data_dir, tmp_
   config = small_config(data_dir)
   uninterrupted = train.train_and_evaluate(config, str(tmp_path / 'uninterrupted'))
   workdir = str(tmp_path / 'damaged')
-  checkpoints = os.path.join(workdir, workdir_lib.CHECKPOINT_FOLDER)
+  checkpoint_folder = os.path.join(workdir, checkpoints.CHECKPOINT_FOLDER)
 
   def interrupt(*args, **kwargs):
     raise KeyboardInterrupt('simulated interruption after the last checkpoint, before results')
@@ -153,19 +153,19 @@ def test_a_damaged_checkpoint_is_passed_over_for_the_previous_one(data_dir, tmp_
     patch.setattr(evaluation.Evaluator, 'finish_run', interrupt)
     with pytest.raises(KeyboardInterrupt):
       train.train_and_evaluate(config, workdir)
-  shutil.copytree(checkpoints, str(tmp_path / 'copy'))
+  shutil.copytree(checkpoint_folder, str(tmp_path / 'copy'))
 
   # Every checkpoint damaged: an error naming both, and nothing deleted.
-  damage(os.path.join(checkpoints, '3'))
-  damage(os.path.join(checkpoints, '4'))
+  damage(os.path.join(checkpoint_folder, '3'))
+  damage(os.path.join(checkpoint_folder, '4'))
   with pytest.raises(errors.CheckpointError, match=r'no checkpoint can be restored: .*checkpoints/4 '
                      r'\(ValueError: .*\); .*checkpoints/3 \(ValueError: .*\)\. Restore them'):
     train.train_and_evaluate(config, workdir)
-  assert sorted(os.listdir(checkpoints)) == ['3', '4']
+  assert sorted(os.listdir(checkpoint_folder)) == ['3', '4']
 
   # The latest damaged: a warning naming it, and the run resumes from epoch 3 to the same end.
-  shutil.rmtree(os.path.join(checkpoints, '3'))
-  shutil.copytree(str(tmp_path / 'copy' / '3'), os.path.join(checkpoints, '3'))
+  shutil.rmtree(os.path.join(checkpoint_folder, '3'))
+  shutil.copytree(str(tmp_path / 'copy' / '3'), os.path.join(checkpoint_folder, '3'))
   caplog.clear()
   resumed = train.train_and_evaluate(config, workdir)
   warnings = [r.getMessage() for r in caplog.records if 'Cannot restore' in r.getMessage()]
@@ -177,14 +177,14 @@ def test_a_damaged_checkpoint_is_passed_over_for_the_previous_one(data_dir, tmp_
   assert evaluated['test'] == uninterrupted['test']
 
   # Evaluating never falls back to an older epoch.
-  damage(os.path.join(checkpoints, '4'))
+  damage(os.path.join(checkpoint_folder, '4'))
   with pytest.raises(errors.CheckpointError, match=r'--mode=evaluate: the latest checkpoint '
                      r'cannot be restored: .*checkpoints/4 \(ValueError'):
     train.train_and_evaluate(config, workdir, evaluate_only=True)
 
   # The latest missing its item folder (a partial copy): it is named, and the intact one before
   # it is restored, as for a damaged one.
-  shutil.rmtree(os.path.join(checkpoints, '4', 'default'))
+  shutil.rmtree(os.path.join(checkpoint_folder, '4', 'default'))
   os.remove(os.path.join(workdir, workdir_lib.RESULTS_FILE))
   caplog.clear()
   resumed = train.train_and_evaluate(config, workdir)
