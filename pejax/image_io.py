@@ -39,7 +39,6 @@ import gzip
 import io
 import math
 import os
-import uuid
 import warnings
 from typing import Any
 
@@ -461,11 +460,8 @@ def output_folder(path) -> str:
   text = str(path)
   storage.check_location(text, '--output')
   if storage.is_remote(text):
-    # A probe object: a missing bucket or permission shows now, not after the first prediction.
-    probe = storage.join(text, f'.write_probe.{uuid.uuid4().hex}')
-    try:
-      storage.write_object(probe, b'')
-      storage.remove(probe)
+    try:  # a missing bucket or permission shows now, not after the first prediction
+      storage.probe_bucket_folder(text)
     except OSError as error:
       raise SettingError(f'--output={text} is not writable ({error}); check the bucket\'s name '
                          'and permissions.') from error

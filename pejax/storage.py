@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from collections.abc import Iterator
 
 import fsspec
@@ -104,6 +105,14 @@ def write_object(location, data: bytes) -> None:
     raise ValueError(f'{location} is not in a bucket; local files are written by '
                      'workdir.write_atomically.')
   _filesystem().pipe_file(str(location), data)
+
+
+def probe_bucket_folder(folder) -> None:
+  """Writes and deletes a uniquely named object in `folder`, so that a missing bucket or a
+  missing permission shows (as OSError) before anything else is written there."""
+  probe = join(folder, f'.write_probe.{os.getpid()}.{uuid.uuid4().hex}')
+  write_object(probe, b'ok')
+  remove(probe)
 
 
 def create_object(location, data: bytes) -> None:

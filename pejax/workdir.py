@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 from typing import Any
 from collections.abc import Callable, Mapping, Sequence
 
@@ -99,10 +98,8 @@ def check_writable(folder: str, required_bytes: int) -> None:
 
   A bucket is probed with an object written and deleted; it has no free space to check."""
   if storage.is_remote(folder):
-    probe = storage.join(folder, f'.write_probe.{os.getpid()}.{uuid.uuid4().hex}')
     try:
-      storage.write_object(probe, b'ok')
-      storage.remove(probe)
+      storage.probe_bucket_folder(folder)
     except OSError as error:
       raise WorkdirError(f'the workdir {folder} is not writable ({error}); check the bucket\'s '
                          'name and permissions, or choose another --workdir.') from error
