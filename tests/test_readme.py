@@ -44,10 +44,11 @@ RUN = {
     'pejax --config=unet_pe:quick': ['pejax', '--config=unet_pe:quick', *REDUCED],
     'python main.py --config=configs/unet_pe.py:quick --config.dataset=phantom_cardiac '
     '--config.padding=reflect --config.pe_scale=10 --config.num_train_examples=10 '
-    '--config.seed=1':
+    '--config.seed=1 --workdir=runs/cardiac_reflect_pe10':
         ['python', 'main.py', '--config=configs/unet_pe.py:quick',
          '--config.dataset=phantom_cardiac', '--config.padding=reflect', '--config.pe_scale=10',
-         '--config.num_train_examples=10', '--config.seed=1', *REDUCED],
+         '--config.num_train_examples=10', '--config.seed=1',
+         '--workdir=runs/cardiac_reflect_pe10', *REDUCED],
 }
 # README command -> why this test does not run it.
 SKIP = {

@@ -296,7 +296,7 @@ PAPER_BATCH_SCRIPT = textwrap.dedent('''
     import json
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    from pejax import configuration, input_pipeline, train
+    from pejax import configuration, epochs, input_pipeline, train
     config = configuration.base_config()
     config.update(dict(image_size=32, model='unet', width=4))
     spec, init_state = train.model_spec(config, num_classes=4)
