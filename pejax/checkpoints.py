@@ -78,7 +78,7 @@ def restore_common(managers: Sequence[ocp.CheckpointManager], abstract_state, *,
       try:
         states.append(manager.restore(epoch, args=ocp.args.StandardRestore(abstract_state)))
       except Exception as error:  # Orbax raises a bare Exception for a damaged array
-        failures.append(f'{manager.directory / str(epoch)} ({_root_cause(error)})')
+        failures.append(f'{manager.directory / str(epoch)} ({root_cause(error)})')
         logging.warning('Cannot restore the checkpoint %s%s', failures[-1],
                         '; trying the previous one.' if resume else '.')
         break
@@ -95,7 +95,7 @@ def restore_common(managers: Sequence[ocp.CheckpointManager], abstract_state, *,
                         'from a copy, or delete them to train the run from the start.')
 
 
-def _root_cause(error: BaseException) -> str:
+def root_cause(error: BaseException) -> str:
   """The innermost cause of an error, on one line (Orbax wraps TensorStore's in a long one)."""
   while error.__cause__ is not None:
     error = error.__cause__

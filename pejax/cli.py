@@ -251,13 +251,13 @@ def config_flag_error(error: Exception, argv: list[str]) -> errors.PejaxError | 
   links = list(errors.chain(error))  # ml_collections wraps the config file's own error
   loading = [link for link in links
              if any(frame.f_code is library.ConfigFileFlagParser.parse.__code__
-                    for frame, _ in _frames(link))]
+                    for frame, _ in errors.frames(link))]
   if loading:
     return _config_file_error(error, loading[-1], argument)
   # A setting the config does not have: ml_collections' frames hold the override's path.
   folder = os.path.dirname(library.__file__)
   for link in links:
-    for frame, _ in _frames(link):  # outermost first: the root config
+    for frame, _ in errors.frames(link):  # outermost first: the root config
       names = frame.f_locals
       override = names.get('field_path', names.get('override'))
       if (os.path.dirname(frame.f_code.co_filename) == folder and isinstance(override, str)
@@ -282,7 +282,7 @@ def _config_file_error(error, origin, argument) -> errors.PejaxError:
     return errors.SettingError(
         f'--config={argument}: the config file does not compile: {origin.msg} ({origin.filename}'
         f', line {origin.lineno}); fix it.')
-  frames = list(_frames(origin))
+  frames = list(errors.frames(origin))
   innermost = frames[-1][0].f_code.co_filename if frames else ''
   if errors.is_own_code(innermost):  # a bug of pejax's, not of the config file
     raise error
@@ -322,11 +322,3 @@ def _setting_value(config, parts):
   except Exception:  # noqa: BLE001  a config that failed to load; the message does without
     return None
   return node
-
-
-def _frames(error):
-  """The (frame, line) pairs of an error's traceback, outermost first."""
-  traceback = error.__traceback__
-  while traceback is not None:
-    yield traceback.tb_frame, traceback.tb_lineno
-    traceback = traceback.tb_next

@@ -187,8 +187,7 @@ def _translate_one(error: BaseException) -> PejaxError | None:
     # A file cut short or edited by hand; without its name it could be a bug's own JSON.
     where = _named_file(error)
     if where is not None:
-      return DamagedFileError(f'{where} is damaged and cannot be read ({error}); restore it '
-                              'from a copy, or delete it.')
+      return damaged_file(where, error)
   if type(error).__name__ == 'DecompressionBombError' and type(error).__module__ == 'PIL.Image':
     where = _named_file(error) or 'an image'
     return InputFileError(f'{where} has more pixels than PIL opens safely ({error}); use a '
@@ -202,6 +201,12 @@ def _translate_one(error: BaseException) -> PejaxError | None:
           'files of the dataset there, or give their folder with --manual_dir '
           f'(config.manual_dir). {str(error)[match.end():].lstrip(". ")}')
   return None
+
+
+def damaged_file(where, error: BaseException) -> DamagedFileError:
+  """A file cut short or edited by hand (`error`: its parser's), named with what to do."""
+  return DamagedFileError(f'{where} is damaged and cannot be read ({error}); restore it from a '
+                          'copy, or delete it.')
 
 
 def is_own_code(filename: str) -> bool:
@@ -221,6 +226,14 @@ def chain(error: BaseException, causes_only: bool = False) -> Iterator[BaseExcep
       error = None if error.__suppress_context__ else error.__context__
 
 
+def frames(error: BaseException) -> Iterator[tuple]:
+  """The (frame, line) pairs of an error's traceback, outermost first."""
+  traceback = error.__traceback__
+  while traceback is not None:
+    yield traceback.tb_frame, traceback.tb_lineno
+    traceback = traceback.tb_next
+
+
 def _quoted_path(text: str) -> str | None:
   match = re.search(r'''["'](/[^"'\n]+)["']''', text)
   return match.group(1) if match else None
@@ -230,12 +243,7 @@ def _named_file(error: BaseException) -> str | None:
   """The file an error without a file name was about: the `path` (or `filename`) argument of
   the innermost pejax function it passed through (`workdir.write_atomically`, `read_json`, a
   builder's reader)."""
-  frames = []
-  traceback = error.__traceback__
-  while traceback is not None:
-    frames.append(traceback.tb_frame)
-    traceback = traceback.tb_next
-  for frame in reversed(frames):
+  for frame, _ in reversed(list(frames(error))):
     if is_own_code(frame.f_code.co_filename):
       for name in ('path', 'filename'):
         value = frame.f_locals.get(name)

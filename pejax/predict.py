@@ -77,13 +77,6 @@ def checkpoint_step(path) -> epath.Path:
   return max(steps_found, key=lambda p: int(p.name))
 
 
-def _cause(error: BaseException) -> str:
-  """The innermost cause of an error, on one line (Orbax wraps TensorStore's in a long one)."""
-  while error.__cause__ is not None:
-    error = error.__cause__
-  return f'{type(error).__name__}: {" ".join(str(error).split())[:300]}'
-
-
 def _damaged(step_folder: epath.Path, problem: str) -> CheckpointError:
   return CheckpointError(
       f'{step_folder}: the checkpoint {problem}. Restore it from a copy, or load an earlier '
@@ -101,12 +94,12 @@ def _custom_metadata(step_folder: epath.Path) -> dict[str, Any]:
     json.loads(metadata_file.read_text())
   except ValueError as error:
     raise _damaged(step_folder, f'cannot be restored: its {STEP_METADATA} is not JSON '
-                   f'({_cause(error)})') from error
+                   f'({checkpoints.root_cause(error)})') from error
   try:
     return dict(ocp.metadata.get_step_metadata(step_folder).custom_metadata or {})
   except Exception as error:  # Orbax's own checks of the fields raise several types
     raise _damaged(step_folder, f'cannot be restored: its {STEP_METADATA} cannot be read '
-                   f'({_cause(error)})') from error
+                   f'({checkpoints.root_cause(error)})') from error
 
 
 def read_description(step_folder: epath.Path) -> dict[str, Any]:
@@ -240,7 +233,7 @@ def load(path) -> Segmenter:
   try:
     state = ocp.StandardCheckpointer().restore(step_folder / STATE_ITEM, abstract)
   except Exception as error:  # Orbax raises a bare Exception or TensorStore's for damaged arrays
-    raise _damaged(step_folder, f'cannot be restored ({_cause(error)})') from error
+    raise _damaged(step_folder, f'cannot be restored ({checkpoints.root_cause(error)})') from error
   return Segmenter(description, state, str(step_folder))
 
 

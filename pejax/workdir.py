@@ -26,7 +26,7 @@ import numpy as np
 from absl import logging
 from clu import metric_writers
 
-from pejax import checkpoints, configuration, storage
+from pejax import checkpoints, configuration, errors, storage
 from pejax.errors import (DamagedFileError, RunNotFoundError,
                           SettingsMismatchError, WorkdirError)
 
@@ -89,8 +89,7 @@ def read_json(path: str):
   try:
     return json.loads(text)
   except ValueError as error:
-    raise DamagedFileError(f'{path} is damaged and cannot be read ({error}); restore it from a '
-                           'copy, or delete it.') from None
+    raise errors.damaged_file(path, error) from None
 
 
 def check_writable(folder: str, required_bytes: int) -> None:
@@ -152,7 +151,8 @@ def check_settings(workdir: str, config) -> bool:
       stored = read_json(path)
     except DamagedFileError as error:
       damaged = error
-  if stored is None:
+  recovered = stored is None
+  if recovered:
     stored = checkpoints.recorded_settings(workdir)
     if stored is None:
       if damaged is not None:
@@ -169,7 +169,7 @@ def check_settings(workdir: str, config) -> bool:
     raise SettingsMismatchError(
         f'the workdir {workdir} holds a run with other settings ({details}). Use another '
         '--workdir, or delete that one to start over.')
-  if damaged is not None or not storage.exists(path):
+  if recovered:
     _write_on_process_zero(path, stored)
   return True
 
