@@ -8,7 +8,7 @@
   python benchmarks/benchmark.py --only_conv_layer --xla_flags=none  # one convolution's three passes
   python benchmarks/benchmark.py --dtypes=float32,bfloat16
 
-The JAX side is `pejax.steps.train_step` / `eval_step` (jitted with the spec static), the PyTorch
+The JAX side is `pejax.models.steps.train_step` / `eval_step` (jitted with the spec static), the PyTorch
 side `benchmarks/torch_reference.py`. Both are warmed up, then timed in turns, one step each per
 round, so that a disturbance of the machine hits both alike; the tables give medians. PyTorch is
 optional: `pip install 'pejax[benchmark]'` (torch==2.13.0; on a machine without a GPU install
@@ -46,10 +46,11 @@ def parse_args(argv=None):
   parser.add_argument('--width', type=int, default=64, help='64 = the paper.')
   parser.add_argument('--pe', default='on', help="'on', 'off' or 'on,off' (PE scale λ=1).")
   parser.add_argument('--steps', default='train,eval')
-  parser.add_argument('--conv_impls', default='xla,cpu', help='pejax.layers.CONV_IMPLEMENTATIONS keys.')
+  parser.add_argument('--conv_impls', default='xla,cpu',
+                      help='pejax.models.layers.CONV_IMPLEMENTATIONS keys.')
   parser.add_argument('--dtypes', default='float32', help="'float32' and/or 'bfloat16' (JAX only).")
   parser.add_argument('--xla_flags', default=RECOMMENDED,
-                      help="'recommended' (pejax.fast_conv.recommended_xla_flags()), 'none', or "
+                      help="'recommended' (pejax.models.cpu_conv.recommended_xla_flags()), 'none', or "
                            'flags to append to XLA_FLAGS. Set before JAX starts.')
   parser.add_argument('--donate', action='store_true', help='Donate the train state to the JAX step.')
   parser.add_argument('--torch', dest='torch', action='store_true', default=True)
@@ -81,8 +82,8 @@ def set_xla_flags(choice: str) -> str:
   if choice == 'none':
     return os.environ.get('XLA_FLAGS', '')
   if choice == RECOMMENDED:
-    from pejax import fast_conv  # imports jax, but XLA reads its flags only when a backend starts
-    choice = fast_conv.recommended_xla_flags()
+    from pejax.models import cpu_conv
+    choice = cpu_conv.recommended_xla_flags()
   flags = ' '.join(f for f in (os.environ.get('XLA_FLAGS', ''), choice) if f)
   os.environ['XLA_FLAGS'] = flags
   return flags
@@ -91,7 +92,7 @@ def set_xla_flags(choice: str) -> str:
 # --- FLOPs ---------------------------------------------------------------------------------------
 
 def conv_layers(model: str, in_channels: int, width: int, size: int, num_classes: int = 4):
-  """(k, Cin, Cout, H, W) of every convolution of `pejax.models`, in order."""
+  """(k, Cin, Cout, H, W) of every convolution of `pejax.models.networks`, in order."""
   if model == 'cnn4':
     channels = [in_channels] + [width] * 3
     layers = [(3, a, b, size, size) for a, b in zip(channels[:-1], channels[1:])]
@@ -224,10 +225,10 @@ def jax_model_state(model, size, width, use_pe, conv_impl, dtype, seed=0):
   import jax
   import jax.numpy as jnp
   import optax
-  from pejax import models, positional, steps
+  from pejax.models import networks, encoding, steps
   pe_scale = 1.0 if use_pe else None
   compute_dtype = None if dtype == 'float32' else jnp.dtype(dtype)
-  net = models.create_model(model, in_channels=positional.input_channels(pe_scale), width=width,
+  net = networks.create_model(model, in_channels=encoding.input_channels(pe_scale), width=width,
                             conv_impl=conv_impl, dtype=compute_dtype, seed=seed)
   graphdef, params, batch_stats = steps.split_model(net)
   spec = steps.StepSpec(graphdef=graphdef, optimizer=optax.adam(1e-3), use_pe=use_pe,
@@ -240,7 +241,7 @@ def jax_timed_steps(model, size, batch, width, use_pe, conv_impl, dtype, step_ki
   """A `Timed` for the project's jitted step; its compile time measured ahead of time."""
   import jax
   import jax.numpy as jnp
-  from pejax import steps
+  from pejax.models import steps
   spec, state = jax_model_state(model, size, width, use_pe, conv_impl, dtype)
   images, labels, weights = jax_batch(batch, size)
   pe_scale = jnp.float32(1.0)
@@ -377,7 +378,7 @@ def benchmark_conv_layer(args, torch_module, peak):
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from pejax.layers import CONV_IMPLEMENTATIONS
+  from pejax.models.layers import CONV_IMPLEMENTATIONS
   batch, size, channels = args.batch, 128, 64
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(batch, size + 2, size + 2, channels)), jnp.float32)
@@ -419,7 +420,7 @@ def benchmark_stacked(args):
   """K models trained together by jax.vmap over stacked states against K sequential steps."""
   import jax
   import jax.numpy as jnp
-  from pejax import steps
+  from pejax.models import steps
   size, batch, rows = args.stacked_size, args.batch, []
   images, labels, weights = jax_batch(batch, size)
   for model, width in (('cnn4', args.width), ('unet', args.stacked_unet_width)):

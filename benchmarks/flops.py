@@ -38,7 +38,7 @@ def parse_args(argv=None):
   parser.add_argument('--width', type=int, default=64)
   parser.add_argument('--batch', type=int, default=20)
   parser.add_argument('--conv_impl', default='xla',
-                      help="'xla' (what 'auto' is on GPU/TPU) or 'cpu' (pejax.fast_conv).")
+                      help="'xla' (what 'auto' is on GPU/TPU) or 'cpu' (pejax.models.cpu_conv).")
   parser.add_argument('--dtype', default='float32', help="'float32' or 'bfloat16'.")
   parser.add_argument('--platforms', default='cuda,tpu', help='Platforms to lower for.')
   parser.add_argument('--no_compile', dest='compile', action='store_false',
@@ -53,10 +53,10 @@ def abstract_program(model, size, width, batch, conv_impl, dtype, step_kind):
   import jax.numpy as jnp
   import optax
   from flax import nnx
-  from pejax import models, positional, steps
+  from pejax.models import networks, encoding, steps
   compute_dtype = None if dtype == 'float32' else jnp.dtype(dtype)
-  net = nnx.eval_shape(lambda: models.create_model(
-      model, in_channels=positional.input_channels(1.0), width=width, conv_impl=conv_impl,
+  net = nnx.eval_shape(lambda: networks.create_model(
+      model, in_channels=encoding.input_channels(1.0), width=width, conv_impl=conv_impl,
       dtype=compute_dtype))
   graphdef, params, batch_stats = steps.split_model(net)
   spec = steps.StepSpec(graphdef=graphdef, optimizer=optax.adam(1e-3), compute_dtype=compute_dtype)

@@ -29,14 +29,14 @@ What it measures:
 1. Device and library versions; a large matrix product in float32 and bfloat16 (the practical
    peak).
 2. Training images/s at 256² (width 64, PE on) for the U-Net and the small CNN, float32 and
-   bfloat16, batch 20 and 64: the project's jitted `pejax.steps.train_step` (conv_impl 'auto',
+   bfloat16, batch 20 and 64: the project's jitted `pejax.models.steps.train_step` (conv_impl 'auto',
    i.e. XLA's convolution on a GPU) against PyTorch eager and `torch.compile` on the same GPU
    (`torch_reference.py`; bfloat16 there is autocast), timed in turns; model FLOP utilization
    (analytic convolution FLOPs, BENCHMARKS.md) against the GPU's peak. float32 MFU is against
    the TF32 tensor-core peak: JAX and PyTorch both run float32 convolutions in TF32 by default
    on such GPUs (the settings are recorded).
 3. A short training on the chest phantom (U-Net, 128², 300 steps) and its Dice on held-out
-   phantom images (`pejax.metrics`), beside the averaged-mask baseline.
+   phantom images (`pejax.models.dice`), beside the averaged-mask baseline.
 4. K = 1, 4, 12 models trained together by `jax.vmap` against K sequential steps (128²).
 
 `--smoke` runs every part at toy sizes (small CNN only, 32², width 4, 2 steps) on whatever JAX
@@ -242,7 +242,7 @@ def environment(torch_module, torch_device) -> dict:
     env['device_memory_gib'] = round(limit / 2**30, 1) if limit else None
   except Exception:  # not every backend reports memory
     env['device_memory_gib'] = None
-  from pejax import layers
+  from pejax.models import layers
   env['conv_impl_auto'] = next(name for name, function in layers.CONV_IMPLEMENTATIONS.items()
                                if function is layers.conv_primitive('auto'))
   try:
@@ -342,7 +342,7 @@ def jax_train_timed(model, size, batch, width, dtype, inner_steps):
   """A `benchmark.Timed` running `inner_steps` jitted train steps (state donated) per call."""
   import jax
   import jax.numpy as jnp
-  from pejax import steps
+  from pejax.models import steps
   spec, state = benchmark.jax_model_state(model, size, width, True, 'auto', dtype)
   images, labels, weights = benchmark.jax_batch(batch, size)
   pe_scale = jnp.float32(1.0)
@@ -489,7 +489,7 @@ def stacked_models(args, sizes, clock, torch, results):
   """K models by jax.vmap over stacked states against K sequential steps, float32."""
   import jax
   import jax.numpy as jnp
-  from pejax import steps
+  from pejax.models import steps
   rows, skipped = results['stacked'], results['skipped']
   size, batch = sizes.stacked_size, sizes.stacked_batch
   compile_seconds = {}
@@ -582,7 +582,7 @@ def phantom_training(args, sizes, clock, results):
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from pejax import metrics, steps
+  from pejax.models import dice, steps
   report = results['phantom_training']
   report.update(model=sizes.phantom_model, size=sizes.phantom_size, width=sizes.phantom_width,
                 batch=sizes.phantom_batch, pe_scale=1.0, dtype='float32',
@@ -661,12 +661,12 @@ def phantom_training(args, sizes, clock, results):
     batch_sums = jax.device_get(evaluate(state, test_x[part], test_y[part], valid[part],
                                          pe_scale))
     sums = batch_sums if sums is None else jax.tree.map(np.add, sums, batch_sums)
-  report['test_dice'] = metrics.finalize_dice(sums, CHEST_CLASSES)
+  report['test_dice'] = dice.finalize_dice(sums, CHEST_CLASSES)
   report['test_loss'] = float(sums['loss_sum'] / sums['example_count'])
-  baseline = metrics.averaged_mask(train_labels, 4)
+  baseline = dice.averaged_mask(train_labels, 4)
   predictions = jnp.broadcast_to(baseline, test_labels.shape)
-  report['averaged_mask_dice'] = metrics.finalize_dice(
-      metrics.dice_sums(predictions, jnp.asarray(test_labels), 4), CHEST_CLASSES)
+  report['averaged_mask_dice'] = dice.finalize_dice(
+      dice.dice_sums(predictions, jnp.asarray(test_labels), 4), CHEST_CLASSES)
   report['status'] = 'ok' if finite else 'non-finite loss'
   print(f"phantom training: {done} steps in {train_seconds:.1f} s, test Dice "
         f"{report['test_dice']['dice']:.4f} (averaged mask "

@@ -8,7 +8,7 @@ each of several schedules counted in optimizer steps.
 Writes <workdir>/steps<S>/<run>/ (complete runs: results, grids, per-case files, history),
 <workdir>/report.md (one part per schedule) and <workdir>/schedule_study.md: claim × schedule →
 verdict with its effects and intervals, and per setting how many seeds converged
-(`pejax.convergence`). Finished runs are kept: a stopped study continues where it was.
+(`pejax.evaluation.convergence`). Finished runs are kept: a stopped study continues where it was.
 
 The learning rate is constant (Adam, paper Sec. 2.4) and nothing in training depends on the
 planned number of epochs, so the first S steps of a longer run are exactly a run of S steps:
@@ -29,7 +29,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pejax import cli  # noqa: E402
+from pejax import cli
 
 # The claims' settings on the chest phantom: Table 1 / Fig. 2 / Fig. 5 (U-Net, zero padding, no
 # PE and λ = 1, 10, 256), Fig. 4 (reflection padding), Sec. 3.2 (small CNN), Table 2 (10 and 5
@@ -52,12 +52,13 @@ def parse_args(argv=None):
 
 def study_runs(experiment_names, seeds):
   """(name, overrides) of every run of the study, without the schedule."""
-  from pejax import experiments, sweep
+  from pejax import sweep
+  from pejax.configs.paper import common
   chosen = {
-      'table1': lambda: experiments.table1_fig2([DATASET], seeds=seeds),
-      'fig4': lambda: experiments.fig4_padding([DATASET], seeds=seeds),
-      'small_cnn': lambda: experiments.fig3_small_cnn([DATASET], seeds=seeds),
-      'table2': lambda: experiments.table2_data_size(DATASET, sizes=(10, 5), seeds=seeds,
+      'table1': lambda: common.table1_fig2([DATASET], seeds=seeds),
+      'fig4': lambda: common.fig4_padding([DATASET], seeds=seeds),
+      'small_cnn': lambda: common.fig3_small_cnn([DATASET], seeds=seeds),
+      'table2': lambda: common.table2_data_size(DATASET, sizes=(10, 5), seeds=seeds,
                                                      run_robustness=False),
   }
   runs = sweep.union(*(chosen[name]() for name in experiment_names))
@@ -65,11 +66,11 @@ def study_runs(experiment_names, seeds):
 
 
 def run_config(base, overrides, steps: int):
-  from pejax import experiments
+  from pejax.configs.paper import common
   config = base.copy_and_resolve_references()
   for key, value in overrides.items():
     config[key] = value
-  config.num_epochs = experiments.epochs_for_steps(steps, config.dataset,
+  config.num_epochs = common.epochs_for_steps(steps, config.dataset,
                                                    config.num_train_examples, config.batch_size)
   return config
 
@@ -77,16 +78,18 @@ def run_config(base, overrides, steps: int):
 def continue_from(previous: str, folder: str, config) -> None:
   """`folder` as a copy of the finished run `previous`, set to train on to `config`'s schedule:
   its settings file says the longer schedule and nothing says it is finished."""
-  from pejax import checkpoints, configuration, workdir as workdir_lib
+  from pejax import configuration
+  from pejax import storage
+  from pejax.runs import checkpoints, run_files
   staging = folder + '.partial'
   shutil.rmtree(staging, ignore_errors=True)
   shutil.copytree(previous, staging)
   for name in os.listdir(staging):
-    if name not in (checkpoints.CHECKPOINT_FOLDER, workdir_lib.HISTORY_FILE) and (
+    if name not in (checkpoints.CHECKPOINT_FOLDER, run_files.HISTORY_FILE) and (
         not name.startswith('events.')):
       path = os.path.join(staging, name)
       shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-  workdir_lib.write_json(os.path.join(staging, workdir_lib.CONFIG_FILE),
+  storage.write_json(os.path.join(staging, run_files.CONFIG_FILE),
                          configuration.settings_dict(config))
   os.replace(staging, folder)
 
@@ -97,12 +100,17 @@ def main(argv=None):
   from pejax import runtime
   runtime.initialize()
   from absl import logging
-  from pejax import (aggregation, claims, convergence, experiments, input_pipeline, report, train,
-                     workdir as workdir_lib)
+  from pejax import train
+  from pejax.configs.paper import common
+  from pejax.data import input_pipeline
+  from pejax.evaluation import convergence
+  from pejax.reporting import aggregation, claims, report
+  from pejax import storage
+  from pejax.runs import run_files
   logging.set_verbosity(logging.INFO)
   schedules = sorted(int(s) for s in args.steps.split(','))
   seeds = tuple(int(s) for s in args.seeds.split(','))
-  base = experiments.cpu_scale()
+  base = common.cpu_scale()
   base.dataset = DATASET
   base.image_size = args.image_size
   base.width = args.width
@@ -121,7 +129,7 @@ def main(argv=None):
       config.eval_every_epochs = convergence.eval_every_epochs(first_epochs)
       config.checkpoint_every_epochs = max(config.eval_every_epochs, first_epochs // 4)
       folder = os.path.join(args.workdir, f'steps{steps}', name)
-      if not workdir_lib.is_finished(folder):
+      if not run_files.is_finished(folder):
         if previous is not None and not os.path.exists(folder):
           continue_from(previous, folder, config)
         train.train_group([config], [folder], mesh=mesh, run_data=run_data)
@@ -133,17 +141,17 @@ def main(argv=None):
   rows = []
   for steps in schedules:
     settings = aggregation.group_runs(
-        workdir_lib.scan_runs(os.path.join(args.workdir, f'steps{steps}'))[0])
+        run_files.scan_runs(os.path.join(args.workdir, f'steps{steps}'))[0])
     rows.append((steps, claims.evaluate_claims(settings)))
   text = schedule_table(rows, convergence.RULE)
-  workdir_lib.write_atomically(os.path.join(args.workdir, 'schedule_study.md'),
+  storage.write_atomically(os.path.join(args.workdir, 'schedule_study.md'),
                                lambda f: f.write(text))
   print(text)
 
 
 def schedule_table(rows, rule: str) -> str:
   """claim × schedule: the verdict, its numbers and its convergence note."""
-  from pejax import claims
+  from pejax.reporting import claims
   lines = ['# Verdicts as a function of the training schedule', '',
            f'Chest phantom; convergence rule: {rule}.', '']
   claims_order = [verdict.claim for verdict in rows[0][1]]

@@ -1,9 +1,9 @@
 """The project's networks and steps in PyTorch, layer for layer, as a speed reference.
 
-Same layers as `pejax.models`: 3×3 convolution without bias (zero padding 1) + BatchNorm2d +
+Same layers as `pejax.models.networks`: 3×3 convolution without bias (zero padding 1) + BatchNorm2d +
 ReLU, 2×2 max-pool, bilinear ×2 upsampling with align_corners=False, concatenation with the
 skip, a 1×1 score convolution with bias; pixel-wise cross-entropy and Adam (lr 1e-3). The
-positional-encoding channels are appended inside the step, as `pejax.steps` does. On a GPU,
+positional-encoding channels are appended inside the step, as `pejax.models.steps` does. On a GPU,
 `autocast_dtype=torch.bfloat16` is the counterpart of the JAX steps' bfloat16 compute dtype
 (float32 master weights and optimizer state).
 Needs PyTorch (`pip install 'pejax[benchmark]'`, i.e. torch==2.13.0); used only by benchmarks.
@@ -32,7 +32,7 @@ class DoubleConv(nn.Sequential):
 
 
 class UNet(nn.Module):
-  """Paper Table 3, as `pejax.models.UNet`."""
+  """Paper Table 3, as `pejax.models.networks.UNet`."""
 
   def __init__(self, in_channels=1, num_classes=4, width=64):
     super().__init__()
@@ -58,7 +58,7 @@ class UNet(nn.Module):
 
 
 class SmallCNN(nn.Module):
-  """Paper Table 4, as `pejax.models.SmallCNN`."""
+  """Paper Table 4, as `pejax.models.networks.SmallCNN`."""
 
   def __init__(self, in_channels=1, num_classes=4, width=64, depth=3):
     super().__init__()
@@ -74,7 +74,7 @@ MODELS = {'unet': UNet, 'cnn4': SmallCNN}
 
 
 def add_coordinate_channels(images, scale):
-  """NCHW images + two channels λ·i/(W−1) (along x) and λ·j/(H−1) (along y), as pejax.positional."""
+  """NCHW images + two channels λ·i/(W−1) (along x) and λ·j/(H−1) (along y), as pejax.models.encoding."""
   if scale is None:
     return images
   batch, _, height, width = images.shape
@@ -85,7 +85,7 @@ def add_coordinate_channels(images, scale):
 
 
 class Steps:
-  """A model, its Adam optimizer, and train / eval steps that mirror `pejax.steps`."""
+  """A model, its Adam optimizer, and train / eval steps that mirror `pejax.models.steps`."""
 
   def __init__(self, model_name, *, in_channels, width=64, num_classes=4, pe_scale=None,
                channels_last=False, compile=False, device='cpu', autocast_dtype=None):

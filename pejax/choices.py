@@ -16,7 +16,7 @@ UNET_SIZE_MULTIPLE = 2**UNET_DEPTH
 # Padding modes as PyTorch's `Conv2d(padding_mode=...)` names them, plus 'symmetric' and
 # 'valid' (no padding; the small CNN only).
 PADDING_MODES = ('zeros', 'reflect', 'replicate', 'circular', 'symmetric', 'valid')
-# 'auto' resolves to 'cpu' (pejax.fast_conv) on the CPU backend and to 'xla' elsewhere.
+# 'auto' resolves to 'cpu' (pejax.models.cpu_conv) on the CPU backend and to 'xla' elsewhere.
 CONV_IMPLS = ('auto', 'xla', 'cpu')
 
 # Test-time corruptions (paper Sec. 2.3): Tiny-ImageNet-C parameters (Hendrycks & Dietterich),

@@ -76,9 +76,9 @@ def use_fast_cpu_convolutions() -> None:
   if (os.environ.get('PEJAX_DEFAULT_XLA_FLAGS', '1') == '0'
       or not jaxlib.__version__.startswith('0.10.')):
     return
-  from pejax import fast_conv
+  from pejax.models import cpu_conv
   os.environ['XLA_FLAGS'] = (
-      f"{os.environ.get('XLA_FLAGS', '')} {fast_conv.recommended_xla_flags()}".strip())
+      f"{os.environ.get('XLA_FLAGS', '')} {cpu_conv.recommended_xla_flags()}".strip())
 
 
 def config_folders() -> list:
@@ -111,10 +111,13 @@ def resolve_config_argument(argument: str) -> str:
 
 
 def _config_files(folder):
+  """The config files below `folder`: those that define `get_config` (paper/common.py holds the
+  experiments' definitions, not a config)."""
   for entry in folder.iterdir():
     if entry.is_dir() and entry.name == 'paper':
       yield from _config_files(entry)
-    elif entry.name.endswith('.py') and not entry.name.startswith('_'):
+    elif (entry.name.endswith('.py') and not entry.name.startswith('_')
+          and 'def get_config(' in entry.read_text()):
       yield entry
 
 
@@ -137,7 +140,8 @@ def default_workdir(config_argument: str) -> str:
 def run(config, workdir: str, *, mode: str = 'train', shard: str | None = None):
   """One run, a sweep (or a shard of it), an evaluation or the report; a user's error as one
   line, exit 1."""
-  from pejax import report, sweep, train
+  from pejax import sweep, train
+  from pejax.reporting import report
   if shard is not None and (mode == 'report' or not sweep.is_sweep(config)):
     raise errors.SettingError(f'--shard={shard} applies to training or evaluating a sweep '
                               'config (configs/paper/*.py); leave it out here.')
@@ -152,25 +156,21 @@ def run(config, workdir: str, *, mode: str = 'train', shard: str | None = None):
 @errors.exit_on_user_error
 def predict(workdir: str, inputs, output: str, intensity: str = 'auto'):
   """--mode=predict: the model of `workdir` on the `inputs` files, written into `output`."""
-  from pejax import predict as predict_lib
+  from pejax.inference import predict as predict_lib
   model = predict_lib.load(workdir)
   rows = predict_lib.predict_files(model, inputs, output, intensity)
   print(f'{len(rows)} inputs predicted into {output} ({predict_lib.PREDICTIONS_CSV}).')
   return rows
 
 
-SHOWN_SETTINGS = ('dataset', 'model', 'use_pe', 'pe_scale', 'padding', 'image_size', 'width',
-                  'num_epochs', 'batch_size', 'seed')
-
-
 def start_line(config, workdir: str) -> str:
   """The console's line on what is about to run: a run's main settings (all of them go to its
   config.json), or a sweep's size and the values it varies (each run's folder below the sweep's
   holds that run's config.json; the base config's values of a swept setting apply to no run)."""
-  from pejax import sweep
+  from pejax import configuration, sweep
   if not sweep.is_sweep(config):
     return (f'Workdir {workdir} (all settings in its config.json): '
-            + ', '.join(f'{name}={config[name]}' for name in SHOWN_SETTINGS))
+            + ', '.join(f'{name}={config[name]}' for name in configuration.SHOWN_SETTINGS))
   runs = sweep.expand(config)
   swept: dict[str, list] = {}
   for overrides in config.sweep:
@@ -179,7 +179,8 @@ def start_line(config, workdir: str) -> str:
       if not any(type(value) is type(v) and value == v for v in values):
         values.append(value)
   varied = '; '.join(f'{name}={",".join(map(str, values))}' for name, values in swept.items())
-  common = ', '.join(f'{name}={config[name]}' for name in SHOWN_SETTINGS if name not in swept)
+  common = ', '.join(f'{name}={config[name]}' for name in configuration.SHOWN_SETTINGS
+                     if name not in swept)
   return (f'Sweep in {workdir}: {len(runs)} runs, each in a folder of its own with its '
           f'config.json, over {varied}; every run: {common}')
 
@@ -209,7 +210,7 @@ def main(argv) -> None:
     if config is None:
       raise errors.SettingError('--mode=report needs --workdir (the sweep\'s folder).')
     workdir = default_workdir(config_flags.get_config_filename(flags.FLAGS['config']))
-  from pejax import runtime  # after flag parsing: XLA options are set before JAX starts
+  from pejax import runtime
   verbose = holders['verbose'].value
   runtime.initialize(holders['coordinator_address'].value, holders['num_processes'].value,
                      holders['process_id'].value, verbose=verbose)

@@ -7,6 +7,7 @@ allowed. This module imports no JAX, TensorFlow or TFDS, so that loading a confi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -16,11 +17,66 @@ from ml_collections import config_dict
 from pejax import choices
 from pejax.errors import SettingError
 
-# Settings that change how a run is watched or computed, not what it computes (conv_impl only
-# reorders float sums): a finished or interrupted run may be continued with other values.
-NON_RESULT_SETTINGS = ('log_every_epochs', 'eval_every_epochs', 'checkpoint_every_epochs',
-                       'max_checkpoints_to_keep', 'num_image_panels', 'data_dir', 'manual_dir',
-                       'eval_batch_size', 'conv_impl')
+
+
+@dataclasses.dataclass(frozen=True)
+class Role:
+  """What one setting is for. Every view of the settings (`result_settings`, `data_settings`,
+  `group_settings`, `setting_key`, the report's axes, a sweep run's folder name, the console's
+  start line) is read off `ROLES`."""
+  # Changes a run's numbers: must match to continue or reuse a run, is shown in TensorBoard's
+  # HParams and tells the report's settings apart. The others change how a run is watched or
+  # computed, not what it computes (conv_impl only reorders float sums).
+  result: bool = True
+  data: bool = False                 # decides the data a run sees (runs sharing them share it)
+  varies_in_program: bool = False    # may differ between runs trained together (vmapped)
+  varies_in_setting: bool = False    # may differ between the runs (seeds) of one reported setting
+  axis: bool = False                 # an axis of the paper's experiments; the rest is the scale
+  name: str | None = None            # its prefix in a run's folder name ('': the value alone)
+  shown: bool = False                # on the console's line when a run starts
+
+
+ROLES = {
+    # Shown on the console when a run starts, in this order.
+    'dataset': Role(data=True, axis=True, name='', shown=True),
+    'model': Role(axis=True, name='', shown=True),
+    'use_pe': Role(axis=True, shown=True),
+    'pe_scale': Role(axis=True, varies_in_program=True, shown=True),
+    'padding': Role(axis=True, name='', shown=True),
+    'image_size': Role(data=True, shown=True),
+    'width': Role(shown=True),
+    'num_epochs': Role(name='epochs', shown=True),
+    'batch_size': Role(shown=True),
+    'seed': Role(varies_in_program=True, varies_in_setting=True, name='seed', shown=True),
+    # The others.
+    'position_jitter': Role(data=True, axis=True, name='jitter'),
+    'num_train_examples': Role(axis=True, name='n'),
+    'data_dir': Role(result=False, data=True),
+    'manual_dir': Role(result=False, data=True),
+    'conv_impl': Role(result=False),
+    'compute_dtype': Role(),
+    'learning_rate': Role(),
+    'scan_epoch': Role(),
+    'eval_every_epochs': Role(result=False),
+    'log_every_epochs': Role(result=False),
+    'checkpoint_every_epochs': Role(result=False),
+    'max_checkpoints_to_keep': Role(result=False),
+    'eval_batch_size': Role(result=False, data=True),
+    'num_image_panels': Role(result=False),
+    'run_robustness': Role(varies_in_setting=True),
+    'robustness': Role(varies_in_program=True),
+}
+
+
+def names_where(**role) -> tuple[str, ...]:
+  """The settings whose role has these values, e.g. `names_where(result=False)`."""
+  return tuple(name for name, of in ROLES.items()
+               if all(getattr(of, field) == value for field, value in role.items()))
+
+
+NON_RESULT_SETTINGS = names_where(result=False)
+EXPERIMENT_AXES = names_where(axis=True)
+SHOWN_SETTINGS = names_where(shown=True)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -38,7 +94,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.padding = 'zeros'              # zeros | reflect | replicate | circular | symmetric | valid
   config.use_pe = True
   config.pe_scale = 1.0                 # λ: coordinate channels run over [0, λ]
-  config.conv_impl = 'auto'             # 'auto': 'cpu' (pejax.fast_conv) on CPU, 'xla' on GPU/TPU
+  config.conv_impl = 'auto'             # 'auto': 'cpu' (pejax.models.cpu_conv) on CPU, 'xla' on GPU/TPU
   config.compute_dtype = 'float32'      # 'bfloat16': mixed precision, float32 master weights
   # Training (paper Sec. 2.4).
   config.num_epochs = 100
@@ -223,12 +279,7 @@ def settings_dict(config) -> dict[str, Any]:
 
 def result_settings(config) -> dict:
   """The settings that determine a run's numbers (what must match to resume or reuse it)."""
-  settings = {k: v for k, v in settings_dict(config).items() if k not in NON_RESULT_SETTINGS}
-  if isinstance(settings.get('robustness'), dict):
-    # The grid's batch size (a setting of earlier versions) changes no result.
-    settings['robustness'] = {k: v for k, v in settings['robustness'].items()
-                              if k != 'batch_size'}
-  return settings
+  return {k: v for k, v in settings_dict(config).items() if k not in NON_RESULT_SETTINGS}
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
@@ -243,13 +294,20 @@ def pe_scale_of(config) -> float:
 
 def data_settings(config) -> tuple:
   """The settings that decide which data a run sees (runs sharing them share the placed data)."""
-  return (config.dataset, config.image_size, config.position_jitter, config.data_dir,
-          config.manual_dir, config.eval_batch_size)
+  return tuple(config[name] for name in names_where(data=True))
 
 
 def group_settings(config) -> dict:
-  """Settings that must agree for runs to be trained together (all but seed and λ)."""
-  settings = result_settings(config)
-  for name in ('seed', 'pe_scale', 'robustness'):
-    settings.pop(name, None)
+  """Settings that must agree for runs to be trained together (all but seed, λ and the grid's)."""
+  varying = names_where(varies_in_program=True)
+  return {k: v for k, v in result_settings(config).items() if k not in varying}
+
+
+def setting_key(config) -> dict:
+  """The settings that make a run's numbers, less those its seeds differ in: runs with equal
+  keys are the seeds of one setting of the report. λ is None without PE (it means nothing)."""
+  varying = names_where(varies_in_setting=True)
+  settings = {k: v for k, v in result_settings(config).items() if k not in varying}
+  if not settings.get('use_pe', False):
+    settings['pe_scale'] = None
   return settings

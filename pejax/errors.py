@@ -1,7 +1,7 @@
 """The errors a user can fix, and the one policy every entry point has for them.
 
 A user's mistake or a bad file ends `main.py` / the `pejax` command (every mode),
-`python -m pejax.datasets` and `python -m pejax.report` with exactly one line on stderr,
+`python -m pejax.data` and `python -m pejax.reporting` with exactly one line on stderr,
 `pejax: error: ...`, naming the file or setting and what to do, and exit status 1; anything
 else is a bug and keeps its traceback. `PejaxError` marks a user's error; `translate` also
 recognizes the library errors whose meaning pejax knows (a full, read-only or forbidden disk, a

@@ -1,16 +1,17 @@
 """Where pejax's files live: local folders, or folders in a Cloud Storage bucket (`gs://`).
 
 Every file pejax itself writes or reads under a workdir or a bucket's data_dir goes through this
-module (`workdir` builds on it). A `gs://` path goes through `etils.epath` with its fsspec
-backend to gcsfs's `GCSFileSystem`, which speaks Cloud Storage's JSON API, and never through
-TensorFlow's gfile: TensorFlow's GCS client cannot be pointed at another endpoint, gcsfs
-follows STORAGE_EMULATOR_HOST, so the route production takes is the route the tests take
+module, and so does every whole-file write (`write_atomically`, `write_json`, `write_csv`). A
+`gs://` path goes through `etils.epath` with its fsspec backend to gcsfs's `GCSFileSystem`,
+which speaks Cloud Storage's JSON API, and never through TensorFlow's gfile: TensorFlow's GCS
+client cannot be pointed at another endpoint, gcsfs follows STORAGE_EMULATOR_HOST, so the route
+production takes is the route the tests take
 against an emulator. Orbax's checkpoints take the same route for their metadata (they use
 epath) and TensorStore's own GCS driver for the arrays (TENSORSTORE_GCS_HTTP_URL points it
-elsewhere); TensorBoard events are written locally and copied (`workdir.create_metric_writer`).
+elsewhere); TensorBoard events are written locally and copied (`pejax.runs.event_writers`).
 
 Which write is atomic where: in a local folder a file is written to a temporary name and renamed
-over the target (`workdir.write_atomically`); in a bucket an object appears only once its upload
+over the target (`write_atomically`); in a bucket an object appears only once its upload
 is complete, so `write_object` uploads the finished bytes in one request and readers see the old
 object or the new one. Any other scheme (`s3://`, `file://`, a mistyped `gs:/`) is refused at
 start, never treated as a local folder.
@@ -18,13 +19,20 @@ start, never treated as a local folder.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import re
+import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import fsspec
+from absl import logging
 
+from pejax import configuration, errors
 from pejax.errors import SettingError
 
 SCHEME = 'gs'
@@ -152,3 +160,75 @@ def file_sizes(folder) -> dict[str, int]:
 
 def download(remote, local) -> None:
   _filesystem().get_file(str(remote), str(local))
+
+
+# ------------------------------------------------------------------- whole-file writes
+
+
+def write_atomically(path: str, write: Callable[[Any], None], mode: str = 'w') -> None:
+  """Writes through `write(file)` to a temporary file in the same folder, then renames it over
+  `path`: readers see the old file or the new one, never a partial one. In a bucket, where an
+  object appears only when its upload completes, the bytes are gathered first and uploaded in
+  one piece (an error or interruption in `write` uploads nothing)."""
+  if is_remote(path):
+    buffer = io.BytesIO() if 'b' in mode else io.StringIO(newline='')
+    write(buffer)
+    data = buffer.getvalue()
+    write_object(path, data if 'b' in mode else data.encode())
+    return
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  descriptor, temporary = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp',
+                                           dir=folder)
+  try:
+    # mkstemp makes the file private (0600); give it the permissions open() would have given.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
+    with os.fdopen(descriptor, mode, **({} if 'b' in mode else {'newline': ''})) as handle:
+      write(handle)
+      handle.flush()
+      os.fsync(handle.fileno())
+    os.replace(temporary, path)
+  except BaseException:
+    if os.path.exists(temporary):
+      os.remove(temporary)
+    raise
+
+
+def write_json(path: str, value) -> None:
+  write_atomically(path, lambda f: json.dump(configuration.json_safe(value), f, indent=2, sort_keys=True,
+                                            allow_nan=False))
+
+
+def read_json(path: str):
+  """The JSON at `path`; DamagedFileError naming the file when it is not JSON (cut short by a
+  disk or copy error, or edited by hand)."""
+  text = read_text(path)
+  try:
+    return json.loads(text)
+  except ValueError as error:
+    raise errors.damaged_file(path, error) from None
+
+
+def read_json_or_none(path: str):
+  """The JSON at `path`, or None (with a warning) when it is missing or cannot be read."""
+  try:
+    return read_json(path)
+  except (OSError, ValueError) as error:
+    logging.warning('Skipping %s: it cannot be read (%s).', path, error)
+    return None
+
+
+def write_csv(path: str, rows: Sequence[Mapping], fields: Sequence[str] | None = None) -> None:
+  """Rows as CSV with the columns `fields` (default: every key, in the order of first
+  appearance; missing values empty, NaN as 'nan')."""
+  if fields is None:
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+
+  def write(f):
+    writer = csv.DictWriter(f, fieldnames=list(fields), restval='')
+    writer.writeheader()
+    writer.writerows(rows)
+
+  write_atomically(path, write)

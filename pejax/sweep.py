@@ -67,9 +67,8 @@ def run_name(overrides: Mapping[str, Any]) -> str:
       if not value:
         parts.append('nogrid')
       continue
-    short = {'dataset': '', 'model': '', 'padding': '', 'seed': 'seed',
-             'num_train_examples': 'n', 'position_jitter': 'jitter',
-             'num_epochs': 'epochs'}.get(key, key)
+    role = configuration.ROLES.get(key)
+    short = key if role is None or role.name is None else role.name
     shown = 'all' if value is None else (f'{value:g}' if isinstance(value, float) else value)
     parts.append(f'{short}{shown}')
   return '_'.join(str(p) for p in parts) or 'base'

@@ -25,17 +25,20 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 from absl import logging
 from clu import periodic_actions
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from pejax import (checkpoints, configuration, convergence, datasets, epochs, evaluation,
-                   hparams, input_pipeline, models, provenance, run_lock, steps, sweep,
-                   workdir as workdir_lib)
+from pejax import configuration, sweep
+from pejax.data import datasets, input_pipeline
+from pejax.evaluation import convergence
+from pejax.evaluation.evaluator import Evaluator, dice_table
+from pejax.models import epochs
+from pejax.models.spec import count_parameters, model_spec
+from pejax.runs import (checkpoints, event_writers, folder, hparams, outputs, provenance, run_files,
+                        run_lock)
 from pejax.errors import NonFiniteLossError, RunNotFoundError, SettingError
-from pejax.positional import input_channels
 
 # Models trained together in one program at most (memory grows with it). On XLA:CPU a vmapped
 # convolution runs slower per model than separate ones (BENCHMARKS.md), so there runs are
@@ -57,49 +60,9 @@ def itstime(epoch: int, every: int, total: int) -> bool:
   return epoch % every == 0 or epoch == total
 
 
-# ----------------------------------------------------------------------------- model and state
-
-
-def model_spec(config: ml_collections.ConfigDict, num_classes: int):
-  """The StepSpec of a config (graph definition, optimizer) and a function making its state.
-
-  Configs that define the same model and optimizer get the same (equal) objects, so the runs
-  of a sweep reuse each other's compiled programs instead of tracing them again.
-  """
-  return _model_spec(config.model, config.use_pe, config.width, config.padding, config.conv_impl,
-                     config.compute_dtype, float(config.learning_rate), num_classes)
-
-
-@functools.lru_cache(maxsize=16)
-def _model_spec(model: str, use_pe: bool, width: int, padding: str, conv_impl: str,
-                compute_dtype_name: str, learning_rate: float, num_classes: int):
-  compute_dtype = jnp.bfloat16 if compute_dtype_name == 'bfloat16' else None
-
-  def make_model(seed):
-    # The number of PE channels does not depend on λ (any λ > 0 adds two).
-    return models.create_model(
-        model, in_channels=input_channels(1.0 if use_pe else None), num_classes=num_classes,
-        width=width, padding=padding, conv_impl=conv_impl, dtype=compute_dtype, seed=seed)
-
-  graphdef, _, _ = steps.split_model(jax.eval_shape(lambda: make_model(0)))
-  spec = steps.StepSpec(graphdef=graphdef, optimizer=optax.adam(learning_rate),
-                        num_classes=num_classes, use_pe=use_pe, compute_dtype=compute_dtype)
-
-  def init_state(seed):
-    parameter_key, data_key = jax.random.split(jax.random.key(seed))
-    _, params, batch_stats = steps.split_model(make_model(parameter_key))
-    return steps.init_train_state(spec, params, batch_stats, data_key)
-
-  return spec, init_state
-
-
 @functools.lru_cache(maxsize=16)
 def _jitted_init(init_state, sharding):
   return jax.jit(init_state, out_shardings=sharding)
-
-
-def count_parameters(params) -> int:
-  return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(params)))
 
 
 # ------------------------------------------------------------------------------------ runs
@@ -119,14 +82,6 @@ class Run:
   @property
   def name(self) -> str:
     return os.path.basename(os.path.normpath(self.workdir))
-
-
-def stack(trees):
-  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
-
-
-def unstack(tree, index: int):
-  return jax.tree.map(lambda leaf: leaf[index], tree)
 
 
 def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str], *,
@@ -155,9 +110,9 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
 def _train_group(configs, workdirs, *, mesh, run_data, evaluate_only):
   first = configs[0]
   runs = [Run(config, workdir) for config, workdir in zip(configs, workdirs)]
-  started = [workdir_lib.check_settings(run.workdir, run.config) for run in runs]
+  started = [folder.check_settings(run.workdir, run.config) for run in runs]
   if evaluate_only:
-    workdir_lib.require_runs([run.workdir for run in runs], started)
+    folder.require_runs([run.workdir for run in runs], started)
 
   spec, init_state = model_spec(first, run_data.dataset.num_classes)
   replicated = input_pipeline.replicated(mesh)
@@ -169,20 +124,20 @@ def _train_group(configs, workdirs, *, mesh, run_data, evaluate_only):
   for run, was_started in zip(runs, started):
     run.example_ids = input_pipeline.training_subset(run_data.num_train, run.config.num_train_examples,
                                            run.config.seed)
-    workdir_lib.check_writable(run.workdir, checkpoint_bytes + 64 * 2**20)
+    folder.check_writable(run.workdir, checkpoint_bytes + 64 * 2**20)
     if is_writer and not was_started:
-      workdir_lib.write_config(run.workdir, run.config)
+      folder.write_config(run.workdir, run.config)
     run.checkpoints = checkpoints.manager(run.workdir, first.max_checkpoints_to_keep)
     run.description = provenance.model_description(
         configuration.settings_dict(run.config), ('background',) + run_data.dataset.class_names,
         dataclasses.asdict(run_data.normalizer))
-    run.writer = workdir_lib.create_metric_writer(run.workdir, just_logging=not is_writer)
+    run.writer = event_writers.create_metric_writer(run.workdir, just_logging=not is_writer)
 
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, initial[0])
   restored_epoch, restored = checkpoints.restore_common(
       [run.checkpoints for run in runs], abstract, resume=not evaluate_only)
   for run in runs:
-    run.history = workdir_lib.read_history(run.workdir, restored_epoch)
+    run.history = run_files.read_history(run.workdir, restored_epoch)
   if restored is not None:
     states = restored
     logging.info('Restored the checkpoints of epoch %d.', restored_epoch)
@@ -201,7 +156,7 @@ def _train_group(configs, workdirs, *, mesh, run_data, evaluate_only):
         hparams.write_hparams(run.writer, run.config, run_data.dataset.class_names)
   del initial
 
-  evaluator = evaluation.Evaluator(spec, run_data)
+  evaluator = Evaluator(spec, run_data)
   timings = {}
   try:
     if not evaluate_only:
@@ -212,16 +167,35 @@ def _train_group(configs, workdirs, *, mesh, run_data, evaluate_only):
     for run in runs:
       run.checkpoints.wait_until_finished()
   # --mode=evaluate keeps what training measured (its timings, its software) in results.json.
-  trained = [workdir_lib.read_results_or_none(run.workdir) if evaluate_only else None
+  trained = [run_files.read_results_or_none(run.workdir) if evaluate_only else None
              for run in runs]
-  results = [evaluator.finish_run(state, run.config, run.workdir, run.example_ids, run.writer,
-                                  count_parameters(state.params), timings, trained=previous,
-                                  history=run.history)
+  results = [_evaluate_and_write(run, state, evaluator, timings, previous)
              for run, state, previous in zip(runs, states, trained)]
   for run in runs:
     run.writer.close()
     run.checkpoints.close()
   return results
+
+
+def _evaluate_and_write(run, state, evaluator, timings, trained) -> dict[str, Any]:
+  """The final evaluation of one run of the group, written into its folder by its owner
+  (`outputs.write_evaluation`); returns its results.json."""
+  evaluation = evaluator.evaluate_run(state, run.config, run.example_ids)
+  facts = outputs.RunFacts(
+      num_parameters=count_parameters(state.params), num_train_examples=len(run.example_ids),
+      epochs=int(state.epoch), steps=int(state.step), devices=jax.device_count(),
+      processes=jax.process_count(), platform=jax.devices()[0].platform,
+      jax_version=jax.__version__, normalization=dataclasses.asdict(evaluator.normalizer))
+  results = outputs.write_evaluation(run.workdir, run.config, evaluation, facts,
+                                     writer=run.writer, timings=timings, trained=trained,
+                                     history=run.history,
+                                     write_files=jax.process_index() == 0)
+  logging.info('\n%s', dice_table(
+      f'{run.name}: Dice on the {run.config.dataset} test split ({evaluation.test_count} images)',
+      evaluation.class_names, {'model': evaluation.scores['test'],
+                               'averaged mask': evaluation.scores['test_averaged_mask']}))
+  logging.info('%s: %s.', run.name, convergence.describe(results.convergence))
+  return results.to_json()
 
 
 def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch):
@@ -231,17 +205,12 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
   num_examples = len(runs[0].example_ids)
   batch_size, rows_per_step = input_pipeline.training_batch_size(
       num_examples, config.batch_size, mesh.size)
+  members = epochs.Members(num_models)
   run_epoch = epochs.EpochRunner.shared(spec, NamedSharding(mesh, P('data')), batch_size,
-                                        rows_per_step, num_models, bool(config.scan_epoch))
-  if num_models > 1:
-    state = stack(states)
-    pe_scales = jnp.asarray([configuration.pe_scale_of(run.config) for run in runs], jnp.float32)
-    example_ids = jnp.asarray(np.stack([run.example_ids for run in runs]))
-  else:
-    state = states[0]
-    pe_scales = jnp.float32(configuration.pe_scale_of(config))
-    example_ids = jnp.asarray(runs[0].example_ids)
-  member = (lambda tree, k: unstack(tree, k)) if num_models > 1 else (lambda tree, k: tree)
+                                        rows_per_step, members, bool(config.scan_epoch))
+  state = members.stack(states)
+  pe_scales = members.stack([jnp.float32(configuration.pe_scale_of(run.config)) for run in runs])
+  example_ids = members.stack([jnp.asarray(run.example_ids) for run in runs])
 
   steps_per_epoch = configuration.steps_per_epoch(num_examples, batch_size)
   start_epoch = restored_epoch or 0
@@ -271,7 +240,7 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
                     or epoch == convergence.boundary_epoch(config.num_epochs))
     save_now = itstime(epoch, config.checkpoint_every_epochs, config.num_epochs)
     for k, run in enumerate(runs):
-      run_metrics = member(step_metrics, k)
+      run_metrics = members.member(step_metrics, k)
       if not np.all(run_metrics['finite']):
         _raise_non_finite(run, run_metrics, epoch, steps_per_epoch, last_checkpoint)
       train_loss = float(np.mean(run_metrics['loss']))
@@ -283,7 +252,7 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
             'train_loss': train_loss, 'train_grad_norm': float(np.mean(run_metrics['grad_norm'])),
             'learning_rate': config.learning_rate, 'epoch': epoch, 'epoch_seconds': seconds})
       line = f'epoch {epoch:3d}/{config.num_epochs}  step {step:6d}  train_loss {train_loss:.4f}'
-      run_state = member(state, k)
+      run_state = members.member(state, k)
       if evaluate_now:
         line += _validate(run, run_state, evaluator, run_data.validation, step, epoch)
       prefix = f'{run.name}: ' if num_models > 1 else ''
@@ -293,7 +262,7 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
         run.checkpoints.save(epoch, args=ocp.args.StandardSave(run_state),
                              custom_metadata=run.description)
       if (save_now or evaluate_now) and jax.process_index() == 0:
-        workdir_lib.write_history(run.workdir, run.history)
+        run_files.write_history(run.workdir, run.history)
       run.writer.flush()
     if save_now:
       last_checkpoint = epoch
@@ -301,7 +270,7 @@ def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch)
              'train_seconds': earlier_seconds + time.perf_counter() - train_start}
   if epoch_seconds:
     timings['median_epoch_seconds'] = float(np.median(epoch_seconds))
-  return [member(state, k) for k in range(num_models)], timings
+  return members.unstack(state), timings
 
 
 def _validate(run, run_state, evaluator, validation, step: int, epoch: int) -> str:
@@ -348,12 +317,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   (with `evaluate_only=True` the latest checkpoint is evaluated again instead).
   """
   validate(config)
-  workdir_lib.check_location(workdir)
+  folder.check_location(workdir)
   run_lock.check_shared(workdir)
-  if (workdir_lib.is_finished(workdir) and not evaluate_only
-      and workdir_lib.check_settings(workdir, config)):
+  if (run_files.is_finished(workdir) and not evaluate_only
+      and folder.check_settings(workdir, config)):
     logging.info('The run in %s is finished; not retraining it (results.json).', workdir)
-    return workdir_lib.read_results(workdir).to_json()
+    return run_files.read_results(workdir).to_json()
   return train_group([config], [workdir], evaluate_only=evaluate_only)[0]
 
 
@@ -376,7 +345,7 @@ def train_sweep(config: ml_collections.ConfigDict, workdir: str, *, evaluate_onl
   shard_unit = int(configured or DEFAULT_MODELS_PER_PROGRAM_ACCELERATOR)
   runs = sweep.shard_runs(every_run, *shard, shard_unit) if shard else every_run
   mesh = input_pipeline.make_mesh()
-  workdir_lib.check_location(workdir)
+  folder.check_location(workdir)
   # Everything is checked before any compute: settings, and that no finished run would be
   # overwritten by a run with other settings.
   for name, run_config in every_run:
@@ -384,9 +353,9 @@ def train_sweep(config: ml_collections.ConfigDict, workdir: str, *, evaluate_onl
       validate(run_config)
     except SettingError as error:
       raise SettingError(f'sweep run {name}: {error}') from None
-    workdir_lib.check_settings(os.path.join(workdir, name), run_config)
+    folder.check_settings(os.path.join(workdir, name), run_config)
   run_lock.check_shared(workdir)
-  finished = {name for name, _ in runs if workdir_lib.is_finished(os.path.join(workdir, name))}
+  finished = {name for name, _ in runs if run_files.is_finished(os.path.join(workdir, name))}
   pending = [(n, c) for n, c in runs if (n in finished) == evaluate_only]
   total = len(runs)
   logging.info('Sweep %s%s: %d runs, %d finished, %d to %s%s.', workdir,
@@ -429,11 +398,11 @@ def _write_report(workdir: str, names: Sequence[str], shard: tuple[int, int] | N
   every run finished; shards finishing together may both write it, which the atomic writes of
   the report and its figures make harmless.
   """
-  from pejax import report  # the report reads every run back from the folder
-  waiting = [name for name in names if not workdir_lib.is_finished(os.path.join(workdir, name))]
+  from pejax.reporting import report
+  waiting = [name for name in names if not run_files.is_finished(os.path.join(workdir, name))]
   if shard and waiting:
     logging.info('Shard %d/%d done; runs of the sweep not finished yet: %d (%s). The last '
-                 'shard to finish writes the report, or: python -m pejax.report --workdir=%s',
+                 'shard to finish writes the report, or: python -m pejax.reporting --workdir=%s',
                  *shard, len(waiting), ', '.join(waiting[:5]) + (', ...' if len(waiting) > 5 else ''),
                  workdir)
     return

@@ -31,7 +31,10 @@ def pause_here():
 
 def install_pause(moment: str):
   kind, _, where = moment.partition(':')
-  from pejax import epochs, evaluation, workdir as workdir_lib
+  from pejax.evaluation import evaluator
+  from pejax.models import epochs
+  from pejax import storage
+  from pejax.runs import run_files
 
   if kind == 'train_step':
     epoch, pause_step = (int(n) for n in where.split(':'))
@@ -70,19 +73,19 @@ def install_pause(moment: str):
     atomicity.AtomicRenameTemporaryPath.finalize = finalize
 
   elif kind == 'final_evaluation':
-    original_baseline = evaluation.Evaluator.averaged_mask_dice
+    original_baseline = evaluator.Evaluator.averaged_mask_dice
 
     def averaged_mask_dice(self, *args, **kwargs):
       pause_here()
       return original_baseline(self, *args, **kwargs)
 
-    evaluation.Evaluator.averaged_mask_dice = averaged_mask_dice
+    evaluator.Evaluator.averaged_mask_dice = averaged_mask_dice
 
   elif kind == 'results_write':
-    original_write_atomically = workdir_lib.write_atomically
+    original_write_atomically = storage.write_atomically
 
     def write_atomically(path, write, mode='w'):
-      if os.path.basename(path) != workdir_lib.RESULTS_FILE:
+      if os.path.basename(path) != run_files.RESULTS_FILE:
         return original_write_atomically(path, write, mode)
 
       def half_write(handle):
@@ -92,7 +95,7 @@ def install_pause(moment: str):
 
       return original_write_atomically(path, half_write, mode)
 
-    workdir_lib.write_atomically = write_atomically
+    storage.write_atomically = write_atomically
 
   else:
     raise ValueError(f'PEJAX_TEST_PAUSE_AT={moment!r} is not a known moment.')

@@ -15,7 +15,8 @@ import tensorflow_datasets as tfds
 
 from data_builders import acdc
 from data_builders.acdc import acdc_dataset_builder as acdc_lib
-from pejax import datasets, per_case
+from pejax.data import datasets
+from pejax.evaluation import per_case
 
 CONFIG = 'size_64'
 OUT = 64

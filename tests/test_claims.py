@@ -8,8 +8,8 @@ plus an image effect shared by every setting and a little noise, so the interval
 import numpy as np
 import pytest
 
-from pejax import aggregation, claims
-from pejax.workdir import Results, RunRecord
+from pejax.reporting import aggregation, claims
+from pejax.runs.run_files import Results, RunRecord
 
 CLASSES = ['right_lung', 'left_lung', 'heart']
 SEEDS, IMAGES = 3, 24

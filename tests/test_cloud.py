@@ -28,8 +28,9 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage as gcs
 from tensorboard.backend.event_processing import event_file_loader
 
-from pejax import (cli, configuration, errors, robustness, run_lock, storage,
-                   workdir as workdir_lib)
+from pejax import cli, configuration, errors, storage
+from pejax.evaluation import grid_results
+from pejax.runs import folder, run_files, run_lock
 from test_reliability import (IMAGE_SIZE, REPO, Process, command_line, free_port,
                               restored_epoch, run_killed_at, trained_epochs)
 
@@ -88,11 +89,11 @@ def bucket_data_dir(bucket, tmp_path_factory):
   """The 32×32 chest phantom built locally, then copied to gs://<bucket>/tfds as README's
   `gcloud storage cp -r` does."""
   local = str(tmp_path_factory.mktemp('tfds'))
-  from pejax import datasets
+  from pejax.data import datasets
   datasets.load_splits('phantom_chest', image_size=IMAGE_SIZE, data_dir=local)
-  for folder, _, names in os.walk(local):
+  for parent, _, names in os.walk(local):
     for name in names:
-      path = os.path.join(folder, name)
+      path = os.path.join(parent, name)
       bucket.blob(f'tfds/{os.path.relpath(path, local)}').upload_from_filename(path)
   return f'gs://{BUCKET}/tfds'
 
@@ -140,32 +141,32 @@ def test_paths_pejax_cannot_write_are_refused_before_anything_is_written(tmp_pat
 
 def test_a_failed_write_to_a_bucket_leaves_the_previous_object(bucket, in_process):
   path = f'gs://{BUCKET}/writes/results.json'
-  workdir_lib.write_json(path, {'dice': 0.9})
+  storage.write_json(path, {'dice': 0.9})
 
   def interrupted(handle):
     handle.write('{"dice": 0.')
     raise KeyboardInterrupt
   with pytest.raises(KeyboardInterrupt):
-    workdir_lib.write_atomically(path, interrupted)
+    storage.write_atomically(path, interrupted)
   with pytest.raises(TypeError):  # json.dump has written part of it when it fails
-    workdir_lib.write_json(path, {'dice': 0.5, 'zzz': object()})
+    storage.write_json(path, {'dice': 0.5, 'zzz': object()})
   assert read_json(bucket, 'writes/results.json') == {'dice': 0.9}
   assert names_under(bucket, 'writes/') == ['results.json']
-  workdir_lib.write_atomically(path.replace('.json', '.png'), lambda f: f.write(b'\x89PNG'), 'wb')
+  storage.write_atomically(path.replace('.json', '.png'), lambda f: f.write(b'\x89PNG'), 'wb')
   assert bucket.blob('writes/results.png').download_as_bytes() == b'\x89PNG'
 
 
 def test_objects_written_by_others_are_seen_at_once(bucket, in_process):
   """As process 1 must see what process 0 writes: no stale folder listing answers for it."""
   folder = f'gs://{BUCKET}/others'
-  workdir_lib.write_json(f'{folder}/config.json', {})
+  storage.write_json(f'{folder}/config.json', {})
   assert storage.file_sizes(folder).keys() == {'config.json'}
   assert [folder for folder, _, _ in storage.walk(folder)] == [folder]
   bucket.blob('others/results.json').upload_from_string('{"config": {"num_epochs": 2}, '
                                                          '"epochs": 2}')
   assert storage.file_sizes(folder).keys() == {'config.json', 'results.json'}
   assert [names for _, _, names in storage.walk(folder)] == [['config.json', 'results.json']]
-  assert workdir_lib.is_finished(folder)
+  assert run_files.is_finished(folder)
 
 
 def test_a_run_folder_in_a_bucket_has_one_holder(bucket, in_process, caplog):
@@ -203,14 +204,15 @@ def test_a_run_folder_in_a_bucket_has_one_holder(bucket, in_process, caplog):
 def test_a_bucket_that_does_not_exist_is_refused_at_start(in_process):
   with pytest.raises(OSError, match=r'the workdir gs://no-such-bucket/run is not writable \(.+\); '
                      r"check the bucket's name and permissions"):
-    workdir_lib.check_writable('gs://no-such-bucket/run', 0)
+    folder.check_writable('gs://no-such-bucket/run', 0)
 
 
 def test_a_missing_dataset_in_a_bucket_says_how_to_put_it_there(in_process):
-  from pejax import datasets, errors
+  from pejax import errors
+  from pejax.data import datasets
   with pytest.raises(errors.DatasetNotFoundError, match=r"The 'phantom_chest' dataset is not "
                      rf'prepared in gs://{BUCKET}/empty .*read, never built.*\n  python -m '
-                     r'pejax\.datasets --dataset=phantom_chest --image_size=16 --data_dir=/tmp/tfds'
+                     r'pejax\.data --dataset=phantom_chest --image_size=16 --data_dir=/tmp/tfds'
                      rf'\n  gcloud storage cp -r /tmp/tfds/\* gs://{BUCKET}/empty/'):
     datasets.load_split('phantom_chest', 'train', image_size=16, data_dir=f'gs://{BUCKET}/empty')
 
@@ -218,7 +220,7 @@ def test_a_missing_dataset_in_a_bucket_says_how_to_put_it_there(in_process):
 def test_a_dataset_in_a_bucket_is_read_from_a_local_copy(bucket_data_dir, in_process):
   """Copied once to the data cache, and again when the files there differ from the bucket's."""
   from data_builders.phantoms import phantoms_dataset_builder
-  from pejax import datasets
+  from pejax.data import datasets
   first = datasets.load_split('phantom_chest', 'test', image_size=IMAGE_SIZE,
                               data_dir=bucket_data_dir)
   local = str(datasets.prepare('phantom_chest', image_size=IMAGE_SIZE,
@@ -268,7 +270,7 @@ def test_a_run_in_a_bucket_is_killed_resumed_and_evaluated(emulator, bucket, buc
       'config.json', 'examples.npz', 'history.json', 'results.json', 'robustness.csv', 'robustness.json',
       'robustness_cases.csv', 'robustness_corruptions.png', 'robustness_shifts.png',
       'test_cases.csv']
-  assert len(robustness.result_rows(read_json(bucket, 'run/robustness.json'))) > 3
+  assert len(grid_results.result_rows(read_json(bucket, 'run/robustness.json'))) > 3
   assert not any('.tmp' in name or '.write_probe' in name for name in written)
   check_events(bucket, 'run/' + sorted(events)[1], tmp_path)  # the resumed run's
   check_checkpoint(bucket, 'run/checkpoints/4/', tmp_path / 'restored', step=12)

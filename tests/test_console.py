@@ -4,7 +4,8 @@ import logging
 
 import tensorflow_datasets as tfds
 
-from pejax import datasets, runtime
+from pejax import runtime
+from pejax.data import datasets
 
 
 def test_building_a_dataset_is_announced_once_with_its_duration(tmp_path, caplog):

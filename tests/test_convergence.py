@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pejax import convergence
+from pejax.evaluation import convergence
 
 
 def curve(values, every=1):
@@ -69,7 +69,7 @@ def test_a_run_that_fell_far_below_its_best_has_not_converged():
 
 
 def test_the_report_applies_the_current_rule_to_a_recorded_history():
-  from pejax.workdir import Results
+  from pejax.runs.run_files import Results
   history = curve([0.5, 0.8, 0.9, 0.95, 0.96, 0.96, 0.96, 0.96, 0.70, 0.80], every=2)
   results = Results.from_json({'epochs': 20, 'validation_history': history,
                                'convergence': {'converged': True}})  # an older rule's record

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import skimage.filters
 
-from pejax import choices, configuration, corruptions
+from pejax import choices, configuration
+from pejax.evaluation import corruptions
 
 
 def skimage_blur(images, sigma):

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from data_builders.phantoms import phantom_generator as generator
-from pejax import datasets, errors
-from pejax import visualize
+from pejax import errors
+from pejax.data import datasets
+from pejax import drawing
 
 SIZE = 32
 
@@ -94,39 +95,39 @@ def test_missing_real_data_raises_one_clear_error(tmp_path):
 
 def test_colorize_and_overlay():
   labels = np.array([[0, 1], [2, 3]], np.uint8)
-  colors = visualize.colorize_labels(labels)
+  colors = drawing.colorize_labels(labels)
   assert colors.shape == (2, 2, 3)
   np.testing.assert_array_equal(colors[0, 0], 0.0)
   assert len({tuple(c) for c in colors.reshape(-1, 3)}) == 4
   image = np.full((2, 2, 1), 0.5, np.float32)
-  blended = visualize.overlay(image, labels, alpha=0.5)
+  blended = drawing.overlay(image, labels, alpha=0.5)
   np.testing.assert_allclose(blended[0, 0], 0.5)  # background keeps the gray value
-  np.testing.assert_allclose(blended[1, 1], 0.25 + 0.5 * visualize.CLASS_COLORS[3], rtol=1e-6)
+  np.testing.assert_allclose(blended[1, 1], 0.25 + 0.5 * drawing.CLASS_COLORS[3], rtol=1e-6)
   with pytest.raises(ValueError):
-    visualize.colorize_labels(np.array([4]))
+    drawing.colorize_labels(np.array([4]))
 
 
 def test_the_image_panel_ends_in_a_legend_of_the_class_colours():
   images = np.random.default_rng(0).uniform(size=(2, 32, 32, 1)).astype(np.float32)
   labels = np.zeros((2, 32, 32), np.uint8)  # no class colour in the images: only in the legend
-  plain = visualize.label_panel(images, labels, labels, 2)
-  panel = visualize.label_panel(images, labels, labels, 2, ('right_lung', 'left_lung', 'heart'))
+  plain = drawing.label_panel(images, labels, labels, 2)
+  panel = drawing.label_panel(images, labels, labels, 2, ('right_lung', 'left_lung', 'heart'))
   assert plain.shape == (64, 96, 3) and panel.dtype == np.uint8
-  assert panel.shape == (64 + 4 * visualize.LEGEND_ROW_PIXELS, 96, 3)
+  assert panel.shape == (64 + 4 * drawing.LEGEND_ROW_PIXELS, 96, 3)
   np.testing.assert_array_equal(panel[:64], plain)
   legend = panel[64:]
   legend_colours = {tuple(pixel) for pixel in legend.reshape(-1, 3)}
-  for colour in (visualize.CLASS_COLORS * 255).astype(np.uint8):
+  for colour in (drawing.CLASS_COLORS * 255).astype(np.uint8):
     assert tuple(colour) in legend_colours
   # The names are dark text on white, right of the swatches.
-  names = legend[:, visualize.LEGEND_ROW_PIXELS:]
+  names = legend[:, drawing.LEGEND_ROW_PIXELS:]
   assert names.max() == 255 and names.min() < 100
 
 
 def test_figure_to_array_and_example_grid(chest_splits):
   train = chest_splits['train']
-  fig = visualize.example_grid([('chest', train.images[:3], train.labels[:3], ('a', 'b', 'c'))])
-  pixels = visualize.figure_to_array(fig)
+  fig = drawing.example_grid([('chest', train.images[:3], train.labels[:3], ('a', 'b', 'c'))])
+  pixels = drawing.figure_to_array(fig)
   assert pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[-1] == 3
   assert pixels.shape[0] > 100 and pixels.shape[1] > 300
   assert pixels.min() < 50 and pixels.max() > 200

@@ -1,5 +1,5 @@
 """One policy at every entry point: a user's mistake or a bad file ends `main.py` (every mode),
-`python -m pejax.datasets` and `python -m pejax.report` with one line on stderr,
+`python -m pejax.data` and `python -m pejax.reporting` with one line on stderr,
 `pejax: error: ...`, naming the file or setting, and exit status 1; a bug keeps its traceback.
 
 The commands run as real subprocesses (their stderr is what a user sees); most fail before JAX
@@ -18,7 +18,8 @@ import sys
 import numpy as np
 import pytest
 
-from pejax import cli, configuration, datasets, errors
+from pejax import cli, configuration, errors
+from pejax.data import datasets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_SIZE = 32
@@ -147,7 +148,7 @@ def damaged_jsrt_download(root):
   return root / 'All247images' / f'{jsrt.TRAIN_IDS[0]}.IMG'
 
 
-DATASET_CASES = {  # name: (arguments after `python -m pejax.datasets`, what the line must say)
+DATASET_CASES = {  # name: (arguments after `python -m pejax.data`, what the line must say)
     'empty_manual_folder': (['--dataset=jsrt', '--image_size=64', '--manual_dir={tmp}/empty',
                              '--data_dir={tmp}/data'],
                             "The 'jsrt' dataset is not prepared in {tmp}/data and its source "
@@ -158,7 +159,7 @@ DATASET_CASES = {  # name: (arguments after `python -m pejax.datasets`, what the
                                   "'jsrt' has no image_size 96; expected one of (64, 128, 256)."),
     'size_not_a_number': (['--image_size=abc'],
                           "argument --image_size: invalid int value: 'abc' (python -m "
-                          'pejax.datasets --help lists the options).'),
+                          'pejax.data --help lists the options).'),
     'phantom_too_small': (['--dataset=phantoms', '--image_size=2', '--data_dir={tmp}/data'],
                           'image_size=2 is not allowed: phantom images are at least 8×8 '
                           'pixels.'),
@@ -170,19 +171,19 @@ DATASET_CASES = {  # name: (arguments after `python -m pejax.datasets`, what the
 def test_the_dataset_command_fails_in_one_line(case, quick_failures):
   """Before: 81 lines of TFDS's AssertionError for an empty manual folder, 13 to 33 lines of
   traceback for a wrong name or size, argparse's two lines for an option."""
-  folder, done = quick_failures[f'pejax.datasets {case}']
+  folder, done = quick_failures[f'pejax.data {case}']
   line = error_line(done)
   assert line.startswith('pejax: error: ' + DATASET_CASES[case][1].format(tmp=folder)), line
 
 
 def test_a_damaged_jsrt_file_is_named_in_one_line_by_both_commands(tmp_path):
-  """Through `python -m pejax.datasets` and through `main.py --config.dataset=jsrt` (before: a
+  """Through `python -m pejax.data` and through `main.py --config.dataset=jsrt` (before: a
   ValueError's traceback). TFDS's progress bars may come before the line."""
   damaged = damaged_jsrt_download(tmp_path / 'manual')
   expected = (f'pejax: error: JSRT: {damaged} has 100 bytes; a JSRT .IMG file is 2048x2048 '
               '16-bit big-endian pixels without header, 8388608 bytes. The file is truncated or '
               'not a JSRT image: download or unzip it again.')
-  done = run_command(['-m', 'pejax.datasets', '--dataset=jsrt', '--image_size=64',
+  done = run_command(['-m', 'pejax.data', '--dataset=jsrt', '--image_size=64',
                       f'--manual_dir={tmp_path / "manual"}', f'--data_dir={tmp_path / "data"}'])
   assert error_line(done, only_line=False) == expected
   done = run_command(['main.py', '--config=configs/unet_pe.py:quick', '--config.dataset=jsrt',
@@ -205,8 +206,8 @@ REPORT_CASES = {  # name: (--workdir, what the line must say)
 @pytest.mark.parametrize('case', list(REPORT_CASES))
 def test_the_report_command_fails_in_one_line(case, quick_failures):
   """Before: 24 lines of traceback for a workdir pejax cannot read, TensorFlow's 4 start-up lines
-  before `pejax.report: ...` for a missing folder."""
-  folder, done = quick_failures[f'pejax.report {case}']
+  before `pejax.reporting.report: ...` for a missing folder."""
+  folder, done = quick_failures[f'pejax.reporting {case}']
   line = error_line(done)
   assert line.startswith('pejax: error: ' + REPORT_CASES[case][1].format(tmp=folder)), line
 
@@ -217,14 +218,14 @@ def quick_failures(tmp_path_factory):
   folder, the finished process). Two run at a time: each is mostly start-up."""
   commands = {}
   for command, prefix, cases in (('main.py', ['main.py'], FLAG_CASES),
-                                 ('pejax.datasets', ['-m', 'pejax.datasets'], DATASET_CASES),
-                                 ('pejax.report', ['-m', 'pejax.report'], REPORT_CASES)):
+                                 ('pejax.data', ['-m', 'pejax.data'], DATASET_CASES),
+                                 ('pejax.reporting', ['-m', 'pejax.reporting'], REPORT_CASES)):
     for case, (arguments, _) in cases.items():
       folder = tmp_path_factory.mktemp(case)
       for name, text in BROKEN_CONFIGS.items():
         (folder / name).write_text(text)
       (folder / 'empty').mkdir()
-      if command == 'pejax.report':
+      if command == 'pejax.reporting':
         arguments = [f'--workdir={arguments}']
       commands[f'{command} {case}'] = (folder, prefix + [a.format(tmp=folder) for a in arguments])
   with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -385,7 +386,7 @@ def test_process_zero_reaches_the_barrier_whatever_fails_and_the_others_stop(mon
 
 
 def test_the_training_path_reaches_the_barrier_when_process_zero_has_a_bug(monkeypatch):
-  from pejax import input_pipeline
+  from pejax.data import input_pipeline
   zero = FakeProcesses(monkeypatch, 0)
   monkeypatch.setattr(datasets, 'prepare', failing_prepare(RuntimeError('a bug')))
   config = configuration.quick(configuration.base_config())
@@ -416,7 +417,7 @@ def test_the_start_line_of_one_run_is_unchanged():
   config = configuration.base_config()
   assert cli.start_line(config, 'runs/x') == (
       'Workdir runs/x (all settings in its config.json): '
-      + ', '.join(f'{name}={config[name]}' for name in cli.SHOWN_SETTINGS))
+      + ', '.join(f'{name}={config[name]}' for name in configuration.SHOWN_SETTINGS))
 
 
 # -------------------------------------------------------------- the translation, in process
@@ -453,8 +454,8 @@ def test_library_errors_that_pejax_knows_become_its_errors(tmp_path):
       'the manual folder /m does not exist or is empty: put the downloaded files')
   # A damaged JSON file named by the pejax function that read it.
   (tmp_path / 'results.json').write_text('{"a": ')
-  from pejax import workdir as workdir_lib
-  damaged = errors.translate(raised(lambda: workdir_lib.read_json(str(tmp_path / 'results.json'))))
+  from pejax import storage
+  damaged = errors.translate(raised(lambda: storage.read_json(str(tmp_path / 'results.json'))))
   assert str(damaged).startswith(f'{tmp_path}/results.json is damaged and cannot be read')
   # Bugs stay bugs.
   assert errors.translate(raised(lambda: json.loads('{'))) is None

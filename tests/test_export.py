@@ -6,7 +6,7 @@ program is exported for one platform at a time: a multi-platform export puts eve
 convolution into a `stablehlo.case` over the platform, which would double the counts below.
 
 The models are built with conv_impl='xla' explicitly: 'auto' is resolved when the model is
-constructed, by `jax.default_backend()` (here 'cpu', i.e. `pejax.fast_conv`), not by the
+constructed, by `jax.default_backend()` (here 'cpu', i.e. `pejax.models.cpu_conv`), not by the
 platform a program is later lowered for; on a GPU or TPU machine 'auto' is 'xla', which is what
 these exports show.
 
@@ -25,8 +25,11 @@ import pytest
 from flax import nnx
 from jax import export
 
-from pejax import configuration, corruptions, input_pipeline, models, robustness, steps
-from pejax.positional import input_channels
+from pejax import configuration
+from pejax.data import input_pipeline
+from pejax.evaluation import corruptions, robustness
+from pejax.models import networks, steps
+from pejax.models.encoding import input_channels
 
 PLATFORMS = ('cuda', 'tpu')
 SIZES = {'unet': 32, 'cnn4': 16}   # the U-Net halves 4 times: 32 px leaves 2×2 at the bottleneck
@@ -37,7 +40,7 @@ CONVOLUTION = re.compile(r'= stablehlo\.convolution\(.*')
 
 def abstract_spec_and_state(model_name, dtype):
   """StepSpec and an abstract TrainState of a small model with XLA's convolution."""
-  net = nnx.eval_shape(lambda: models.create_model(
+  net = nnx.eval_shape(lambda: networks.create_model(
       model_name, in_channels=input_channels(1.0), num_classes=NUM_CLASSES, width=WIDTH,
       conv_impl='xla', dtype=dtype))
   graphdef, params, batch_stats = steps.split_model(net)
@@ -85,7 +88,7 @@ def conv_layer_count(model_name):
 def check_xla_convolutions(text, expected_count, dtype_name):
   """XLA's convolution, `expected_count` times, in the compute dtype; none of the CPU path.
 
-  `pejax.fast_conv` (conv_impl='cpu') would show as optimization barriers around its
+  `pejax.models.cpu_conv` (conv_impl='cpu') would show as optimization barriers around its
   custom-gradient convolutions and a `dot_general` for the 1×1 score convolution.
   """
   found = convolutions(text)

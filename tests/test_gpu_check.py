@@ -19,8 +19,9 @@ SCRIPT = os.path.join(ROOT, 'benchmarks', 'gpu_check.py')
 
 # Not installed on a bare GPU machine, or importing something that is not.
 BLOCKED = ('tensorflow', 'tensorflow_datasets', 'clu', 'ml_collections', 'matplotlib',
-           'pejax.train', 'pejax.datasets', 'pejax.sweep', 'pejax.report', 'pejax.robustness',
-           'pejax.configuration', 'pejax.experiments', 'pejax.runtime', 'pejax.visualize',
+           'pejax.train', 'pejax.data.datasets', 'pejax.sweep', 'pejax.reporting.report',
+           'pejax.evaluation.robustness',
+           'pejax.configuration', 'pejax.configs.paper.common', 'pejax.runtime', 'pejax.drawing',
            'pejax.data', 'data_builders.phantoms.phantoms_dataset_builder')
 
 # A name mapped to None in sys.modules cannot be imported (ImportError), and

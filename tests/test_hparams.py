@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 from tensorboard.plugins.hparams import metadata, plugin_data_pb2
 
-from pejax import hparams, train
+from pejax import train
+from pejax.runs import hparams
 from test_train import data_dir, small_config  # noqa: F401 (data_dir is a fixture)
 
 CLASS_NAMES = ('right_lung', 'left_lung', 'heart')

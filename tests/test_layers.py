@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 from scipy.signal import correlate
 
-from pejax.layers import PADDING_MODES, PaddedConv
+from pejax.models.layers import PADDING_MODES, PaddedConv
 
 NUMPY_PAD = {'zeros': 'constant', 'reflect': 'reflect', 'replicate': 'edge',
              'circular': 'wrap', 'symmetric': 'symmetric'}

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from pejax.layers import PADDING_MODES
-from pejax.models import SmallCNN, UNet, create_model, upsample_bilinear_2x
+from pejax.models.layers import PADDING_MODES
+from pejax.models.networks import SmallCNN, UNet, create_model, upsample_bilinear_2x
 
 
 def count_params(model):

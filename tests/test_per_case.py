@@ -1,4 +1,4 @@
-"""Per-case rows (`pejax.per_case`): the grid's predictions per image and condition agree with
+"""Per-case rows (`pejax.evaluation.per_case`): the grid's predictions per image and condition agree with
 the grid's own Dice, shifted conditions are scored against shifted truth, and identity and
 units come from the split."""
 
@@ -8,7 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pejax import configuration, datasets, input_pipeline, per_case, robustness, surface_distance
+from pejax import configuration
+from pejax.data import datasets, input_pipeline
+from pejax.evaluation import per_case, robustness, surface_distance
 
 from test_robustness import CLASS_NAMES, make_split, threshold_predict
 

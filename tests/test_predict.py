@@ -15,8 +15,11 @@ import pytest
 from PIL import Image
 
 import pejax
-from pejax import (cli, configuration, datasets, errors, predict as predict_lib, surface_distance,
-                   train, workdir as workdir_lib)
+from pejax import cli, configuration, errors, train
+from pejax.data import datasets
+from pejax.evaluation import surface_distance
+from pejax.inference import predict as predict_lib
+from pejax.runs import run_files
 from test_cloud import BUCKET, bucket, emulator, in_process, names_under  # noqa: F401 (fixtures)
 from test_train import damage
 
@@ -37,7 +40,7 @@ def run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('run'))
   results = train.train_and_evaluate(config, workdir)
   test = datasets.load_split('phantom_chest', 'test', image_size=SIZE, data_dir=data_dir)
-  with open(os.path.join(workdir, workdir_lib.TEST_CASES_CSV)) as f:
+  with open(os.path.join(workdir, run_files.TEST_CASES_CSV)) as f:
     cases = {row['id']: row for row in csv.DictReader(f)}
   return workdir, results, test, cases
 

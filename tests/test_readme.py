@@ -27,7 +27,7 @@ RUN = {
     'python main.py --config=configs/unet_pe.py:quick':
         ['python', 'main.py', '--config=configs/unet_pe.py:quick', *REDUCED],
     'pytest -q': ['python', '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
-                  'tests/test_positional.py'],
+                  'tests/test_encoding.py'],
     'python main.py --config=... --workdir=W --mode=evaluate':
         ['python', 'main.py', '--config=configs/unet_pe.py:quick',
          '--workdir=runs/unet_pe_quick', '--mode=evaluate', *REDUCED],
@@ -35,11 +35,11 @@ RUN = {
     '--input=a.png,b.nii.gz --output=predicted/':
         ['python', 'main.py', '--mode=predict', '--workdir=runs/unet_pe_quick', '--input=scans/',
          '--input=a.png,b.nii.gz', '--output=predicted/'],
-    'python -m pejax.report --workdir=W': ['python', '-m', 'pejax.report', '--workdir=runs'],
+    'python -m pejax.reporting --workdir=W': ['python', '-m', 'pejax.reporting', '--workdir=runs'],
     'python main.py --mode=report --workdir=W': ['python', 'main.py', '--mode=report',
                                                  '--workdir=runs'],
-    'python -m pejax.datasets --dataset=phantoms --image_size=128 --picture=docs/phantoms.png':
-        ['python', '-m', 'pejax.datasets', '--dataset=phantoms', '--image_size=32',
+    'python -m pejax.data --dataset=phantoms --image_size=128 --picture=docs/phantoms.png':
+        ['python', '-m', 'pejax.data', '--dataset=phantoms', '--image_size=32',
          '--picture=docs/phantoms.png'],
     'pejax --config=unet_pe:quick': ['pejax', '--config=unet_pe:quick', *REDUCED],
     'python main.py --config=configs/unet_pe.py:quick --config.dataset=phantom_cardiac '
@@ -57,15 +57,15 @@ SKIP = {
     'pip install -e .': 'the install', "pip install -e '.[test]'": 'the install',
     "pip install -e '.[build]'": 'the install', 'pip install .': 'the install',
     'pip install -U "jax[cuda13]"': 'a GPU install',
-    'python -m pejax.datasets --dataset=jsrt --image_size=256 '
+    'python -m pejax.data --dataset=jsrt --image_size=256 '
     '--manual_dir=$HOME/tensorflow_datasets/downloads/manual': 'needs the real JSRT files',
-    'python -m pejax.datasets --dataset=acdc --image_size=256 '
+    'python -m pejax.data --dataset=acdc --image_size=256 '
     '--manual_dir=$HOME/tensorflow_datasets/downloads/manual': 'needs the real ACDC files',
     'tfds build data_builders/jsrt --config=size_256 '
     '--manual_dir=$HOME/tensorflow_datasets/downloads/manual': 'needs the real JSRT files',
     'tfds build data_builders/acdc --config=size_256 '
     '--manual_dir=$HOME/tensorflow_datasets/downloads/manual': 'needs the real ACDC files',
-    'python -m pejax.datasets --dataset=jsrt --image_size=256 --data_dir=/tmp/tfds '
+    'python -m pejax.data --dataset=jsrt --image_size=256 --data_dir=/tmp/tfds '
     '--manual_dir=...': 'needs the real JSRT files',
     'python main.py --config=configs/unet_pe.py --config.dataset=jsrt': 'needs the real JSRT files',
     'python main.py --config=configs/paper/laptop_all.py --workdir=runs/laptop':
@@ -185,7 +185,7 @@ def test_readme_commands_and_examples_run_from_a_fresh_checkout(fresh_checkout):
   log = run(folder, by_readme['python main.py --config=... --workdir=W --mode=evaluate'])
   assert 'Restored the checkpoints of epoch 2.' in log
 
-  for command in ('python -m pejax.report --workdir=W',
+  for command in ('python -m pejax.reporting --workdir=W',
                   'python main.py --mode=report --workdir=W'):
     run(folder, by_readme[command])
     assert 'from 1 finished run' in (folder / 'runs' / 'report.md').read_text()
@@ -193,7 +193,7 @@ def test_readme_commands_and_examples_run_from_a_fresh_checkout(fresh_checkout):
   log = run(folder, by_readme['pejax --config=unet_pe:quick'])
   assert 'is finished; not retraining it' in log
 
-  run(folder, by_readme['python -m pejax.datasets --dataset=phantoms --image_size=128 '
+  run(folder, by_readme['python -m pejax.data --dataset=phantoms --image_size=128 '
                         '--picture=docs/phantoms.png'])
   assert Image.open(folder / 'docs' / 'phantoms.png').size[0] > 100
 

@@ -25,8 +25,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from pejax import (checkpoints, cli, configuration, epochs, input_pipeline, robustness, train,
-                   workdir as workdir_lib)
+from pejax import cli, configuration, train
+from pejax.data import input_pipeline
+from pejax.evaluation import grid_results
+from pejax.models import epochs
+from pejax import storage
+from pejax.runs import checkpoints, folder, run_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, 'tests', 'reliability_worker.py')
@@ -37,7 +41,7 @@ IMAGE_SIZE = 32
 def data_dir(tmp_path_factory):
   """The 32×32 chest phantom, built once here: the subprocesses only read it."""
   path = str(tmp_path_factory.mktemp('tfds'))
-  from pejax import datasets
+  from pejax.data import datasets
   datasets.load_splits('phantom_chest', image_size=IMAGE_SIZE, data_dir=path)
   return path
 
@@ -162,8 +166,8 @@ def trained_epochs(log):
 
 def outcome(workdir):
   """The numbers of a finished run that must not depend on how it was interrupted."""
-  results = workdir_lib.read_json(os.path.join(workdir, workdir_lib.RESULTS_FILE))
-  grid = workdir_lib.read_json(os.path.join(workdir, 'robustness.json'))
+  results = storage.read_json(os.path.join(workdir, run_files.RESULTS_FILE))
+  grid = storage.read_json(os.path.join(workdir, 'robustness.json'))
   grid.pop('seconds')
   numbers = {key: results[key] for key in ('test', 'validation', 'test_averaged_mask',
                                            'validation_averaged_mask', 'epochs', 'steps')}
@@ -310,7 +314,7 @@ def test_runs_killed_at_four_moments_resume_to_the_uninterrupted_numbers(
   assert restored_epoch(log) is None and trained_epochs(log) == [1, 2]
   committed = committed_checkpoints(workdir)
   assert committed in ([1], [1, 2])
-  assert not os.path.exists(os.path.join(workdir, workdir_lib.RESULTS_FILE))
+  assert not os.path.exists(os.path.join(workdir, run_files.RESULTS_FILE))
 
   # 2. While the checkpoint of epoch 3 is written (in Orbax's temporary folder, uncommitted).
   log = run_killed_at('checkpoint_write:3', flags, tmp_path, 'checkpoint')
@@ -327,15 +331,15 @@ def test_runs_killed_at_four_moments_resume_to_the_uninterrupted_numbers(
   assert restored_epoch(log) == 2 and trained_epochs(log) == [3, 4]
   assert committed_checkpoints(workdir) == [2, 4]
   assert uncommitted_checkpoints(workdir) == []
-  assert not os.path.exists(os.path.join(workdir, workdir_lib.RESULTS_FILE))
+  assert not os.path.exists(os.path.join(workdir, run_files.RESULTS_FILE))
 
   # 4. While results.json is written (the robustness files are already there): the half
   # written file is a temporary one beside it, and the run does not count as finished.
   log = run_killed_at('results_write', flags, tmp_path, 'results')
   assert restored_epoch(log) == 4 and trained_epochs(log) == []
   assert os.path.exists(os.path.join(workdir, 'robustness.json'))
-  assert not os.path.exists(os.path.join(workdir, workdir_lib.RESULTS_FILE))
-  assert len(glob.glob(os.path.join(workdir, f'.{workdir_lib.RESULTS_FILE}.*.tmp'))) == 1
+  assert not os.path.exists(os.path.join(workdir, run_files.RESULTS_FILE))
+  assert len(glob.glob(os.path.join(workdir, f'.{run_files.RESULTS_FILE}.*.tmp'))) == 1
 
   # The same command once more finishes the run with the uninterrupted run's numbers.
   log = Process(flags, tmp_path / 'last.log').finish()
@@ -398,7 +402,7 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
   assert 'training stopped, the last good checkpoint (epoch 2) is kept in' in message
   assert calls['epochs'] == 3  # nothing trained after the bad epoch
   assert committed_checkpoints(workdir) == [1, 2]
-  assert not os.path.exists(os.path.join(workdir, workdir_lib.RESULTS_FILE))
+  assert not os.path.exists(os.path.join(workdir, run_files.RESULTS_FILE))
   # The kept checkpoint is the good state of epoch 2.
   manager = ocp.CheckpointManager(os.path.join(workdir, checkpoints.CHECKPOINT_FOLDER))
   state = manager.restore(2)
@@ -414,7 +418,7 @@ def test_absurd_learning_rate_stops_at_the_first_non_finite_step(data_dir, tmp_p
                      r'\(now 1e\+30\)'):
     cli.run(small_config(data_dir, learning_rate=1e30), workdir)
   assert committed_checkpoints(workdir) == []
-  assert not os.path.exists(os.path.join(workdir, workdir_lib.RESULTS_FILE))
+  assert not os.path.exists(os.path.join(workdir, run_files.RESULTS_FILE))
 
 
 # ----------------------------------------------------------------------------- 4. multi-process
@@ -466,15 +470,15 @@ def test_two_processes_train_like_one_process_with_two_devices(data_dir, tmp_pat
   for process in pair + [single]:
     process.finish()
   assert 'Generating dataset' in pair[0].log() and 'Generating dataset' not in pair[1].log()
-  one = workdir_lib.read_json(str(tmp_path / 'single' / workdir_lib.RESULTS_FILE))
-  two = workdir_lib.read_json(os.path.join(workdir, workdir_lib.RESULTS_FILE))
+  one = storage.read_json(str(tmp_path / 'single' / run_files.RESULTS_FILE))
+  two = storage.read_json(os.path.join(workdir, run_files.RESULTS_FILE))
   assert (one['devices'], one['processes'], two['devices'], two['processes']) == (2, 1, 2, 2)
   for split in ('test', 'validation', 'test_averaged_mask'):
     for key, value in one[split].items():
       assert two[split][key] == pytest.approx(value, abs=1e-5), (split, key)
-  grids = [workdir_lib.read_json(os.path.join(folder, 'robustness.json'))
+  grids = [storage.read_json(os.path.join(folder, 'robustness.json'))
            for folder in (str(tmp_path / 'single'), workdir)]
-  rows = [{(row['condition'], row['level']): row['dice'] for row in robustness.result_rows(grid)}
+  rows = [{(row['condition'], row['level']): row['dice'] for row in grid_results.result_rows(grid)}
           for grid in grids]
   assert rows[1].keys() == rows[0].keys() and len(rows[0]) > 3
   for key, value in rows[0].items():
@@ -541,28 +545,28 @@ def test_a_killed_process_makes_the_other_exit_with_an_error(data_dir, tmp_path)
 
 def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
   path = str(tmp_path / 'results.json')
-  workdir_lib.write_json(path, {'dice': 0.9})
+  storage.write_json(path, {'dice': 0.9})
 
   # json.dump has written part of the new file when it meets something it cannot encode.
   with pytest.raises(TypeError):
-    workdir_lib.write_json(path, {'dice': 0.5, 'zzz': object()})
-  assert workdir_lib.read_json(path) == {'dice': 0.9}
+    storage.write_json(path, {'dice': 0.5, 'zzz': object()})
+  assert storage.read_json(path) == {'dice': 0.9}
   assert os.listdir(tmp_path) == ['results.json']
 
   def interrupted(handle):
     handle.write('{"dice": 0.')
     raise KeyboardInterrupt
   with pytest.raises(KeyboardInterrupt):
-    workdir_lib.write_atomically(path, interrupted)
-  assert workdir_lib.read_json(path) == {'dice': 0.9}
+    storage.write_atomically(path, interrupted)
+  assert storage.read_json(path) == {'dice': 0.9}
   assert os.listdir(tmp_path) == ['results.json']
 
   def full_disk(*args):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
   monkeypatch.setattr(os, 'replace', full_disk)
   with pytest.raises(OSError, match='No space left'):
-    workdir_lib.write_json(path, {'dice': 0.5})
-  assert workdir_lib.read_json(path) == {'dice': 0.9}
+    storage.write_json(path, {'dice': 0.5})
+  assert storage.read_json(path) == {'dice': 0.9}
   assert os.listdir(tmp_path) == ['results.json']
 
 
@@ -596,7 +600,7 @@ def test_a_workdir_that_is_a_file_is_refused_as_such(tmp_path):
   (tmp_path / 'run').write_text('not a folder')
   with pytest.raises(OSError, match=rf'the workdir {tmp_path / "run"} is a file, not a folder; '
                      r'choose another --workdir or move the file away\.'):
-    workdir_lib.check_writable(str(tmp_path / 'run'), 0)
+    folder.check_writable(str(tmp_path / 'run'), 0)
 
 
 @pytest.mark.parametrize('where', ['in_a_read_only_folder', 'read_only', 'under_a_file'])
@@ -612,7 +616,7 @@ def test_an_unwritable_workdir_is_refused(tmp_path, monkeypatch, where):
     workdir = tmp_path / 'run'
   with pytest.raises(OSError, match=rf'the workdir {workdir} is not writable \(.+\); choose '
                      r'another --workdir or fix its permissions\.'):
-    workdir_lib.check_writable(str(workdir), 0)
+    folder.check_writable(str(workdir), 0)
   assert not os.path.exists(workdir) or os.listdir(workdir) == []
 
 
@@ -623,7 +627,7 @@ def test_processes_sharing_a_workdir_probe_it_without_disturbing_each_other(tmp_
   def probe_many_times():
     try:
       for _ in range(200):
-        workdir_lib.check_writable(workdir, 0)
+        folder.check_writable(workdir, 0)
     except OSError as error:
       errors.append(error)
 

@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from pejax import aggregation, claims, configuration, report, report_sections, workdir as workdir_lib
+from pejax import configuration
+from pejax.reporting import aggregation, claims, report, sections
+from pejax import storage
+from pejax.runs import run_files
 
 CHEST_CLASSES = ['right_lung', 'left_lung', 'heart']
 CARDIAC_CLASSES = ['right_ventricle', 'myocardium', 'left_ventricle']
@@ -65,12 +68,12 @@ def write_run(folder, *, clean, noise_drop=0.1, shift_drop=0.1, robustness=True,
       'timings': {'train_seconds': 36.0, 'median_epoch_seconds': 1.0},
       'convergence': {'converged': converged, 'gain': 0.0 if converged else 0.05},
   }
-  workdir_lib.write_json(os.path.join(folder, 'config.json'), config)
+  storage.write_json(os.path.join(folder, 'config.json'), config)
   if robustness:
     results['robustness_file'] = 'robustness.json'
-    workdir_lib.write_json(os.path.join(folder, 'robustness.json'),
+    storage.write_json(os.path.join(folder, 'robustness.json'),
                      robustness_result(clean, noise_drop, shift_drop, classes))
-  workdir_lib.write_json(os.path.join(folder, 'results.json'), results)
+  storage.write_json(os.path.join(folder, 'results.json'), results)
 
 
 def write_setting(root, name, clean, seeds=3, pe=None, unconverged_seeds=(), **kwargs):
@@ -132,11 +135,11 @@ def build_sweep(root):
                 dataset='phantom_chest', model=model, position_jitter=jitter, use_pe=True,
                 pe_scale=256.0)
   # An unfinished run: settings written, no results yet.
-  workdir_lib.write_json(os.path.join(root, 'jsrt_unet_unfinished', 'config.json'), {'seed': 9})
+  storage.write_json(os.path.join(root, 'jsrt_unet_unfinished', 'config.json'), {'seed': 9})
 
 
 def collect_runs(root):
-  return workdir_lib.scan_runs(root)[0]
+  return run_files.scan_runs(root)[0]
 
 
 NUM_RUNS = 4 * 3 + 2 * 3 + 2 * 3 + 2 * 2 * 2 + 2 * 2 + 4 * 2 * 2
@@ -174,7 +177,7 @@ def table_row(text, first_cell):
 
 def test_collect_runs_skips_unfinished(sweep):
   root, _, text = sweep
-  runs, unfinished = workdir_lib.scan_runs(root)
+  runs, unfinished = run_files.scan_runs(root)
   assert len(runs) == NUM_RUNS
   assert unfinished == ['jsrt_unet_unfinished']
   assert len(collect_runs(root)) == NUM_RUNS
@@ -244,7 +247,7 @@ def test_jitter_benefit_is_paired_by_seed(sweep):
   _, _, text = sweep
   jitter = block(text, '**chest phantom: PE benefit versus position jitter**')
   for (model, value), (without, with_pe) in JITTER.items():
-    title = report_sections.MODEL_TITLES[model]
+    title = sections.MODEL_TITLES[model]
     rows = [line for line in jitter.splitlines() if line.startswith(f'| {title} | {value:g} |')]
     assert len(rows) == 1, rows
     cells = [cell.strip() for cell in rows[0].strip('|').split('|')]
@@ -329,8 +332,8 @@ def test_only_sections_with_runs(tmp_path):
 
 
 def test_cli_fails_without_finished_runs(tmp_path):
-  workdir_lib.write_json(str(tmp_path / 'unfinished' / 'config.json'), {'seed': 0})
-  failed = subprocess.run([sys.executable, '-m', 'pejax.report', f'--workdir={tmp_path}'],
+  storage.write_json(str(tmp_path / 'unfinished' / 'config.json'), {'seed': 0})
+  failed = subprocess.run([sys.executable, '-m', 'pejax.reporting', f'--workdir={tmp_path}'],
                           capture_output=True, text=True, timeout=120)
   assert failed.returncode != 0
   assert 'holds no finished run' in failed.stderr
@@ -365,7 +368,7 @@ def test_claims_not_assessed_where_a_class_is_never_found(tmp_path):
     results = json.load(open(path))
     first = f'dice_{results["class_names"][0]}'
     results['test'][first] = results['test_averaged_mask'][first]
-    workdir_lib.write_json(path, results)
+    storage.write_json(path, results)
   verdicts = claim_verdicts(tmp_path)
   assert verdicts['noise_robustness'].status == claims.NOT_ASSESSED
   assert 'right_ventricle Dice' in verdicts['noise_robustness'].numbers
@@ -424,7 +427,7 @@ def test_a_new_report_removes_the_figures_only_an_old_one_wrote(tmp_path):
   assert '## Part' not in text
   pngs = sorted(n for n in os.listdir(tmp_path) if n.endswith('.png'))
   assert pngs == ['fig2_phantom_chest_unet.png', 'fig5_phantom_chest_shift.png', 'my_figure.png']
-  assert json.load(open(tmp_path / workdir_lib.FIGURES_FILE)) == {
+  assert json.load(open(tmp_path / run_files.FIGURES_FILE)) == {
       'figures': ['fig2_phantom_chest_unet.png', 'fig5_phantom_chest_shift.png']}
 
 
@@ -441,7 +444,7 @@ def test_claims_compare_per_image_values_from_the_per_case_files(tmp_path):
     shift = seed_shift[int(folder.split('seed')[1])]
     rows = [{'condition': 'clean', 'level': 0, 'parameter': '', 'id': f'img{i:02d}',
              'dice': clean + shift + image_shift[i] + 0.01 * rng.normal()} for i in range(40)]
-    workdir_lib.write_csv(os.path.join(tmp_path, folder, workdir_lib.ROBUSTNESS_CASES_CSV),
+    storage.write_csv(os.path.join(tmp_path, folder, run_files.ROBUSTNESS_CASES_CSV),
                           rows, ['condition', 'level', 'parameter', 'id', 'dice'])
   runs = collect_runs(str(tmp_path))
   assert all(len(run.per_image) == 40 and ('clean', 0) in run.per_image['img00']
@@ -466,7 +469,7 @@ def test_example_predictions_side_by_side(tmp_path):
       write_run(str(folder), clean=0.9, seed=seed, dataset='jsrt', use_pe=pe is not None,
                 pe_scale=pe or 1.0)
       if pe != 1.0 or seed == 1:  # λ=1: only seed 1 has examples
-        workdir_lib.write_examples(str(folder), dict(
+        run_files.write_examples(str(folder), dict(
             common, image_id=np.asarray(image_id),
             predictions=np.full((3, 16, 16), seed + (pe or 0) % 3, np.uint8)))
   text = open(report.write_report(str(tmp_path))).read()

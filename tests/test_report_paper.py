@@ -7,8 +7,8 @@ import math
 import pytest
 from test_report import CARDIAC_CLASSES, CLASSES, block, write_run, write_setting
 
-from pejax import paper_comparison, report
-from pejax.statistics import Stat
+from pejax.reporting import paper_comparison, report
+from pejax.reporting.paired_statistics import Stat
 
 # Every run: 100 epochs of batch 8; write_run gives 30 training images unless told.
 SCALE = {'num_epochs': 100, 'batch_size': 8}

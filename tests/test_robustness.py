@@ -6,9 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pejax import (choices, configuration, corruptions, datasets, input_pipeline, robustness,
-                   visualize, workdir as workdir_lib)
-from pejax.metrics import dice_sums, finalize_dice
+from pejax import choices, configuration
+from pejax.data import datasets, input_pipeline
+from pejax.evaluation import corruptions, figures, grid_results, robustness
+from pejax.runs import run_files
+from pejax.models.dice import dice_sums, finalize_dice
 
 NUM_IMAGES, SIZE = 10, 32
 CLASS_NAMES = ['right_lung', 'left_lung', 'heart']
@@ -194,8 +196,8 @@ def test_paper_literal_blur_list_is_accepted():
 def test_write_robustness_json_and_csv(grid, tmp_path):
   result = dict(grid)
   result['clean'] = dict(grid['clean'], dice_heart=float('nan'))
-  json_path, csv_path = workdir_lib.write_robustness(str(tmp_path), result,
-                                                     robustness.result_rows(result))
+  json_path, csv_path = run_files.write_robustness(str(tmp_path), result,
+                                                     grid_results.result_rows(result))
   assert sorted(os.listdir(tmp_path)) == ['robustness.csv', 'robustness.json']
   with open(json_path) as f:
     loaded = json.load(f)
@@ -216,7 +218,7 @@ def test_aggregate_and_plots(grid, tmp_path):
   for name in robustness.CORRUPTIONS:
     for dice in shifted[name].values():
       dice['dice'] -= 0.1
-  mean, std = robustness.aggregate_robustness([grid, shifted])
+  mean, std = grid_results.aggregate_robustness([grid, shifted])
   assert mean['gaussian_noise']['2']['dice'] == pytest.approx(
       grid['gaussian_noise']['2']['dice'] - 0.05)
   assert std['gaussian_noise']['2']['dice'] == pytest.approx(0.05)
@@ -224,11 +226,11 @@ def test_aggregate_and_plots(grid, tmp_path):
   curves = [{'label': 'w/o PE', 'result': grid},
             {'label': 'two seeds', 'result': mean, 'std': std, 'style': {'linestyle': '--'}}]
   references = [('averaged mask', 0.5)]
-  pixels = visualize.plot_corruptions(curves, str(tmp_path / 'corruptions.png'),
+  pixels = figures.plot_corruptions(curves, str(tmp_path / 'corruptions.png'),
                                        references=references, title='phantom')
   assert pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[-1] == 3
   assert pixels.shape[1] > pixels.shape[0]
-  pixels = visualize.plot_shifts(curves, str(tmp_path / 'shifts.png'), references=references)
+  pixels = figures.plot_shifts(curves, str(tmp_path / 'shifts.png'), references=references)
   assert pixels.dtype == np.uint8 and pixels.shape[-1] == 3
   assert sorted(os.listdir(tmp_path)) == ['corruptions.png', 'shifts.png']
   with open(tmp_path / 'shifts.png', 'rb') as f:

@@ -11,7 +11,10 @@ import textwrap
 
 import pytest
 
-from pejax import epochs, errors, run_lock, train, workdir as workdir_lib
+from pejax import errors, train
+from pejax.models import epochs
+from pejax import storage
+from pejax.runs import run_files, run_lock
 from test_reliability import (REPO, WORKER, Process, command_line, data_dir, small_config,
                               trained_epochs)
 
@@ -62,7 +65,7 @@ def test_a_run_folder_is_locked_by_one_holder_and_released_on_exit(tmp_path):
       [sys.executable, '-c', textwrap.dedent(f"""
           import sys, time
           sys.path.insert(0, {REPO!r})
-          from pejax import run_lock
+          from pejax.runs import run_lock
           run_lock.RunLock({workdir!r}).acquire()
           print('held', flush=True)
           time.sleep(600)""")], stdout=subprocess.PIPE, text=True)
@@ -100,7 +103,7 @@ def test_a_second_training_or_evaluation_stops_at_start_naming_the_first(data_di
   first.kill()
   log = Process(flags, tmp_path / 'resumed.log').finish()
   assert trained_epochs(log)[-1] == 4
-  assert workdir_lib.is_finished(workdir)
+  assert run_files.is_finished(workdir)
   assert run_lock.LOCK_FILE not in os.listdir(workdir)
 
 
@@ -117,19 +120,19 @@ def test_evaluating_an_interrupted_run_writes_results_marked_partial(data_dir, t
   assert partial['epochs'] == 2 and partial['finished'] is False
   assert any('trained 2 of 4 epochs: its results.json is marked partial' in r.getMessage()
              for r in caplog.records)
-  assert workdir_lib.read_json(os.path.join(workdir, 'results.json'))['finished'] is False
-  assert not workdir_lib.is_finished(workdir)
-  runs, unfinished = workdir_lib.scan_runs(str(tmp_path / 'sweep'))
+  assert storage.read_json(os.path.join(workdir, 'results.json'))['finished'] is False
+  assert not run_files.is_finished(workdir)
+  runs, unfinished = run_files.scan_runs(str(tmp_path / 'sweep'))
   assert runs == [] and unfinished == ['run']
 
   # The training command continues it instead of taking it as done.
   finished = train.train_and_evaluate(config, workdir)
   assert (finished['epochs'], finished['finished']) == (4, True)
-  assert workdir_lib.is_finished(workdir)
+  assert run_files.is_finished(workdir)
   # The timings cover every epoch, also those before the interruption.
   assert len(finished['timings']['epoch_seconds']) == 4
   assert finished['timings']['train_seconds'] >= sum(finished['timings']['epoch_seconds'])
-  runs, unfinished = workdir_lib.scan_runs(str(tmp_path / 'sweep'))
+  runs, unfinished = run_files.scan_runs(str(tmp_path / 'sweep'))
   assert [run.name for run in runs] == ['run'] and unfinished == []
 
 
@@ -142,7 +145,7 @@ def test_the_checkpoint_tells_the_settings_when_config_json_is_missing_or_damage
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(config, workdir)
   config_path = os.path.join(workdir, 'config.json')
-  stored = workdir_lib.read_json(config_path)
+  stored = storage.read_json(config_path)
   other = small_config(data_dir, num_epochs=2, pe_scale=10.0)
   for damage in ('missing', 'damaged'):
     if damage == 'missing':
@@ -158,7 +161,7 @@ def test_the_checkpoint_tells_the_settings_when_config_json_is_missing_or_damage
     assert evaluated['config']['pe_scale'] == 1.0
     assert f'{config_path} is {damage}; the settings of the run there are read from its newest ' \
            'checkpoint' in caplog.text
-    assert workdir_lib.read_json(config_path) == stored  # written again
+    assert storage.read_json(config_path) == stored  # written again
 
 
 def test_a_damaged_config_json_without_a_checkpoint_is_named(data_dir, tmp_path):
@@ -180,7 +183,7 @@ def test_a_damaged_results_json_is_evaluated_again(data_dir, tmp_path, caplog):
   for mode in ('train', 'evaluate'):
     with open(results_path, 'w') as f:
       f.write('{"config": {"num_ep')
-    assert not workdir_lib.is_finished(workdir)
+    assert not run_files.is_finished(workdir)
     caplog.clear()
     again = train.train_and_evaluate(config, workdir, evaluate_only=mode == 'evaluate')
     assert f'Skipping {results_path}: it cannot be read' in caplog.text
@@ -193,7 +196,7 @@ def test_a_damaged_history_is_warned_about_and_the_run_continues(data_dir, tmp_p
   config = small_config(data_dir)
   workdir = str(tmp_path / 'run')
   interrupted_run(config, workdir, monkeypatch, after_epoch=2)
-  history_path = os.path.join(workdir, workdir_lib.HISTORY_FILE)
+  history_path = os.path.join(workdir, run_files.HISTORY_FILE)
   with open(history_path, 'w') as f:
     f.write('{"train_loss": [[1, 0.9], [2, ')
   caplog.set_level('WARNING')
@@ -201,4 +204,4 @@ def test_a_damaged_history_is_warned_about_and_the_run_continues(data_dir, tmp_p
   assert f'Skipping {history_path}: it cannot be read' in caplog.text
   assert finished['finished'] is True
   # The curve restarts at the resumed epochs; the run's numbers do not depend on it.
-  assert [epoch for epoch, _ in workdir_lib.read_history(workdir, 4)['train_loss']] == [3, 4]
+  assert [epoch for epoch, _ in run_files.read_history(workdir, 4)['train_loss']] == [3, 4]

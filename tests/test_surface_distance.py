@@ -1,4 +1,4 @@
-"""pejax.surface_distance against hand-computed answers and two independent references.
+"""pejax.evaluation.surface_distance against hand-computed answers and two independent references.
 
 References: medpy.metric.binary (hd95, asd, assd: same surface and HD95 definition, its own
 code) and, below, a brute-force one written here with a different algorithm (surface by
@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from pejax import surface_distance as sd
+from data_builders import conventions
+from pejax.evaluation import surface_distance as sd
 
 
 def brute_surface(mask):
@@ -177,7 +178,7 @@ def test_matches_brute_force_pairwise_reference():
 
 def test_matches_medpy():
   medpy = pytest.importorskip('medpy.metric.binary')
-  settings = [((64, 48), None), ((40, 40), sd.jsrt_pixel_spacing(256)), ((50, 30), 'random'),
+  settings = [((64, 48), None), ((40, 40), conventions.jsrt_pixel_spacing(256)), ((50, 30), 'random'),
               ((6, 32, 28), None), ((6, 32, 28), (10.0, 1.5625, 1.25)), ((5, 20, 24), 'random')]
   for prediction, truth, spacing in random_cases(2, 36, settings):
     assert abs(sd.hd95(prediction, truth, spacing)
@@ -213,7 +214,7 @@ def test_empty_structure_rule():
 
 def test_per_image_dice_equals_pejax_metrics():
   jnp = pytest.importorskip('jax.numpy')
-  from pejax import metrics
+  from pejax.models import dice
   rng = np.random.default_rng(3)
   labels = rng.integers(0, 4, (12, 16, 16)).astype(np.uint8)
   predictions = rng.integers(0, 4, (12, 16, 16)).astype(np.uint8)
@@ -226,7 +227,7 @@ def test_per_image_dice_equals_pejax_metrics():
   predictions[3] = 0
   names = ['a', 'b', 'c']
   rows = [sd.case_metrics(p, t, 4, names) for p, t in zip(predictions, labels)]
-  reference, defined = metrics.per_image_dice(jnp.asarray(predictions), jnp.asarray(labels), 4)
+  reference, defined = dice.per_image_dice(jnp.asarray(predictions), jnp.asarray(labels), 4)
   reference, defined = np.asarray(reference), np.asarray(defined)
   for row, image_dice, image_defined in zip(rows, reference, defined):
     for c, name in enumerate(names):
@@ -234,13 +235,13 @@ def test_per_image_dice_equals_pejax_metrics():
       if image_defined[c]:
         assert row[f'dice_{name}'] == pytest.approx(image_dice[c], abs=1e-6)
   for i in range(len(rows)):
-    one = metrics.finalize_dice(metrics.dice_sums(jnp.asarray(predictions[i:i + 1]),
+    one = dice.finalize_dice(dice.dice_sums(jnp.asarray(predictions[i:i + 1]),
                                                   jnp.asarray(labels[i:i + 1]), 4))
     assert np.isclose(rows[i]['dice'], one['dice'], atol=1e-6, equal_nan=True)
-  # The summary's means are the reported Dice and per-class Dice of pejax.metrics.
+  # The summary's means are the reported Dice and per-class Dice of pejax.models.dice.
   summary = sd.summarize(rows)
-  total = metrics.finalize_dice(
-      metrics.dice_sums(jnp.asarray(predictions), jnp.asarray(labels), 4), names)
+  total = dice.finalize_dice(
+      dice.dice_sums(jnp.asarray(predictions), jnp.asarray(labels), 4), names)
   assert summary['dice_mean'] == pytest.approx(total['dice'], abs=1e-6)
   for name in names:
     assert summary[f'dice_{name}_mean'] == pytest.approx(total[f'dice_{name}'], abs=1e-6)
@@ -251,7 +252,7 @@ def test_case_metrics_passes_spacing_and_default_names():
   prediction = np.zeros((8, 8), np.uint8)
   labels[2, 1:6] = 1
   prediction[4, 1:6] = 1
-  row = sd.case_metrics(prediction, labels, 2, spacing=sd.jsrt_pixel_spacing(256))
+  row = sd.case_metrics(prediction, labels, 2, spacing=conventions.jsrt_pixel_spacing(256))
   assert row['hd95_class1'] == pytest.approx(2 * 1.4)
   assert row['msd_class1'] == pytest.approx(2 * 1.4)
   with pytest.raises(ValueError):
@@ -326,7 +327,7 @@ def test_volume_rows_group_by_subject_and_phase_against_numpy():
       labels.append(truth[z])
       spacings.append(spacing_of[subject])
   order = rng.permutation(len(ids))  # slices arrive in any order
-  keys = [sd.acdc_slice_key(ids[i]) for i in order]
+  keys = [(ids[i][:10], ids[i][11:13], int(ids[i][-2:])) for i in order]  # patient007_ES_slice03
   subjects, phases, indices = (list(column) for column in zip(*keys))
   names = ['rv', 'myo', 'lv']
   rows = sd.volume_rows(np.stack(predictions)[order], np.stack(labels)[order], subjects, phases,
@@ -357,24 +358,21 @@ def test_volume_rows_reject_gaps_and_mixed_spacings():
   with pytest.raises(ValueError, match='spacings'):
     sd.volume_rows(labels, labels, ['p'] * 3, ['ED'] * 3, [0, 1, 2], 4,
                    spacings=[(10, 1, 1), (10, 1, 1), (5, 1, 1)])
-  with pytest.raises(ValueError):
-    sd.acdc_slice_key('JPCLN001')
 
 
 # --- spacing rules and import weight ----------------------------------------------------------
 
 def test_spacing_rules():
-  assert sd.jsrt_pixel_spacing(2048) == (0.175, 0.175)
-  assert sd.jsrt_pixel_spacing(256) == pytest.approx((1.4, 1.4))
+  assert conventions.jsrt_pixel_spacing(2048) == (0.175, 0.175)
+  assert conventions.jsrt_pixel_spacing(256) == pytest.approx((1.4, 1.4))
   # NIfTI (x, y, z) = (216, 256, 10) voxels of 1.5625 x 1.5625 x 10 mm, slices resized to 128:
   # rows run along y, columns along x.
-  assert sd.acdc_spacing((1.5625, 1.5625, 10.0), (216, 256, 10), 128) == pytest.approx(
+  assert conventions.acdc_spacing((1.5625, 1.5625, 10.0), (216, 256, 10), 128) == pytest.approx(
       (10.0, 1.5625 * 256 / 128, 1.5625 * 216 / 128))
-  assert sd.acdc_slice_key('patient001_ES_slice09') == ('patient001', 'ES', 9)
 
 
 def test_module_imports_no_jax_or_tensorflow():
-  code = ('import pejax.surface_distance, sys; print(sorted(m for m in sys.modules if '
+  code = ('import pejax.evaluation.surface_distance, sys; print(sorted(m for m in sys.modules if '
           'm.split(".")[0] in {"jax", "tensorflow", "tensorflow_datasets", "clu"}))')
   result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                           check=True, cwd=pathlib.Path(__file__).resolve().parents[1])

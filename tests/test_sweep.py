@@ -9,7 +9,10 @@ import sys
 import pytest
 from ml_collections.config_flags import config_flags as config_flags_lib
 
-from pejax import configuration, errors, sweep, train, workdir as workdir_lib
+from pejax import configuration, errors, sweep, train
+from pejax import storage
+from pejax.models import spec as spec_lib
+from pejax.runs import run_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,14 +63,14 @@ def test_runs_of_the_same_model_share_their_compiled_programs():
   base = configuration.quick(configuration.base_config())
   other_seed_and_scale = configuration.quick(configuration.base_config())
   other_seed_and_scale.update(seed=3, pe_scale=256.0)
-  spec, init_state = train.model_spec(base, num_classes=4)
-  assert train.model_spec(other_seed_and_scale, num_classes=4) == (spec, init_state)
+  spec, init_state = spec_lib.model_spec(base, num_classes=4)
+  assert spec_lib.model_spec(other_seed_and_scale, num_classes=4) == (spec, init_state)
   for change in ({'learning_rate': 0.01}, {'width': 8}, {'use_pe': False}, {'padding': 'reflect'},
                  {'model': 'cnn4'}, {'compute_dtype': 'bfloat16'}):
     other = configuration.quick(configuration.base_config())
     other.update(change)
-    assert train.model_spec(other, num_classes=4)[0] != spec, change
-  assert train.model_spec(base, num_classes=2)[0] != spec
+    assert spec_lib.model_spec(other, num_classes=4)[0] != spec, change
+  assert spec_lib.model_spec(base, num_classes=2)[0] != spec
 
 
 def test_unknown_setting_in_a_sweep_is_refused():
@@ -242,12 +245,12 @@ def finished_sweep(workdir):
   runs = {}
   for path in sorted(glob.glob(os.path.join(workdir, '*', 'results.json'))):
     folder = os.path.dirname(path)
-    results = workdir_lib.read_results(folder).to_json()
-    grid = workdir_lib.read_json(os.path.join(folder, workdir_lib.ROBUSTNESS_FILE))
+    results = run_files.read_results(folder).to_json()
+    grid = storage.read_json(os.path.join(folder, run_files.ROBUSTNESS_FILE))
     grid.pop('seconds')
     runs[os.path.basename(folder)] = ({key: results[key] for key in (
         'config', 'epochs', 'steps', 'test', 'validation', 'test_averaged_mask')}, grid)
-  with open(os.path.join(workdir, workdir_lib.REPORT_FILE)) as f:
+  with open(os.path.join(workdir, run_files.REPORT_FILE)) as f:
     report = [line for line in f if not line.startswith('- Made:')]
   figures = {}
   for path in sorted(glob.glob(os.path.join(workdir, '*.png'))):

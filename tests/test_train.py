@@ -17,8 +17,12 @@ import numpy as np
 import optax
 import pytest
 
-from pejax import (checkpoints, configuration, epochs, errors, evaluation, input_pipeline, steps, train,
-                   workdir as workdir_lib)
+from pejax import configuration, errors, train
+from pejax.data import input_pipeline
+from pejax.evaluation import evaluator
+from pejax.models import epochs, steps
+from pejax.models import spec as spec_lib
+from pejax.runs import checkpoints, run_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,7 +65,7 @@ def test_resume_after_interruption_gives_the_uninterrupted_results(data_dir, tmp
   monkeypatch.setattr(epochs.EpochRunner, '__call__', interrupt_in_third_epoch)
   with pytest.raises(KeyboardInterrupt):
     train.train_and_evaluate(config, workdir)
-  assert not os.path.exists(os.path.join(workdir, workdir_lib.RESULTS_FILE))
+  assert not os.path.exists(os.path.join(workdir, run_files.RESULTS_FILE))
   assert sorted(os.listdir(os.path.join(workdir, checkpoints.CHECKPOINT_FOLDER))) == ['1', '2']
   monkeypatch.setattr(epochs.EpochRunner, '__call__', original)
   resumed = train.train_and_evaluate(config, workdir)
@@ -85,10 +89,10 @@ def test_resume_after_interruption_gives_the_uninterrupted_results(data_dir, tmp
 
   # The training curve continues across the interruption as if there had been none.
   def history(folder):  # its curves, less the times
-    curves = workdir_lib.read_history(folder, config.num_epochs)
+    curves = run_files.read_history(folder, config.num_epochs)
     return {name: curves[name] for name in ('train_loss', 'eval_dice')}
   assert history(workdir) == history(str(tmp_path / 'uninterrupted'))
-  assert [epoch for epoch, _ in workdir_lib.read_history(workdir, 4)['epoch_seconds']] == [1, 2, 3, 4]
+  assert [epoch for epoch, _ in run_files.read_history(workdir, 4)['epoch_seconds']] == [1, 2, 3, 4]
   assert [epoch for epoch, _ in history(workdir)['train_loss']] == [1, 2, 3, 4]
   # Every eval_every_epochs (2), and the convergence rule's boundary epoch (3 of 4).
   assert [epoch for epoch, _ in resumed['validation_history']] == [2, 3, 4]
@@ -103,7 +107,7 @@ def test_resume_after_interruption_gives_the_uninterrupted_results(data_dir, tmp
                                         robustness=config.robustness), short)
   continued = str(tmp_path / 'continued')
   study.continue_from(short, continued, config)
-  assert not workdir_lib.is_finished(continued)
+  assert not run_files.is_finished(continued)
   extended = train.train_and_evaluate(config, continued)
   for key in ('test', 'validation', 'steps'):
     assert extended[key] == uninterrupted[key], key
@@ -150,7 +154,7 @@ def test_a_damaged_checkpoint_is_passed_over_for_the_previous_one(data_dir, tmp_
     raise KeyboardInterrupt('simulated interruption after the last checkpoint, before results')
 
   with monkeypatch.context() as patch:
-    patch.setattr(evaluation.Evaluator, 'finish_run', interrupt)
+    patch.setattr(evaluator.Evaluator, 'finish_run', interrupt)
     with pytest.raises(KeyboardInterrupt):
       train.train_and_evaluate(config, workdir)
   shutil.copytree(checkpoint_folder, str(tmp_path / 'copy'))
@@ -185,7 +189,7 @@ def test_a_damaged_checkpoint_is_passed_over_for_the_previous_one(data_dir, tmp_
   # The latest missing its item folder (a partial copy): it is named, and the intact one before
   # it is restored, as for a damaged one.
   shutil.rmtree(os.path.join(checkpoint_folder, '4', 'default'))
-  os.remove(os.path.join(workdir, workdir_lib.RESULTS_FILE))
+  os.remove(os.path.join(workdir, run_files.RESULTS_FILE))
   caplog.clear()
   resumed = train.train_and_evaluate(config, workdir)
   warnings = [r.getMessage() for r in caplog.records if 'Cannot restore' in r.getMessage()]
@@ -213,7 +217,7 @@ def test_workdir_outputs_and_evaluate_mode(data_dir, tmp_path):
   assert described['class_names'] == ['background', 'right_lung', 'left_lung', 'heart']
   assert described['software'] == results['software']
   # Per-case metrics of the clean test split agree with the device's Dice.
-  with open(os.path.join(workdir, workdir_lib.TEST_CASES_CSV)) as f:
+  with open(os.path.join(workdir, run_files.TEST_CASES_CSV)) as f:
     cases = list(csv.DictReader(f))
   assert len(cases) == 68 and cases[0]['id'] and cases[0]['distance_unit'] == 'px'
   assert {'hd95_heart', 'msd_left_lung', 'status_right_lung'} <= set(cases[0])
@@ -224,7 +228,7 @@ def test_workdir_outputs_and_evaluate_mode(data_dir, tmp_path):
   again = train.train_and_evaluate(config, workdir, evaluate_only=True)
   assert again['test'] == results['test']
   # --mode=evaluate keeps what training measured.
-  stored = workdir_lib.read_results(workdir)
+  stored = run_files.read_results(workdir)
   assert len(trained_timings['epoch_seconds']) == 2
   for key in ('epoch_seconds', 'train_seconds', 'median_epoch_seconds'):
     assert stored.timings[key] == trained_timings[key], key
@@ -269,7 +273,7 @@ def test_a_batch_filled_at_weight_zero_equals_its_examples_alone():
   """7 images filled up to 20 rows (repeated unevenly): loss, gradients and BatchNorm
   statistics of the 7 alone, as for a partial last batch or a batch rounded up to the devices."""
   config = small_config(None)  # the small CNN: three BatchNorm layers
-  spec, init_state = train.model_spec(config, num_classes=4)
+  spec, init_state = spec_lib.model_spec(config, num_classes=4)
   # Plain gradient descent with step 1: the new parameters show the gradients themselves
   # (Adam's first step is about ±learning rate whatever the gradient's size).
   spec = dataclasses.replace(spec, optimizer=optax.sgd(1.0))
@@ -296,10 +300,13 @@ PAPER_BATCH_SCRIPT = textwrap.dedent('''
     import json
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    from pejax import configuration, epochs, input_pipeline, train
+    from pejax import configuration
+    from pejax.data import input_pipeline
+    from pejax.models import epochs
+    from pejax.models import spec as spec_lib
     config = configuration.base_config()
     config.update(dict(image_size=32, model='unet', width=4))
-    spec, init_state = train.model_spec(config, num_classes=4)
+    spec, init_state = spec_lib.model_spec(config, num_classes=4)
     rng = np.random.default_rng(0)
     num_examples = 56  # steps of 20, 20 and 16 examples
     images = rng.normal(size=(num_examples, 32, 32, 1)).astype(np.float32)
@@ -308,7 +315,8 @@ PAPER_BATCH_SCRIPT = textwrap.dedent('''
     def two_epochs(devices):
       mesh = Mesh(np.asarray(devices), ('data',))
       batch_size, rows = input_pipeline.training_batch_size(num_examples, 20, mesh.size)
-      run_epoch = epochs.EpochRunner(spec, NamedSharding(mesh, P('data')), batch_size, rows, 1, False)
+      run_epoch = epochs.EpochRunner(spec, NamedSharding(mesh, P('data')), batch_size, rows,
+                                     epochs.Members(1), False)
       state = jax.jit(init_state, out_shardings=input_pipeline.replicated(mesh))(0)
       data = [input_pipeline.place_rows(array, mesh) for array in (images, labels)]
       metrics = []

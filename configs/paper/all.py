@@ -4,9 +4,9 @@
 Writes runs/paper/report.md with every table and figure beside the paper's values.
 """
 
-from pejax import experiments
+from pejax.configs.paper import common
 
 
 def get_config():
-  return experiments.sweep_config(
-      experiments.paper_scale(), experiments.all_experiments(experiments.PAPER_DATASETS, 'jsrt'))
+  return common.sweep_config(
+      common.paper_scale(), common.all_experiments(common.PAPER_DATASETS, 'jsrt'))

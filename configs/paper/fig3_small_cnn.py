@@ -4,9 +4,9 @@
 Expected (paper): no PE ≈ 0.5 (JSRT), < 0.1 (ACDC); λ=256 ≈ 0.9 (JSRT), ≈ 0.55 (ACDC).
 """
 
-from pejax import experiments
+from pejax.configs.paper import common
 
 
 def get_config():
-  return experiments.sweep_config(experiments.paper_scale(),
-                                  experiments.fig3_small_cnn(experiments.PAPER_DATASETS))
+  return common.sweep_config(common.paper_scale(),
+                                  common.fig3_small_cnn(common.PAPER_DATASETS))

@@ -5,9 +5,9 @@ Expected (paper): on JSRT, reflection padding without PE is less robust to noise
 padding; with PE the gap closes.
 """
 
-from pejax import experiments
+from pejax.configs.paper import common
 
 
 def get_config():
-  return experiments.sweep_config(experiments.paper_scale(),
-                                  experiments.fig4_padding(experiments.PAPER_DATASETS))
+  return common.sweep_config(common.paper_scale(),
+                                  common.fig4_padding(common.PAPER_DATASETS))

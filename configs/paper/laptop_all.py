@@ -1,5 +1,5 @@
 """Every experiment of the paper on JSRT and ACDC at a laptop's scale (64×64, width 16), three
-seeds, on schedules in optimizer steps (pejax.experiments.CPU_STEPS): U-Net 800 steps on JSRT
+seeds, on schedules in optimizer steps (pejax.configs.paper.common.CPU_STEPS): U-Net 800 steps on JSRT
 (100 epochs) and 2,040 on ACDC (30), small CNN 2,400 (300 / 36 epochs), Table 2's 5- and
 10-image subsets 400; 60 runs.
 
@@ -10,10 +10,10 @@ phantom runs of the same shapes and data sizes (2026-12-02; BENCHMARKS.md, "Trai
 not measured on the real data: about 4.7 hours (a JSRT U-Net run 2.5 minutes, an ACDC one 10).
 """
 
-from pejax import experiments
+from pejax.configs.paper import common
 
 
 def get_config():
-  return experiments.sweep_config(
-      experiments.cpu_scale(),
-      experiments.laptop_experiments())
+  return common.sweep_config(
+      common.cpu_scale(),
+      common.laptop_experiments())

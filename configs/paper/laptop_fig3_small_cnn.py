@@ -7,10 +7,10 @@ phantom runs of the same shapes (2026-12-02; an epoch 0.5 s on JSRT's size, 5.0 
 about 40 minutes.
 """
 
-from pejax import experiments
+from pejax.configs.paper import common
 
 
 def get_config():
-  return experiments.sweep_config(
-      experiments.cpu_scale(),
-      experiments.cpu_experiment(experiments.fig3_small_cnn, experiments.PAPER_DATASETS, 'cnn4'))
+  return common.sweep_config(
+      common.cpu_scale(),
+      common.cpu_experiment(common.fig3_small_cnn, common.PAPER_DATASETS, 'cnn4'))

@@ -8,10 +8,10 @@ schedule"), not measured on the real data: about 2.5 hours (JSRT runs 2.5 minute
 runs 10: 30 epochs of 17.6 s, the robustness grid over 384 slices 42 s, per-case files 17 s).
 """
 
-from pejax import experiments
+from pejax.configs.paper import common
 
 
 def get_config():
-  return experiments.sweep_config(
-      experiments.cpu_scale(),
-      experiments.cpu_experiment(experiments.table1_fig2, experiments.PAPER_DATASETS))
+  return common.sweep_config(
+      common.cpu_scale(),
+      common.cpu_experiment(common.table1_fig2, common.PAPER_DATASETS))

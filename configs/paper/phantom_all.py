@@ -13,10 +13,10 @@ schedule study (2026-12-02; BENCHMARKS.md); the chest part's runs are the schedu
 (no PE − λ=1); Table 2's does not hold. The cardiac part was not yet run at these schedules.
 """
 
-from pejax import experiments
+from pejax.configs.paper import common
 
 
 def get_config():
-  return experiments.sweep_config(
-      experiments.cpu_scale(),
-      experiments.phantom_experiments())
+  return common.sweep_config(
+      common.cpu_scale(),
+      common.phantom_experiments())

@@ -6,10 +6,10 @@ Writes runs/phantom_paper/report.md. About 40 minutes on a 2-core CPU (estimated
 BENCHMARKS.md); results: README, "Training schedule".
 """
 
-from pejax import experiments
+from pejax.configs.paper import common
 
 
 def get_config():
-  return experiments.sweep_config(
-      experiments.cpu_scale(),
-      experiments.cpu_experiment(experiments.fig3_small_cnn, experiments.PHANTOMS, 'cnn4'))
+  return common.sweep_config(
+      common.cpu_scale(),
+      common.cpu_experiment(common.fig3_small_cnn, common.PHANTOMS, 'cnn4'))

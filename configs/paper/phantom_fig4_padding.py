@@ -6,10 +6,10 @@ Writes runs/phantom_paper/report.md. About 2.5 hours on a 2-core CPU (estimated,
 BENCHMARKS.md); results: README, "Training schedule" (chest phantom: the claim holds at 800 steps).
 """
 
-from pejax import experiments
+from pejax.configs.paper import common
 
 
 def get_config():
-  return experiments.sweep_config(
-      experiments.cpu_scale(),
-      experiments.cpu_experiment(experiments.fig4_padding, experiments.PHANTOMS))
+  return common.sweep_config(
+      common.cpu_scale(),
+      common.cpu_experiment(common.fig4_padding, common.PHANTOMS))

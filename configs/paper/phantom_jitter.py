@@ -5,10 +5,10 @@ steps and U-Net 800, 64×64, width 16, no grids), three seeds; 36 runs.
 Writes runs/phantom_paper/report.md. About 1.5 hours on a 2-core CPU (estimated, BENCHMARKS.md).
 """
 
-from pejax import experiments
+from pejax.configs.paper import common
 
 
 def get_config():
-  return experiments.sweep_config(
-      experiments.cpu_scale(),
-      experiments.phantom_jitter())
+  return common.sweep_config(
+      common.cpu_scale(),
+      common.phantom_jitter())

@@ -6,10 +6,10 @@ Writes runs/phantom_paper/report.md. About 2.5 hours on a 2-core CPU (estimated,
 results: README, "Training schedule" (chest phantom, 800 steps).
 """
 
-from pejax import experiments
+from pejax.configs.paper import common
 
 
 def get_config():
-  return experiments.sweep_config(
-      experiments.cpu_scale(),
-      experiments.cpu_experiment(experiments.table1_fig2, experiments.PHANTOMS))
+  return common.sweep_config(
+      common.cpu_scale(),
+      common.cpu_experiment(common.table1_fig2, common.PHANTOMS))

@@ -6,10 +6,10 @@ Writes runs/phantom_paper/report.md. About 30 minutes on a 2-core CPU (estimated
 BENCHMARKS.md); results: README, "Training schedule" (the claim does not hold on the phantom).
 """
 
-from pejax import experiments
+from pejax.configs.paper import common
 
 
 def get_config():
-  return experiments.sweep_config(
-      experiments.cpu_scale(),
-      experiments.cpu_table2('phantom_chest', sizes=(None, 10, 5)))
+  return common.sweep_config(
+      common.cpu_scale(),
+      common.cpu_table2('phantom_chest', sizes=(None, 10, 5)))

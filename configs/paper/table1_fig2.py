@@ -6,9 +6,9 @@ Expected (paper Table 1): JSRT 0.9673 / 0.9649 / 0.9637 / 0.9599; ACDC 0.8496 / 
 0.8557 / 0.8347 (no PE / λ=1 / 10 / 256). Needs the JSRT and ACDC downloads (README).
 """
 
-from pejax import experiments
+from pejax.configs.paper import common
 
 
 def get_config():
-  return experiments.sweep_config(experiments.paper_scale(),
-                                  experiments.table1_fig2(experiments.PAPER_DATASETS))
+  return common.sweep_config(common.paper_scale(),
+                                  common.table1_fig2(common.PAPER_DATASETS))

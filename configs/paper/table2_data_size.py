@@ -4,8 +4,8 @@
 Expected (paper): 156 images 0.9673 | 0.9599; 10 images 0.8813 | 0.9020; 5 images 0.8700 | 0.8774.
 """
 
-from pejax import experiments
+from pejax.configs.paper import common
 
 
 def get_config():
-  return experiments.sweep_config(experiments.paper_scale(), experiments.table2_data_size('jsrt'))
+  return common.sweep_config(common.paper_scale(), common.table2_data_size('jsrt'))

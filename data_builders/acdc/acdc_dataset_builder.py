@@ -29,7 +29,7 @@ Stored per example (one short-axis slice of the ED or ES volume):
   id: "patient001_ED_slice03"; subject: "patient001"; phase: "ED" or "ES";
   slice_index: index along the volume's third (NIfTI) or first (HDF5) axis, from 0.
   spacing: float32 (3,), millimetres: (slice distance, row spacing, column spacing) of the
-    stored S x S slice (`pejax.surface_distance.acdc_spacing` of the NIfTI header's voxel
+    stored S x S slice (`data_builders.conventions.acdc_spacing` of the NIfTI header's voxel
     size, after the resize); NaN for the HDF5 copies, which carry no voxel size.
 """
 
@@ -42,12 +42,11 @@ from absl import logging
 import h5py
 import nibabel
 import numpy as np
-from PIL import Image
 import tensorflow_datasets as tfds
 
 # A damaged or wrong file is the user's to replace: pejax's commands say so in one line.
 from pejax.errors import SourceFileError
-from pejax.surface_distance import acdc_spacing
+from data_builders.conventions import acdc_spacing, resize_image, resize_label, scale_intensities
 
 NUM_CLASSES = 4
 CLASS_NAMES = ('background', 'right_ventricle', 'myocardium', 'left_ventricle')
@@ -127,30 +126,6 @@ class AcdcConfig(tfds.core.BuilderConfig):
   """
   image_size: int = 256
   allow_missing_subjects: bool = False
-
-
-def scale_intensities(volume, low_percentile=0.5, high_percentile=99.5):
-  """Clips a volume at two percentiles and maps that range to [0, 1]."""
-  volume = np.asarray(volume, np.float64)
-  low, high = np.percentile(volume, [low_percentile, high_percentile])
-  if high <= low:  # constant volume
-    return np.zeros(volume.shape, np.float32)
-  return ((np.clip(volume, low, high) - low) / (high - low)).astype(np.float32)
-
-
-def resize_image(image, size, resample=Image.Resampling.BILINEAR):
-  """Resizes a 2-D float image to (size, size), or to (height, width) when `size` is a pair;
-  PIL filters antialias when shrinking."""
-  height, width = (size, size) if np.isscalar(size) else size
-  resized = Image.fromarray(np.asarray(image, np.float32)).resize((width, height), resample)
-  return np.asarray(resized, np.float32)
-
-
-def resize_label(label, size, num_classes=NUM_CLASSES):
-  """Per-class area fraction in each output pixel, then argmax: invents no label."""
-  fractions = [resize_image(label == c, size, Image.Resampling.BOX)
-               for c in range(num_classes)]
-  return np.argmax(np.stack(fractions), axis=0).astype(np.uint8)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,6 +22,8 @@ from PIL import Image
 import tensorflow_datasets as tfds
 
 # A damaged or wrong file is the user's to replace: pejax's commands say so in one line.
+from data_builders.conventions import (displayed_intensities, read_raw_image, resize_image,
+                                      resize_label)
 from pejax.errors import SourceFileError
 
 NUM_CLASSES = 4
@@ -116,19 +118,6 @@ _DOWNLOAD_HINT = (
 class JsrtConfig(tfds.core.BuilderConfig):
   """Output size of the stored images and label maps."""
   image_size: int = 256
-
-
-def resize_image(image, size, resample=Image.Resampling.BOX):
-  """Resizes a 2-D float image to (size, size); BOX averages areas when shrinking."""
-  resized = Image.fromarray(np.asarray(image, np.float32)).resize((size, size), resample)
-  return np.asarray(resized, np.float32)
-
-
-def resize_label(label, size, num_classes=NUM_CLASSES):
-  """Per-class area fraction in each output pixel, then argmax: invents no label."""
-  fractions = [resize_image(label == c, size, Image.Resampling.BOX)
-               for c in range(num_classes)]
-  return np.argmax(np.stack(fractions), axis=0).astype(np.uint8)
 
 
 def _folder_key(name):
@@ -274,7 +263,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       image = self._read_image(images[image_id])
       label = self._read_label([(masks[(s, image_id)], c) for s, c in _MASK_CLASSES])
       yield image_id, {
-          'image': np.clip(resize_image(image, size), 0.0, 1.0)[..., None],
+          # BOX averages areas when shrinking a radiograph.
+          'image': np.clip(resize_image(image, size, Image.Resampling.BOX), 0.0, 1.0)[..., None],
           'label': resize_label(label, size),
           'id': image_id,
       }
@@ -304,34 +294,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     # maximum (0/255 masks and 0/1 copies both work).
     values = np.asarray(mask.convert('L'))
     return values > max(int(values.max()), 1) / 2
-
-
-def read_raw_image(path, size=2048, max_value=4095):
-  """A raw JSRT .IMG file (size x size big-endian 12-bit values, no header) as float32 in
-  [0, 1] with lungs dark: `1 - v / max_value`."""
-  n = size
-  data = path.read_bytes()
-  if len(data) != n * n * 2:
-    raise SourceFileError(
-        f'JSRT: {path} has {len(data)} bytes; a JSRT .IMG file is {n}x{n} 16-bit '
-        f'big-endian pixels without header, {n * n * 2} bytes. The file is truncated '
-        'or not a JSRT image: download or unzip it again.')
-  values = np.frombuffer(data, dtype='>u2').reshape(n, n)
-  if values.max() > max_value:
-    raise SourceFileError(
-        f'JSRT: {path} holds values up to {values.max()}, above the 12-bit range '
-        f'0..{max_value} of JSRT images: it is not a big-endian JSRT .IMG '
-        '(a byte-swapped or converted copy?). Use the file from the JSRT database.')
-  # High values are dark on film; invert so that lungs are dark.
-  return 1.0 - values.astype(np.float32) / max_value
-
-
-def displayed_intensities(image):
-  """A PIL image as displayed, gray float32 in [0, 1]: 16-bit images over 65535, others (8-bit
-  gray, colour) converted to 8-bit gray over 255."""
-  if image.mode.startswith('I'):  # 16-bit PNG ('I;16', or 'I' in older Pillow)
-    return np.asarray(image, np.float32) / 65535.0
-  return np.asarray(image.convert('L'), np.float32) / 255.0
 
 
 def _read_png_image(path):

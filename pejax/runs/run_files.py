@@ -1,0 +1,245 @@
+"""The files of a run folder and how they are read back: their names, `results.json`
+(`Results`), the training history, the robustness files, the example predictions, and the runs
+of a sweep folder (`scan_runs`).
+
+Every file is written whole (`storage.write_atomically`): a crash never leaves a half-written
+file, readers see the old file or the new one. Nothing here loads JAX or TensorFlow, so the
+report reads run folders without them.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import os
+from typing import Any
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from absl import logging
+
+from pejax import configuration, storage
+from pejax.storage import read_json, read_json_or_none, write_csv, write_json
+
+CONFIG_FILE = 'config.json'
+RESULTS_FILE = 'results.json'
+ROBUSTNESS_FILE = 'robustness.json'
+ROBUSTNESS_CSV = 'robustness.csv'
+# Per-case metrics (`pejax.evaluation.per_case`): per test image, per ACDC volume, per image and condition.
+TEST_CASES_CSV = 'test_cases.csv'
+TEST_VOLUMES_CSV = 'test_volumes.csv'
+ROBUSTNESS_CASES_CSV = 'robustness_cases.csv'
+# `pejax.evaluation.example_predictions`: a test image, its truth and predictions.
+EXAMPLES_FILE = 'examples.npz'
+# The training curve ({'train_loss': [[epoch, loss], ...], 'eval_dice': [[epoch, Dice], ...]}),
+# written as training goes, so that a resumed run keeps the epochs before the interruption.
+HISTORY_FILE = 'history.json'
+REPORT_FILE = 'report.md'
+# The figures the last report wrote, so that the next one can remove those it does not write.
+FIGURES_FILE = 'report_figures.json'
+
+
+HISTORY_CURVES = ('train_loss', 'eval_dice', 'epoch_seconds', 'train_seconds')
+
+
+def read_history(workdir: str, up_to_epoch: int | None) -> dict[str, list]:
+  """The run's training curve up to `up_to_epoch` (the restored checkpoint's epoch: what came
+  after it is trained again); empty for a new run or without the file.
+
+  Each curve is [[epoch, value], ...]: the training loss, the validation Dice, the seconds of
+  each epoch and the training time up to each epoch (so a resumed run's timings cover all its
+  epochs)."""
+  path = storage.join(workdir, HISTORY_FILE)
+  stored = (read_json_or_none(path) if up_to_epoch is not None and storage.exists(path)
+            else None) or {}
+  return {name: [[int(epoch), value] for epoch, value in stored.get(name, [])
+                 if int(epoch) <= up_to_epoch] for name in HISTORY_CURVES}
+
+
+def write_history(workdir: str, history: Mapping[str, list]) -> None:
+  write_json(storage.join(workdir, HISTORY_FILE), dict(history))
+
+
+def is_finished(workdir: str) -> bool:
+  """Whether the run in `workdir` was trained to its last epoch and evaluated. results.json
+  of an unfinished run (`--mode=evaluate` of an interrupted one) does not make it finished, and
+  a damaged one is warned about and counts as unfinished (training evaluates the run again)."""
+  results = read_results_or_none(workdir)
+  return results is not None and results.finished
+
+
+# ------------------------------------------------------------------------------ results
+
+
+@dataclasses.dataclass
+class Results:
+  """`results.json`: a finished run's settings, numbers and provenance.
+
+  Dice dicts hold 'dice' (mean over foreground classes), 'dice_<class>' and, for the model,
+  'loss'. `timings` holds 'epoch_seconds' (list), 'train_seconds', 'median_epoch_seconds',
+  'eval_seconds' and 'robustness_seconds' where measured.
+  """
+  config: dict
+  dataset: str
+  class_names: list
+  num_parameters: int
+  num_train_examples: int
+  epochs: int
+  steps: int
+  devices: int
+  processes: int
+  platform: str
+  jax_version: str
+  normalization: dict
+  validation: dict
+  test: dict
+  validation_averaged_mask: dict
+  test_averaged_mask: dict
+  timings: dict = dataclasses.field(default_factory=dict)
+  # `provenance.software()` of the run that trained the model and of its latest evaluation.
+  software: dict = dataclasses.field(default_factory=dict)
+  evaluated_with: dict = dataclasses.field(default_factory=dict)
+  # Summaries of the per-case files (`surface_distance.summarize`) and their names.
+  per_case: dict = dataclasses.field(default_factory=dict)
+  robustness_file: str | None = None   # beside results.json; None: no grid was evaluated
+  # Validation Dice per evaluated epoch, [[epoch, Dice], ...], and `convergence.assess` of it.
+  validation_history: list = dataclasses.field(default_factory=list)
+  convergence: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def finished(self) -> bool:
+    """Trained to the last epoch of its settings; False for an evaluation of an interrupted
+    run, whose results.json is marked `"finished": false`."""
+    return int(self.epochs or 0) >= int(self.config.get('num_epochs') or 0) > 0
+
+  def to_json(self) -> dict[str, Any]:
+    data = dataclasses.asdict(self)
+    if data['robustness_file'] is None:
+      del data['robustness_file']
+    data['finished'] = self.finished
+    return configuration.json_safe(data)
+
+  @classmethod
+  def from_json(cls, data: Mapping[str, Any]) -> Results:
+    """Reads what `to_json` wrote; fields of other versions are ignored, missing ones default
+    to empty (results.json of every earlier version of pejax can be read)."""
+    known = {field.name: field for field in dataclasses.fields(cls)}
+    values = {name: data[name] for name in known if name in data}
+    for name, field in known.items():
+      if name not in values and field.default is dataclasses.MISSING:
+        values[name] = {'dict': {}, 'list': []}.get(field.type)
+    return cls(**values)
+
+
+def write_results(workdir: str, results: Results) -> None:
+  write_json(storage.join(workdir, RESULTS_FILE), results.to_json())
+
+
+def read_results(workdir: str) -> Results:
+  return Results.from_json(read_json(storage.join(workdir, RESULTS_FILE)))
+
+
+def read_results_or_none(workdir: str) -> Results | None:
+  """The run's results, or None when it has none or they cannot be read (with a warning)."""
+  path = storage.join(workdir, RESULTS_FILE)
+  data = read_json_or_none(path) if storage.exists(path) else None
+  return Results.from_json(data) if isinstance(data, dict) and data.get('config') else None
+
+
+# --------------------------------------------------------------------------- robustness
+
+
+def write_robustness(workdir: str, result: Mapping, rows: Sequence[Mapping]) -> tuple[str, str]:
+  """Writes a robustness result as `robustness.json` (NaN as null) and its flat `rows` (one
+  per condition) as `robustness.csv`; returns the two paths."""
+  json_path = storage.join(workdir, ROBUSTNESS_FILE)
+  csv_path = storage.join(workdir, ROBUSTNESS_CSV)
+  write_json(json_path, result)
+  fields = ['condition', 'level', 'parameter', 'dice'] + sorted(
+      {key for row in rows for key in row if key.startswith('dice_')})
+  write_csv(csv_path, rows, fields)
+  return json_path, csv_path
+
+
+def write_examples(workdir: str, arrays: Mapping[str, Any]) -> None:
+  """The run's example predictions (`pejax.evaluation.example_predictions.collect`) as `examples.npz`."""
+  storage.write_atomically(storage.join(workdir, EXAMPLES_FILE), lambda f: np.savez(f, **arrays), 'wb')
+
+
+def read_examples(folder: str) -> dict | None:
+  """The example predictions of the run in `folder`; None if it has none."""
+  location = storage.join(folder, EXAMPLES_FILE)
+  if not storage.exists(location):
+    return None
+  with np.load(io.BytesIO(storage.path(location).read_bytes()), allow_pickle=False) as data:
+    return {name: data[name] for name in data.files}
+
+
+# -------------------------------------------------------------------------------- sweeps
+
+
+@dataclasses.dataclass
+class RunRecord:
+  """A finished run read back from its folder."""
+  name: str                    # folder relative to the sweep's workdir
+  path: str
+  config: dict
+  results: Results
+  robustness: dict | None      # the robustness result, None without a grid
+  # Per-image values, {image id: {(condition, level): Dice}} ('clean', 0), ('gaussian_noise',
+  # 5), ('shift_x', -8), ...; None where the run has no per-image files.
+  per_image: dict | None = None
+
+
+def scan_runs(workdir: str) -> tuple[list[RunRecord], list[str]]:
+  """Finished runs below `workdir` and the folders of unfinished ones (config.json only)."""
+  runs, unfinished = [], []
+  for folder, subfolders, names in storage.walk(workdir):
+    subfolders.sort()
+    if RESULTS_FILE in names:
+      subfolders.clear()  # runs are not nested; skip the checkpoints
+      data = read_json_or_none(storage.join(folder, RESULTS_FILE))
+      if data is None:
+        unfinished.append(os.path.relpath(folder, workdir))
+        continue
+      config = data.get('config')
+      if config is None and CONFIG_FILE in names:
+        config = read_json_or_none(storage.join(folder, CONFIG_FILE))
+      if not config:
+        logging.warning('Skipping %s: its results.json has no config.', folder)
+        continue
+      results = Results.from_json(dict(data, config=config))
+      if not results.finished:
+        unfinished.append(os.path.relpath(folder, workdir))
+        continue
+      robustness_path = storage.join(folder, results.robustness_file or ROBUSTNESS_FILE)
+      grid = read_json_or_none(robustness_path) if storage.exists(robustness_path) else None
+      runs.append(RunRecord(os.path.relpath(folder, workdir), folder, config, results, grid,
+                            read_per_image_dice(folder)))
+    elif CONFIG_FILE in names:
+      subfolders.clear()
+      unfinished.append(os.path.relpath(folder, workdir))
+  return runs, unfinished
+
+
+def read_per_image_dice(folder: str) -> dict | None:
+  """{image id: {(condition, level): Dice}} from a run's per-case files (every condition of
+  the grid where it was evaluated, else the clean test split), or None without them."""
+  for name in (ROBUSTNESS_CASES_CSV, TEST_CASES_CSV):
+    path = storage.join(folder, name)
+    if not storage.exists(path):
+      continue
+    values: dict = {}
+    for row in csv.DictReader(io.StringIO(storage.read_text(path))):
+      key = (row.get('condition') or 'clean', int(row.get('level') or 0))
+      values.setdefault(row['id'], {})[key] = _float_or_nan(row.get('dice'))
+    return values
+  return None
+
+
+def _float_or_nan(text: str | None) -> float:
+  try:
+    return float(text)
+  except (TypeError, ValueError):
+    return float('nan')
