@@ -222,19 +222,10 @@ def jax_batch(batch, size, seed=0):
 
 
 def jax_model_state(model, size, width, use_pe, conv_impl, dtype, seed=0):
-  import jax
-  import jax.numpy as jnp
-  import optax
-  from pejax.models import networks, encoding, steps
-  pe_scale = 1.0 if use_pe else None
-  compute_dtype = None if dtype == 'float32' else jnp.dtype(dtype)
-  net = networks.create_model(model, in_channels=encoding.input_channels(pe_scale), width=width,
-                            conv_impl=conv_impl, dtype=compute_dtype, seed=seed)
-  graphdef, params, batch_stats = steps.split_model(net)
-  spec = steps.StepSpec(graphdef=graphdef, optimizer=optax.adam(1e-3), use_pe=use_pe,
-                        compute_dtype=compute_dtype)
-  state = steps.init_train_state(spec, params, batch_stats, jax.random.key(seed))
-  return spec, state
+  """The project's StepSpec and initial state of a model (`pejax.models.spec`), 4 classes."""
+  from pejax.models import spec as spec_lib
+  spec, init_state = spec_lib.build(model, use_pe, width, 'zeros', conv_impl, dtype, 1e-3, 4)
+  return spec, init_state(seed)
 
 
 def jax_timed_steps(model, size, batch, width, use_pe, conv_impl, dtype, step_kind, donate):

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from matplotlib.backends import backend_agg
-from matplotlib import figure as mpl_figure
-from matplotlib import patches
+
+if TYPE_CHECKING:
+  from matplotlib import figure as mpl_figure
 
 from pejax import storage
 
@@ -57,6 +59,9 @@ def overlay(image, labels, alpha: float = 0.45) -> np.ndarray:
 
 def new_figure(width: float, height: float, dpi: int = 100) -> mpl_figure.Figure:
   """A figure drawn on an Agg canvas, independent of pyplot."""
+  # matplotlib only when a figure is drawn: overlays and label colours (prediction) need NumPy.
+  from matplotlib import figure as mpl_figure
+  from matplotlib.backends import backend_agg
   fig = mpl_figure.Figure(figsize=(width, height), dpi=dpi)
   backend_agg.FigureCanvasAgg(fig)
   return fig
@@ -65,6 +70,7 @@ def new_figure(width: float, height: float, dpi: int = 100) -> mpl_figure.Figure
 def figure_to_array(fig: mpl_figure.Figure) -> np.ndarray:
   """Renders `fig` to uint8 RGB (H, W, 3), e.g. for an image summary."""
   canvas = fig.canvas
+  from matplotlib.backends import backend_agg
   if not isinstance(canvas, backend_agg.FigureCanvasAgg):
     canvas = backend_agg.FigureCanvasAgg(fig)
   canvas.draw()
@@ -90,6 +96,7 @@ def save_figure(fig: mpl_figure.Figure, path: str, palette_colors: int | None = 
 
 def _class_patches(class_names: Sequence[str]) -> list:
   """Legend entries of the foreground classes (class 1 first) in their `CLASS_COLORS`."""
+  from matplotlib import patches
   return [patches.Patch(color=CLASS_COLORS[c], label=name)
           for c, name in enumerate(class_names, start=1)]
 

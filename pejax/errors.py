@@ -241,7 +241,7 @@ def _quoted_path(text: str) -> str | None:
 
 def _named_file(error: BaseException) -> str | None:
   """The file an error without a file name was about: the `path` (or `filename`) argument of
-  the innermost pejax function it passed through (`workdir.write_atomically`, `read_json`, a
+  the innermost pejax function it passed through (`storage.write_atomically`, `read_json`, a
   builder's reader)."""
   for frame, _ in reversed(list(frames(error))):
     if is_own_code(frame.f_code.co_filename):

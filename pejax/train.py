@@ -77,7 +77,7 @@ class Run:
   checkpoints: Any = None
   writer: Any = None
   description: dict | None = None  # stored with each checkpoint (`provenance.model_description`)
-  history: dict | None = None      # `workdir.HISTORY_FILE`'s curves, continued by training
+  history: dict | None = None      # `run_files.HISTORY_FILE`'s curves, continued by training
 
   @property
   def name(self) -> str:
@@ -181,7 +181,7 @@ def _evaluate_and_write(run, state, evaluator, timings, trained) -> dict[str, An
   """The final evaluation of one run of the group, written into its folder by its owner
   (`outputs.write_evaluation`); returns its results.json."""
   evaluation = evaluator.evaluate_run(state, run.config, run.example_ids)
-  facts = outputs.RunFacts(
+  facts = dict(
       num_parameters=count_parameters(state.params), num_train_examples=len(run.example_ids),
       epochs=int(state.epoch), steps=int(state.step), devices=jax.device_count(),
       processes=jax.process_count(), platform=jax.devices()[0].platform,

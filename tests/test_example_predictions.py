@@ -7,14 +7,15 @@ import pytest
 from pejax import drawing
 from pejax.evaluation import example_predictions, grid_results, robustness
 from pejax.runs import run_files
-from test_robustness import placed, make_split, small_config, threshold_predict
+
+from helpers import make_split, placed, small_robustness_config, threshold_predict
 
 
 @pytest.fixture(scope='module')
 def grid_and_split():
   images, labels = make_split()
   split = placed(images, labels)
-  cfg = small_config()
+  cfg = small_robustness_config()
   grid = robustness.robustness_grid(threshold_predict, split, cfg, class_names=['a', 'b', 'c'],
                                     keep_predictions=True)
   return grid, split, cfg

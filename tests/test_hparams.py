@@ -9,7 +9,8 @@ from tensorboard.plugins.hparams import metadata, plugin_data_pb2
 
 from pejax import train
 from pejax.runs import hparams
-from test_train import data_dir, small_config  # noqa: F401 (data_dir is a fixture)
+
+from helpers import small_run_config
 
 CLASS_NAMES = ('right_lung', 'left_lung', 'heart')
 
@@ -35,8 +36,8 @@ def session_values(plugin_data) -> dict:
 
 
 @pytest.mark.slow
-def test_a_run_declares_its_settings_and_metrics_to_tensorboard(data_dir, tmp_path):  # noqa: F811
-  config = small_config(data_dir, num_epochs=1, run_robustness=True)
+def test_a_run_declares_its_settings_and_metrics_to_tensorboard(data_dir, tmp_path):
+  config = small_run_config(data_dir, num_epochs=1, run_robustness=True)
   config.robustness.severities = (5,)
   config.robustness.shifts = (-4, 0, 4)
   workdir = str(tmp_path / 'all')
@@ -56,7 +57,7 @@ def test_a_run_declares_its_settings_and_metrics_to_tensorboard(data_dir, tmp_pa
   assert values['use_pe'] is True and values['robustness.shifts'] == '[-4, 0, 4]'
   assert not {'data_dir', 'log_every_epochs', 'conv_impl'} & set(values)
 
-  subset = small_config(data_dir, num_epochs=1, num_train_examples=5)
+  subset = small_run_config(data_dir, num_epochs=1, num_train_examples=5)
   train.train_and_evaluate(subset, str(tmp_path / 'subset'))
   plugin_data, scalar_tags = read_events(str(tmp_path / 'subset'))
   assert session_values(plugin_data)['num_train_examples'] == 5

@@ -10,6 +10,8 @@ import scipy.stats
 from pejax.reporting import aggregation, claims, paired_statistics
 from pejax.runs import run_files
 
+from helpers import results_json
+
 NUM_SEEDS, NUM_IMAGES = 3, 60
 
 
@@ -144,7 +146,7 @@ def fake_run(pe, seed, clean, noisy):
             'position_jitter': None, 'image_size': 64}
   dice = {'dice': float(np.mean(clean)), 'dice_right_lung': 0.9, 'dice_left_lung': 0.9,
           'dice_heart': 0.9}
-  results = run_files.Results.from_json(dict(
+  results = run_files.Results.from_json(results_json(
       config=config, dataset='jsrt', class_names=['right_lung', 'left_lung', 'heart'],
       test=dice, test_averaged_mask={'dice': 0.5, 'dice_right_lung': 0.5,
                                      'dice_left_lung': 0.5, 'dice_heart': 0.5}))

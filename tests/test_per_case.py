@@ -12,7 +12,7 @@ from pejax import configuration
 from pejax.data import datasets, input_pipeline
 from pejax.evaluation import per_case, robustness, surface_distance
 
-from test_robustness import CLASS_NAMES, make_split, threshold_predict
+from helpers import CHEST_CLASSES, make_split, threshold_predict
 
 
 @pytest.fixture(scope='module')
@@ -24,7 +24,7 @@ def grid_and_source():
   cfg.shifts = (-3, 0, 5)
   # 10 images in batches of 4: the padded rows of the last batch must not come back.
   placed = input_pipeline.place_eval_split(source, 4)
-  grid = robustness.robustness_grid(threshold_predict, placed, cfg, class_names=CLASS_NAMES,
+  grid = robustness.robustness_grid(threshold_predict, placed, cfg, class_names=CHEST_CLASSES,
                                     keep_predictions=True)
   return grid, source, cfg
 
@@ -39,7 +39,7 @@ def test_kept_predictions_are_the_grids_in_row_order(grid_and_source):
 
 def test_per_image_rows_reproduce_the_grids_dice_for_every_condition(grid_and_source):
   grid, source, cfg = grid_and_source
-  rows = per_case.grid_rows(grid, source, cfg, CLASS_NAMES)
+  rows = per_case.grid_rows(grid, source, cfg, CHEST_CLASSES)
   assert len(rows) == len(grid.table) * 10
   assert [row['id'] for row in rows[:10]] == list(source.ids)
   for condition in grid.table:
@@ -49,7 +49,7 @@ def test_per_image_rows_reproduce_the_grids_dice_for_every_condition(grid_and_so
     expected = (grid.result['clean'] if condition['condition'] == 'clean'
                 else grid.result[condition['condition']][str(condition['level'])])
     assert summary['dice_mean'] == pytest.approx(expected['dice'], abs=1e-6), condition
-    for name in CLASS_NAMES:
+    for name in CHEST_CLASSES:
       if not math.isnan(expected[f'dice_{name}']):
         assert summary[f'dice_{name}_mean'] == pytest.approx(expected[f'dice_{name}'], abs=1e-6)
   assert {row['distance_unit'] for row in rows} == {'px'}
@@ -61,11 +61,11 @@ def test_shift_conditions_are_scored_against_the_shifted_truth(grid_and_source):
   targets = robustness.condition_targets(source.labels, grid.table[index], cfg)
   np.testing.assert_array_equal(targets[:, :, 5:], source.labels[:, :, :-5])
   assert not targets[:, :, :5].any()  # 'zeros' fill: background comes in
-  rows = per_case.grid_rows(grid, source, cfg, CLASS_NAMES)
+  rows = per_case.grid_rows(grid, source, cfg, CHEST_CLASSES)
   shifted = [row for row in rows if row['condition'] == 'shift_x' and row['level'] == 5]
   row = shifted[3]
   expected = surface_distance.case_metrics(grid.predictions[index][3], targets[3], 4,
-                                           CLASS_NAMES)
+                                           CHEST_CLASSES)
   assert row['dice'] == pytest.approx(expected['dice'])
   assert row['hd95_heart'] == pytest.approx(expected['hd95_heart'], nan_ok=True)
 

@@ -20,8 +20,8 @@ from pejax.data import datasets
 from pejax.evaluation import surface_distance
 from pejax.inference import predict as predict_lib
 from pejax.runs import run_files
-from test_cloud import BUCKET, bucket, emulator, in_process, names_under  # noqa: F401 (fixtures)
-from test_train import damage
+
+from helpers import BUCKET, damage, names_under
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 32
@@ -31,9 +31,8 @@ COUNT = 6
 
 
 @pytest.fixture(scope='module')
-def run(tmp_path_factory):
+def run(data_dir, tmp_path_factory):
   """A small trained U-Net with PE (2 epochs at 32²) and the chest phantom's test split."""
-  data_dir = str(tmp_path_factory.mktemp('tfds'))
   config = configuration.quick(configuration.base_config())
   config.update(data_dir=data_dir, image_size=SIZE, width=4, num_epochs=2, run_robustness=False,
                 num_image_panels=0)
@@ -109,20 +108,34 @@ def test_a_checkpoint_copied_alone_loads_and_predicts(run, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_checkpoint_from_before_descriptions_loads_from_its_run_folder(run, tmp_path):
-  workdir, _, test, _ = run
-  expected = pejax.load(workdir)(test.images[:4]).labels
-  old_run = shutil.copytree(workdir, tmp_path / 'old_run')
-  for step in os.listdir(old_run / 'checkpoints'):
-    metadata_file = old_run / 'checkpoints' / step / '_CHECKPOINT_METADATA'
-    metadata = json.loads(metadata_file.read_text())
-    metadata.pop('custom_metadata')  # as Orbax wrote it before checkpoints were described
-    metadata_file.write_text(json.dumps(metadata))
-  model = pejax.load(str(old_run))
-  np.testing.assert_array_equal(model(test.images[:4]).labels, expected)
-  step = shutil.copytree(old_run / 'checkpoints' / str(model.epoch), tmp_path / 'alone')
-  with pytest.raises(errors.RunNotFoundError, match='written before checkpoints described'):
-    pejax.load(str(step))
+def test_a_checkpoint_that_does_not_describe_its_model_is_refused(run, tmp_path):
+  """Orbax's own checkpoints carry no description of the model: pejax.load names the step and
+  says why, rather than guessing the settings from files around it."""
+  workdir = run[0]
+  copy = shutil.copytree(workdir, tmp_path / 'undescribed')
+  latest = max(os.listdir(copy / 'checkpoints'), key=int)
+  metadata_file = copy / 'checkpoints' / latest / '_CHECKPOINT_METADATA'
+  metadata = json.loads(metadata_file.read_text())
+  metadata.pop('custom_metadata')
+  metadata_file.write_text(json.dumps(metadata))
+  with pytest.raises(errors.CheckpointError, match=rf'checkpoints/{latest}: the checkpoint does not '
+                     r'describe its model .* Load a checkpoint of a pejax run\.'):
+    pejax.load(str(copy))
+
+
+@pytest.mark.slow
+def test_loading_a_model_loads_no_tensorflow_tfds_or_tensorboard(run):
+  """`import pejax; pejax.load(...)` in a fresh interpreter, as a user's script does."""
+  workdir = run[0]
+  code = ('import sys, numpy as np, pejax\n'
+          f'model = pejax.load({str(workdir)!r})\n'
+          'model(np.zeros((1, 32, 32), np.float32))\n'
+          'print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))')
+  done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                        timeout=300, check=True)
+  loaded = set(done.stdout.split())
+  assert 'jax' in loaded and 'orbax' in loaded
+  assert not loaded & {'tensorflow', 'tensorflow_datasets', 'tensorboard', 'clu', 'matplotlib'}
 
 
 def save_png(path, image01, bits):
@@ -257,7 +270,7 @@ def test_an_output_that_is_a_file_or_not_a_folder_pejax_writes_is_refused_before
 
 
 @pytest.mark.slow
-def test_predict_writes_into_a_bucket(run, model, bucket, in_process,  # noqa: F811 (fixtures)
+def test_predict_writes_into_a_bucket(run, model, bucket, in_process,
                                       tmp_path, monkeypatch):
   _, _, test, _ = run
   monkeypatch.chdir(tmp_path)

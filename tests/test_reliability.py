@@ -12,10 +12,6 @@ import errno
 import glob
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import types
@@ -25,103 +21,17 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from pejax import cli, configuration, train
+from pejax import cli, train
 from pejax.data import input_pipeline
 from pejax.evaluation import grid_results
 from pejax.models import epochs
 from pejax import storage
 from pejax.runs import checkpoints, folder, run_files
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKER = os.path.join(REPO, 'tests', 'reliability_worker.py')
-IMAGE_SIZE = 32
-
-
-@pytest.fixture(scope='session')
-def data_dir(tmp_path_factory):
-  """The 32×32 chest phantom, built once here: the subprocesses only read it."""
-  path = str(tmp_path_factory.mktemp('tfds'))
-  from pejax.data import datasets
-  datasets.load_splits('phantom_chest', image_size=IMAGE_SIZE, data_dir=path)
-  return path
-
-
-def small_config(data_dir, **overrides):
-  config = configuration.quick(configuration.base_config())
-  config.update(dict(data_dir=data_dir, image_size=IMAGE_SIZE, model='cnn4', width=4,
-                     num_epochs=4, num_train_examples=60, eval_every_epochs=2,
-                     num_image_panels=0, run_robustness=False))
-  for key, value in overrides.items():
-    config[key] = value
-  return config
-
+from helpers import (Process, command_line, free_port, restored_epoch, run_killed_at,
+                     tiny_run_config, trained_epochs)
 
 # ------------------------------------------------------------------------------ subprocesses
-
-
-def command_line(data_dir, workdir, *extra_flags, **settings):
-  """`main.py` flags of the small run every subprocess test trains (robustness on a tiny grid)."""
-  values = {'image_size': IMAGE_SIZE, 'model': 'cnn4', 'width': 4, 'num_epochs': 4,
-            'num_train_examples': 60, 'eval_every_epochs': 2, 'num_image_panels': 0,
-            'data_dir': data_dir, 'robustness.severities': '(1,)',
-            'robustness.shifts': '(-2,0,2)'}
-  values.update(settings)
-  flags = ['--config=configs/cnn4_pe.py']
-  flags += [f'--config.{name}={value}' for name, value in values.items()]
-  return flags + [f'--workdir={workdir}', *extra_flags]
-
-
-class Process:
-  """A `main.py` (or worker) subprocess whose output goes to a log file."""
-
-  compilation_cache = None  # a folder, set for this module's tests by `share_compilations`
-
-  def __init__(self, flags, log_path, *, script='main.py', env=None):
-    self.log_path = str(log_path)
-    environment = dict(os.environ, JAX_PLATFORMS='cpu', **(env or {}))
-    if self.compilation_cache:
-      environment['PEJAX_COMPILATION_CACHE'] = self.compilation_cache
-    with open(self.log_path, 'w') as log:
-      self.popen = subprocess.Popen([sys.executable, script, *flags], cwd=REPO, env=environment,
-                                    stdout=log, stderr=subprocess.STDOUT)
-
-  @property
-  def pid(self):
-    return self.popen.pid
-
-  def log(self) -> str:
-    with open(self.log_path, errors='replace') as f:
-      return f.read()
-
-  def wait(self, timeout=300) -> int:
-    try:
-      return self.popen.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-      self.kill()
-      raise AssertionError(f'still running after {timeout} s:\n{self.log()[-3000:]}') from None
-
-  def finish(self, timeout=300) -> str:
-    """Waits for a successful exit; returns the log."""
-    code = self.wait(timeout)
-    assert code == 0, f'exit code {code}:\n{self.log()[-3000:]}'
-    return self.log()
-
-  def kill(self):
-    if self.popen.poll() is None:
-      os.kill(self.popen.pid, signal.SIGKILL)
-    self.popen.wait()
-
-  def wait_for(self, condition, timeout=180, what='the expected moment'):
-    """Polls `condition()` until true; fails if the process exits or the time runs out."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-      if self.popen.poll() is not None:
-        raise AssertionError(f'exited ({self.popen.returncode}) before {what}:\n'
-                             f'{self.log()[-3000:]}')
-      if time.monotonic() > deadline:
-        self.kill()
-        raise AssertionError(f'no {what} after {timeout} s:\n{self.log()[-3000:]}')
-      time.sleep(0.05)
 
 
 @pytest.fixture(scope='session', autouse=True)
@@ -131,18 +41,6 @@ def share_compilations(tmp_path_factory):
   Process.compilation_cache = None
 
 
-def run_killed_at(moment, flags, tmp_path, name, env=None):
-  """Runs the worker until it pauses at `moment`, then SIGKILLs it; returns its log."""
-  marker = tmp_path / f'{name}.paused'
-  process = Process(flags, tmp_path / f'{name}.log', script=WORKER,
-                    env={'PEJAX_TEST_PAUSE_AT': moment, 'PEJAX_TEST_PAUSE_MARKER': str(marker),
-                         **(env or {})})
-  process.wait_for(marker.exists, what=f'pause at {moment}')
-  process.kill()
-  assert process.popen.returncode == -signal.SIGKILL
-  return process.log()
-
-
 def committed_checkpoints(workdir):
   folder = os.path.join(workdir, checkpoints.CHECKPOINT_FOLDER)
   return sorted(int(name) for name in os.listdir(folder) if name.isdigit())
@@ -150,18 +48,6 @@ def committed_checkpoints(workdir):
 
 def uncommitted_checkpoints(workdir):
   return glob.glob(os.path.join(workdir, checkpoints.CHECKPOINT_FOLDER, '*.orbax-checkpoint-tmp*'))
-
-
-def restored_epoch(log):
-  marker = 'Restored the checkpoints of epoch '
-  if marker not in log:
-    return None
-  return int(log.split(marker)[-1].split('.')[0])
-
-
-def trained_epochs(log):
-  return [int(line.split('epoch')[1].split('/')[0]) for line in log.splitlines()
-          if ' epoch ' in line and 'train_loss' in line and 'train.py' in line]
 
 
 def outcome(workdir):
@@ -243,7 +129,7 @@ def with_settings(config, settings):
 def test_bad_settings_stop_before_any_compute(data_dir, tmp_path, monkeypatch, settings, message):
   monkeypatch.setattr(train, 'model_spec', forbidden('building a model'))
   workdir = str(tmp_path / 'run')
-  config = with_settings(small_config(data_dir), settings)
+  config = with_settings(tiny_run_config(data_dir), settings)
   with pytest.raises(SystemExit, match='pejax: error: ' + message):
     cli.run(config, workdir)
   assert not os.path.exists(workdir)
@@ -268,12 +154,12 @@ def snapshot(folder):
 
 def test_a_finished_run_is_never_overwritten_by_other_settings(data_dir, tmp_path, monkeypatch):
   workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(small_config(data_dir, num_epochs=1), workdir)
+  train.train_and_evaluate(tiny_run_config(data_dir, num_epochs=1), workdir)
   before = snapshot(workdir)
   monkeypatch.setattr(input_pipeline, 'load_run_data', forbidden('loading data'))
   with pytest.raises(SystemExit, match=r"pejax: error: the workdir .*run holds a run with other "
                      r"settings \(learning_rate: 0\.001 there, 0\.01 now\)"):
-    cli.run(small_config(data_dir, num_epochs=1, learning_rate=0.01), workdir)
+    cli.run(tiny_run_config(data_dir, num_epochs=1, learning_rate=0.01), workdir)
   assert snapshot(workdir) == before
 
 
@@ -392,7 +278,7 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
 
   monkeypatch.setattr(epochs.EpochRunner, '__call__', poisoned_in_epoch_3)
   workdir = str(tmp_path / 'run')
-  config = small_config(data_dir)
+  config = tiny_run_config(data_dir)
   with pytest.raises(SystemExit) as error:
     cli.run(config, workdir)
   message = str(error.value)
@@ -416,18 +302,12 @@ def test_absurd_learning_rate_stops_at_the_first_non_finite_step(data_dir, tmp_p
   with pytest.raises(SystemExit, match=r'pejax: error: run: non-finite loss or gradient at step '
                      r'\d+ .*no checkpoint had been written yet\. Lower config\.learning_rate '
                      r'\(now 1e\+30\)'):
-    cli.run(small_config(data_dir, learning_rate=1e30), workdir)
+    cli.run(tiny_run_config(data_dir, learning_rate=1e30), workdir)
   assert committed_checkpoints(workdir) == []
   assert not os.path.exists(os.path.join(workdir, run_files.RESULTS_FILE))
 
 
 # ----------------------------------------------------------------------------- 4. multi-process
-
-
-def free_port() -> int:
-  with socket.socket() as probe:
-    probe.bind(('127.0.0.1', 0))
-    return probe.getsockname()[1]
 
 
 def start_two_processes(flags, tmp_path, name, env=None):
@@ -654,5 +534,5 @@ def test_an_unwritable_or_full_workdir_fails_before_training(data_dir, tmp_path,
     message = (rf'the workdir {workdir} has 1 MiB free but this run needs about \d+ MiB for '
                r'checkpoints and logs; free some space or choose another --workdir\.')
   with pytest.raises(SystemExit, match='pejax: error: ' + message):
-    cli.run(small_config(data_dir), str(workdir))
+    cli.run(tiny_run_config(data_dir), str(workdir))
   assert not os.path.exists(workdir) or os.listdir(workdir) == []

@@ -10,79 +10,11 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from pejax import configuration
 from pejax.reporting import aggregation, claims, report, sections
 from pejax import storage
 from pejax.runs import run_files
 
-CHEST_CLASSES = ['right_lung', 'left_lung', 'heart']
-CARDIAC_CLASSES = ['right_ventricle', 'myocardium', 'left_ventricle']
-CLASSES = {'jsrt': CHEST_CLASSES, 'phantom_chest': CHEST_CLASSES,
-           'phantom_cardiac': CARDIAC_CLASSES}
-# Per-class Dice = image Dice + these offsets: their mean is the image Dice.
-CLASS_OFFSETS = (0.01, -0.01, 0.0)
-SEED_OFFSETS = {3: (-0.01, 0.0, 0.01), 2: (-0.01, 0.01)}
-SHIFTS = range(-16, 17, 2)
-AVERAGED_MASK = 0.81
-
-
-def dice_dict(value, classes):
-  return {'dice': value, **{f'dice_{c}': value + o for c, o in zip(classes, CLASS_OFFSETS)}}
-
-
-def robustness_result(clean, noise_drop, shift_drop, classes):
-  """The layout of `robustness.evaluate_robustness`: noise Dice falls linearly to
-  `clean - noise_drop` at severity 5, shift Dice to `clean - shift_drop` at ±16 px."""
-  result = {'clean': dice_dict(clean, classes)}
-  for name, drop in (('gaussian_noise', noise_drop), ('shot_noise', noise_drop),
-                     ('gaussian_blur', 0.02)):
-    result[name] = {str(s): dice_dict(clean - drop * s / 5, classes) for s in range(1, 6)}
-  result['shift_x'] = {str(k): dice_dict(clean - shift_drop * abs(k) / 16, classes)
-                       for k in SHIFTS}
-  result['parameters'] = {
-      'batch_size': 8, 'gaussian_noise': {'1': 0.04, '2': 0.08, '3': 0.12, '4': 0.15, '5': 0.18},
-      'shot_noise': {'1': 250.0, '2': 100.0, '3': 50.0, '4': 30.0, '5': 15.0},
-      'gaussian_blur': {'1': 0.5, '2': 0.75, '3': 1.0, '4': 1.25, '5': 1.5},
-      'image_shape': [64, 64, 1], 'num_images': 9, 'seed': 0, 'shift_axis': 'x',
-      'shift_fill': 'zeros', 'shift_x': list(SHIFTS)}
-  result['seconds'] = 1.0
-  return result
-
-
-def write_run(folder, *, clean, noise_drop=0.1, shift_drop=0.1, robustness=True, converged=True,
-              **overrides):
-  config = configuration.quick(configuration.base_config())
-  for name, value in overrides.items():
-    config[name] = value
-  config = configuration.json_safe(config.to_dict())
-  classes = CLASSES[config['dataset']]
-  num_train = config['num_train_examples'] or 30
-  results = {
-      'class_names': classes, 'config': config, 'dataset': config['dataset'], 'devices': 1,
-      'epochs': config['num_epochs'], 'jax_version': '0.10.2', 'num_parameters': 5204,
-      'num_train_examples': num_train, 'platform': 'cpu', 'processes': 1, 'steps': 6,
-      'test': dict(dice_dict(clean, classes), loss=0.1),
-      'validation': dict(dice_dict(clean, classes), loss=0.1),
-      'test_averaged_mask': dice_dict(AVERAGED_MASK, classes),
-      'validation_averaged_mask': dice_dict(AVERAGED_MASK, classes),
-      'timings': {'train_seconds': 36.0, 'median_epoch_seconds': 1.0},
-      'convergence': {'converged': converged, 'gain': 0.0 if converged else 0.05},
-  }
-  storage.write_json(os.path.join(folder, 'config.json'), config)
-  if robustness:
-    results['robustness_file'] = 'robustness.json'
-    storage.write_json(os.path.join(folder, 'robustness.json'),
-                     robustness_result(clean, noise_drop, shift_drop, classes))
-  storage.write_json(os.path.join(folder, 'results.json'), results)
-
-
-def write_setting(root, name, clean, seeds=3, pe=None, unconverged_seeds=(), **kwargs):
-  """Seeds of one setting; seed i's Dice is `clean` + SEED_OFFSETS[seeds][i]."""
-  pe_settings = {'use_pe': False} if pe is None else {'use_pe': True, 'pe_scale': pe}
-  for seed, offset in enumerate(SEED_OFFSETS[seeds]):
-    write_run(os.path.join(root, f'{name}_seed{seed}'), clean=clean + offset, seed=seed,
-              converged=seed not in unconverged_seeds, **pe_settings, **kwargs)
-
+from helpers import CLASS_OFFSETS, SEED_OFFSETS, block, write_run, write_setting
 
 # JSRT U-Net, zero padding: (λ, clean, noise drop, shift drop). PE drops less under noise,
 # more with larger λ, costs clean Dice and does worse under shifts: those claims hold.
@@ -159,13 +91,6 @@ def stat_text(values):
   mean, std = np.mean(values), np.std(values, ddof=1)
   half = scipy.stats.t.ppf(0.975, len(values) - 1) * std / np.sqrt(len(values))
   return f'{mean:.4f} ± {std:.4f} [{mean - half:.4f}, {mean + half:.4f}]'
-
-
-def block(text, start):
-  """The report's text from the line starting with `start` to the next bold title."""
-  index = text.index(start)
-  end = text.find('\n**', index + len(start))
-  return text[index:] if end < 0 else text[index:end]
 
 
 def table_row(text, first_cell):

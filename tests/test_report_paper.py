@@ -5,10 +5,11 @@ the phantoms, and the scale of our runs beside the paper's; on a fake sweep of k
 import math
 
 import pytest
-from test_report import CARDIAC_CLASSES, CLASSES, block, write_run, write_setting
 
 from pejax.reporting import paper_comparison, report
 from pejax.reporting.paired_statistics import Stat
+
+from helpers import CARDIAC_CLASSES, CLASSES, block, write_run, write_setting
 
 # Every run: 100 epochs of batch 8; write_run gives 30 training images unless told.
 SCALE = {'num_epochs': 100, 'batch_size': 8}

@@ -7,45 +7,13 @@ import numpy as np
 import pytest
 
 from pejax import choices, configuration
-from pejax.data import datasets, input_pipeline
+from pejax.data import input_pipeline
 from pejax.evaluation import corruptions, figures, grid_results, robustness
 from pejax.runs import run_files
 from pejax.models.dice import dice_sums, finalize_dice
 
-NUM_IMAGES, SIZE = 10, 32
-CLASS_NAMES = ['right_lung', 'left_lung', 'heart']
-
-
-def threshold_predict(images):
-  """A position-aware stand-in for a model: intensity bands, class 3 only in the left half."""
-  classes = jnp.clip((images[..., 0] * 4).astype(jnp.int32), 0, 3)
-  left = jnp.arange(images.shape[2]) < images.shape[2] // 2
-  return jnp.where((classes == 3) & ~left, 2, classes)
-
-
-def make_split(seed=0):
-  rng = np.random.default_rng(seed)
-  # Smooth images, so that blur and noise change predictions gradually.
-  noise = rng.random((NUM_IMAGES, SIZE, SIZE, 1)).astype(np.float32)
-  images = np.asarray(corruptions.gaussian_blur(noise, 1.5)) * 1.6 - 0.3
-  images = np.clip(images, 0, 1).astype(np.float32)
-  # Ground truth from slightly different bands: clean Dice is high but not 1.
-  labels = np.asarray(threshold_predict(jnp.asarray(images) * 1.05), np.uint8)
-  return images, labels
-
-
-def small_config(**overrides):
-  cfg = configuration.default_robustness_config()
-  for name, value in overrides.items():
-    cfg[name] = value
-  return cfg
-
-
-def placed(images, labels, batch_size=4):
-  """The split as the grid gets it: on the device, in equal batches (10 images in batches of 4:
-  the last batch is padded and masked)."""
-  ids = np.array([f'{i:03d}' for i in range(len(images))])
-  return input_pipeline.place_eval_split(datasets.SplitArrays(images, labels, ids), batch_size)
+from helpers import (CHEST_CLASSES, IMAGE_SIZE, make_split, placed, small_robustness_config,
+                     threshold_predict)
 
 
 def evaluate(predict, images, labels, cfg, batch_size=4, **kwargs):
@@ -61,13 +29,13 @@ def split():
 @pytest.fixture(scope='module')
 def grid(split):
   images, labels = split
-  return evaluate(threshold_predict, images, labels, small_config(),
-                                        class_names=CLASS_NAMES)
+  return evaluate(threshold_predict, images, labels, small_robustness_config(),
+                                        class_names=CHEST_CLASSES)
 
 
 def direct_dice(images, labels):
   predictions = threshold_predict(jnp.asarray(images))
-  return finalize_dice(dice_sums(predictions, jnp.asarray(labels), 4), CLASS_NAMES)
+  return finalize_dice(dice_sums(predictions, jnp.asarray(labels), 4), CHEST_CLASSES)
 
 
 def test_layout_and_default_table(grid):
@@ -78,7 +46,7 @@ def test_layout_and_default_table(grid):
   assert list(grid['shift_x']) == [str(k) for k in range(-8, 9)]   # 32 px: step 1
   assert grid['parameters']['gaussian_blur'] == {
       str(s): v for s, v in zip(range(1, 6), choices.GAUSSIAN_BLUR_SIGMAS)}
-  assert set(grid['clean']) == {'dice'} | {f'dice_{n}' for n in CLASS_NAMES}
+  assert set(grid['clean']) == {'dice'} | {f'dice_{n}' for n in CHEST_CLASSES}
   json.dumps(grid)
 
 
@@ -105,10 +73,10 @@ def test_noise_lowers_dice_with_severity(grid):
 
 def test_same_seed_identical_other_seed_differs(split, grid):
   images, labels = split
-  again = evaluate(threshold_predict, images, labels, small_config(),
-                                         class_names=CLASS_NAMES)
+  again = evaluate(threshold_predict, images, labels, small_robustness_config(),
+                                         class_names=CHEST_CLASSES)
   other = evaluate(threshold_predict, images, labels,
-                                         small_config(seed=1), class_names=CLASS_NAMES)
+                                         small_robustness_config(seed=1), class_names=CHEST_CLASSES)
   for name in ('clean', 'gaussian_noise', 'shot_noise', 'gaussian_blur', 'shift_x'):
     assert again[name] == grid[name]
   for name in ('gaussian_noise', 'shot_noise'):
@@ -125,11 +93,11 @@ def test_grid_is_one_program_compiled_once(split):
     return threshold_predict(images)
 
   images, labels = split
-  first = evaluate(counting_predict, images, labels, small_config())
+  first = evaluate(counting_predict, images, labels, small_robustness_config())
   other_images, other_labels = make_split(seed=1)
   second = evaluate(counting_predict, other_images, other_labels,
-                                          small_config(seed=7))
-  assert len(traces) == 1 and traces[0] == (4, SIZE, SIZE, 1)
+                                          small_robustness_config(seed=7))
+  assert len(traces) == 1 and traces[0] == (4, IMAGE_SIZE, IMAGE_SIZE, 1)
   assert first['clean'] != second['clean']
 
 
@@ -141,7 +109,7 @@ def test_model_state_is_a_traced_argument(split):
     return threshold_predict(images * gain)
 
   images, labels = split
-  cfg = small_config(severities=(), shifts=(0, 4))
+  cfg = small_robustness_config(severities=(), shifts=(0, 4))
   results = [evaluate(predict_with_state, images, labels, cfg,
                                             model_state=jnp.float32(gain))
              for gain in (1.05, 0.8)]
@@ -154,9 +122,9 @@ def test_model_state_is_a_traced_argument(split):
 
 def test_batch_size_edge_fill_and_y_axis(split, grid):
   images, labels = split
-  cfg = small_config(shifts=(-3, 6), shift_axis='y', shift_fill='edge')
+  cfg = small_robustness_config(shifts=(-3, 6), shift_axis='y', shift_fill='edge')
   result = evaluate(threshold_predict, images, labels, cfg, batch_size=3,
-                    class_names=CLASS_NAMES)
+                    class_names=CHEST_CLASSES)
   # Noise is keyed per image, not per batch: another batch size gives the same numbers.
   for name in ('gaussian_noise', 'shot_noise'):
     for severity, dice in result[name].items():

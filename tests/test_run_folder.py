@@ -15,10 +15,8 @@ from pejax import errors, train
 from pejax.models import epochs
 from pejax import storage
 from pejax.runs import run_files, run_lock
-from test_reliability import (REPO, WORKER, Process, command_line, data_dir, small_config,
-                              trained_epochs)
 
-__all__ = ['data_dir']  # the fixture, shared with test_reliability
+from helpers import REPO, WORKER, Process, command_line, tiny_run_config, trained_epochs
 
 
 def interrupted_run(config, workdir, monkeypatch, after_epoch):
@@ -113,7 +111,7 @@ def test_a_second_training_or_evaluation_stops_at_start_naming_the_first(data_di
 def test_evaluating_an_interrupted_run_writes_results_marked_partial(data_dir, tmp_path,
                                                                       monkeypatch, caplog):
   caplog.set_level('WARNING')
-  config = small_config(data_dir)
+  config = tiny_run_config(data_dir)
   workdir = str(tmp_path / 'sweep' / 'run')
   interrupted_run(config, workdir, monkeypatch, after_epoch=2)
   partial = train.train_and_evaluate(config, workdir, evaluate_only=True)
@@ -141,12 +139,12 @@ def test_evaluating_an_interrupted_run_writes_results_marked_partial(data_dir, t
 
 def test_the_checkpoint_tells_the_settings_when_config_json_is_missing_or_damaged(
     data_dir, tmp_path, caplog):
-  config = small_config(data_dir, num_epochs=2, pe_scale=1.0)
+  config = tiny_run_config(data_dir, num_epochs=2, pe_scale=1.0)
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(config, workdir)
   config_path = os.path.join(workdir, 'config.json')
   stored = storage.read_json(config_path)
-  other = small_config(data_dir, num_epochs=2, pe_scale=10.0)
+  other = tiny_run_config(data_dir, num_epochs=2, pe_scale=10.0)
   for damage in ('missing', 'damaged'):
     if damage == 'missing':
       os.remove(config_path)
@@ -172,11 +170,11 @@ def test_a_damaged_config_json_without_a_checkpoint_is_named(data_dir, tmp_path)
                      r'cannot be read \(.+\); restore it from a copy, or delete it\. No '
                      r'checkpoint of the run records its settings\.$'):
     from pejax import cli
-    cli.run(small_config(data_dir), str(workdir))
+    cli.run(tiny_run_config(data_dir), str(workdir))
 
 
 def test_a_damaged_results_json_is_evaluated_again(data_dir, tmp_path, caplog):
-  config = small_config(data_dir, num_epochs=2)
+  config = tiny_run_config(data_dir, num_epochs=2)
   workdir = str(tmp_path / 'run')
   first = train.train_and_evaluate(config, workdir)
   results_path = os.path.join(workdir, 'results.json')
@@ -193,7 +191,7 @@ def test_a_damaged_results_json_is_evaluated_again(data_dir, tmp_path, caplog):
 
 def test_a_damaged_history_is_warned_about_and_the_run_continues(data_dir, tmp_path,
                                                                   monkeypatch, caplog):
-  config = small_config(data_dir)
+  config = tiny_run_config(data_dir)
   workdir = str(tmp_path / 'run')
   interrupted_run(config, workdir, monkeypatch, after_epoch=2)
   history_path = os.path.join(workdir, run_files.HISTORY_FILE)

@@ -48,7 +48,7 @@ TENSORFLOW = ('tensorflow', 'tensorflow_datasets', 'clu', 'tensorboard')
 JAX = ('jax', 'jaxlib', 'flax', 'optax', 'orbax')
 FORBIDDEN = {
     'pejax.models': TENSORFLOW + ('matplotlib', 'ml_collections'),
-    'pejax.inference': TENSORFLOW,     # pejax.load and prediction
+    'pejax.inference': TENSORFLOW + ('matplotlib',),    # pejax.load and prediction
     'pejax.reporting': JAX,
     'configs': JAX + TENSORFLOW,
     'pejax.configuration': JAX + TENSORFLOW,

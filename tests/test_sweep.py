@@ -17,11 +17,6 @@ from pejax.runs import run_files
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope='session')
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('tfds'))
-
-
 def tiny(config, data_dir):
   config.data_dir = data_dir
   config.image_size = 32
@@ -263,7 +258,7 @@ def finished_sweep(workdir):
 def test_two_shards_at_once_make_the_runs_and_report_of_one_process(data_dir, tmp_path):
   config_path = tmp_path / 'sharded_sweep.py'
   config_path.write_text(SHARDED_SWEEP_CONFIG)
-  # The one process first: it also builds the phantom that the shards then only read.
+  # The one process first (the shared `data_dir` holds the phantom already; the shards only read it).
   whole = start_sweep(config_path, data_dir, tmp_path / 'whole' / 'sweep',
                        tmp_path / 'whole.log')
   assert whole.wait(timeout=600) == 0, (tmp_path / 'whole.log').read_text()[-3000:]

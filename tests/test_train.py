@@ -2,7 +2,6 @@
 
 import csv
 import dataclasses
-import glob
 import importlib.util
 import json
 import os
@@ -24,31 +23,13 @@ from pejax.models import epochs, steps
 from pejax.models import spec as spec_lib
 from pejax.runs import checkpoints, run_files
 
+from helpers import damage, small_run_config
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope='session')
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('tfds'))
-
-
-def small_config(data_dir, **overrides):
-  config = configuration.quick(configuration.base_config())
-  config.data_dir = data_dir
-  config.image_size = 32
-  config.model = 'cnn4'
-  config.width = 8
-  config.num_epochs = 4
-  config.eval_every_epochs = 2
-  config.num_image_panels = 1
-  config.run_robustness = False
-  for key, value in overrides.items():
-    config[key] = value
-  return config
-
-
 def test_resume_after_interruption_gives_the_uninterrupted_results(data_dir, tmp_path, monkeypatch):
-  config = small_config(data_dir, run_robustness=True)
+  config = small_run_config(data_dir, run_robustness=True)
   config.robustness.shifts = (-2, 0, 2)
   uninterrupted = train.train_and_evaluate(config, str(tmp_path / 'uninterrupted'))
 
@@ -103,8 +84,8 @@ def test_resume_after_interruption_gives_the_uninterrupted_results(data_dir, tmp
   # epochs, is the 4-epoch run (the learning rate does not depend on the schedule).
   study = load_benchmark('schedule_study')
   short = str(tmp_path / 'two_epochs')
-  train.train_and_evaluate(small_config(data_dir, run_robustness=True, num_epochs=2,
-                                        robustness=config.robustness), short)
+  train.train_and_evaluate(small_run_config(data_dir, run_robustness=True, num_epochs=2,
+                                            robustness=config.robustness), short)
   continued = str(tmp_path / 'continued')
   study.continue_from(short, continued, config)
   assert not run_files.is_finished(continued)
@@ -131,21 +112,11 @@ def load_benchmark(name):
   return module
 
 
-def damage(checkpoint_folder):
-  """Truncates the array data files of a checkpoint to half, as a failed disk or upload would
-  leave them. (All of them: OCDBT keeps superseded data in some, whose loss goes unnoticed.)"""
-  files = glob.glob(os.path.join(checkpoint_folder, '**', 'd', '*'), recursive=True)
-  assert files
-  for path in files:
-    with open(path, 'r+b') as f:
-      f.truncate(os.path.getsize(path) // 2)
-
-
 @pytest.mark.slow
 def test_a_damaged_checkpoint_is_passed_over_for_the_previous_one(data_dir, tmp_path, monkeypatch,
                                                                   caplog):
   caplog.set_level('WARNING')
-  config = small_config(data_dir)
+  config = small_run_config(data_dir)
   uninterrupted = train.train_and_evaluate(config, str(tmp_path / 'uninterrupted'))
   workdir = str(tmp_path / 'damaged')
   checkpoint_folder = os.path.join(workdir, checkpoints.CHECKPOINT_FOLDER)
@@ -154,7 +125,7 @@ def test_a_damaged_checkpoint_is_passed_over_for_the_previous_one(data_dir, tmp_
     raise KeyboardInterrupt('simulated interruption after the last checkpoint, before results')
 
   with monkeypatch.context() as patch:
-    patch.setattr(evaluator.Evaluator, 'finish_run', interrupt)
+    patch.setattr(evaluator.Evaluator, 'evaluate_run', interrupt)
     with pytest.raises(KeyboardInterrupt):
       train.train_and_evaluate(config, workdir)
   shutil.copytree(checkpoint_folder, str(tmp_path / 'copy'))
@@ -198,7 +169,7 @@ def test_a_damaged_checkpoint_is_passed_over_for_the_previous_one(data_dir, tmp_
 
 
 def test_workdir_outputs_and_evaluate_mode(data_dir, tmp_path):
-  config = small_config(data_dir, num_epochs=2)
+  config = small_run_config(data_dir, num_epochs=2)
   workdir = str(tmp_path / 'run')
   results = train.train_and_evaluate(config, workdir)
   names = os.listdir(workdir)
@@ -237,15 +208,15 @@ def test_workdir_outputs_and_evaluate_mode(data_dir, tmp_path):
 
 def test_other_settings_in_a_used_workdir_are_refused(data_dir, tmp_path):
   workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(small_config(data_dir, num_epochs=1), workdir)
+  train.train_and_evaluate(small_run_config(data_dir, num_epochs=1), workdir)
   before = sorted(os.listdir(workdir))
   with pytest.raises(errors.SettingsMismatchError, match='learning_rate'):
-    train.train_and_evaluate(small_config(data_dir, num_epochs=1, learning_rate=0.01), workdir)
+    train.train_and_evaluate(small_run_config(data_dir, num_epochs=1, learning_rate=0.01), workdir)
   assert sorted(os.listdir(workdir)) == before
 
 
 def test_subset_of_training_examples(data_dir, tmp_path):
-  results = train.train_and_evaluate(small_config(data_dir, num_epochs=1, num_train_examples=5),
+  results = train.train_and_evaluate(small_run_config(data_dir, num_epochs=1, num_train_examples=5),
                                      str(tmp_path / 'run'))
   assert results['num_train_examples'] == 5 and results['steps'] == 1
 
@@ -272,7 +243,7 @@ def test_an_epoch_trains_each_example_once_in_batches_filled_at_weight_zero():
 def test_a_batch_filled_at_weight_zero_equals_its_examples_alone():
   """7 images filled up to 20 rows (repeated unevenly): loss, gradients and BatchNorm
   statistics of the 7 alone, as for a partial last batch or a batch rounded up to the devices."""
-  config = small_config(None)  # the small CNN: three BatchNorm layers
+  config = small_run_config(None)  # the small CNN: three BatchNorm layers
   spec, init_state = spec_lib.model_spec(config, num_classes=4)
   # Plain gradient descent with step 1: the new parameters show the gradients themselves
   # (Adam's first step is about ±learning rate whatever the gradient's size).
@@ -399,9 +370,9 @@ def test_four_devices_give_the_one_device_results(data_dir, tmp_path):
 def test_positional_encoding_lets_the_small_cnn_tell_the_lungs_apart(data_dir, tmp_path):
   """Paper Sec. 3.2 on the chest phantom: PE wins by a clear margin, above the averaged mask."""
   common = dict(image_size=64, width=16, num_epochs=30, eval_every_epochs=30)
-  without = train.train_and_evaluate(small_config(data_dir, use_pe=False, **common),
+  without = train.train_and_evaluate(small_run_config(data_dir, use_pe=False, **common),
                                      str(tmp_path / 'no_pe'))
-  with_pe = train.train_and_evaluate(small_config(data_dir, use_pe=True, pe_scale=256.0, **common),
+  with_pe = train.train_and_evaluate(small_run_config(data_dir, use_pe=True, pe_scale=256.0, **common),
                                      str(tmp_path / 'pe'))
   margin = with_pe['test']['dice'] - without['test']['dice']
   assert margin >= 0.15, (with_pe['test'], without['test'])

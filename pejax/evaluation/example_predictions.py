@@ -2,8 +2,8 @@
 clean, under the grid's strongest Gaussian noise and at its largest shift, with the true and the
 predicted label maps of each.
 
-The final evaluation writes them into the run's folder (`workdir.EXAMPLES_FILE`); the report
-puts the runs of one dataset side by side. Every run of a dataset shows the same image (chosen
+The run folder's owner writes them (`pejax.runs.run_files.EXAMPLES_FILE`); the report puts
+the runs of one dataset side by side. Every run of a dataset shows the same image (chosen
 from the truth alone) and, under noise, the same noise as its robustness grid.
 """
 

@@ -10,8 +10,7 @@ Everything the model needs comes from the checkpoint itself (its Orbax custom me
 `provenance.model_description`): the settings that build the model, the normalization
 statistics of its training data and the class names. A checkpoint copied alone (the step
 folder, the checkpoints/ folder or the run folder) loads anywhere; so do paths `etils.epath`
-opens (gs://...). Checkpoints written before checkpoints described themselves are loaded with
-the `config.json` and `results.json` of their run folder.
+opens (gs://...).
 
 Images of another size than the model's are resized to it as the dataset's builder resized
 its images (area averaging for chest X-rays, bilinear for cardiac MRI and the phantoms); the
@@ -44,7 +43,7 @@ from pejax.inference import image_files
 from pejax.models import predictor as predictor_lib
 from pejax.models import spec as spec_lib
 from pejax.models import steps
-from pejax.runs import checkpoints, provenance, run_files
+from pejax.runs import checkpoints
 from pejax.errors import CheckpointError, InputFileError, RunNotFoundError
 
 STATE_ITEM = 'default'  # the item name CheckpointManager gives a single saved state
@@ -107,22 +106,14 @@ def _custom_metadata(step_folder: epath.Path) -> dict[str, Any]:
 
 
 def read_description(step_folder: epath.Path) -> dict[str, Any]:
-  """The checkpoint's description; for a checkpoint without one, its run folder's files."""
+  """The checkpoint's description of its model (`provenance.model_description`)."""
   described = _custom_metadata(step_folder)
-  if 'config' in described:
-    return described
-  run_folder = step_folder.parent.parent
-  config_path = run_folder / run_files.CONFIG_FILE
-  results_path = run_folder / run_files.RESULTS_FILE
-  if not (config_path.exists() and results_path.exists()):
-    raise RunNotFoundError(
-        f'{step_folder} was written before checkpoints described themselves, and its run '
-        f'folder {run_folder} has no {run_files.CONFIG_FILE} and {run_files.RESULTS_FILE} '
-        'to describe it: load it from its run folder.')
-  results = run_files.Results.from_json(storage.read_json(str(results_path)))
-  return provenance.model_description(
-      storage.read_json(str(config_path)), ['background', *results.class_names],
-      results.normalization) | {'software': results.software}
+  if not all(key in described for key in ('config', 'class_names', 'normalization')):
+    raise CheckpointError(
+        f'{step_folder}: the checkpoint does not describe its model (the settings, classes and '
+        f'normalization pejax\'s training writes into its {STEP_METADATA}): it was not written '
+        'by pejax\'s training. Load a checkpoint of a pejax run.')
+  return described
 
 
 @functools.partial(jax.jit, static_argnums=0)

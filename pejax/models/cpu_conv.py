@@ -1,6 +1,6 @@
 """Fast convolutions on XLA:CPU: compiler options, and a convolution that vmaps model by model.
 
-Why the project's convolutions were slow on CPU (jaxlib 0.10.2; measurements in BENCHMARKS.md):
+What it works around on XLA:CPU (jaxlib 0.10; the numbers are in BENCHMARKS.md):
 
 - XLA:CPU hands float32 convolutions to YNNPACK by default, which is slow here for the forward
   convolution and much slower for the weight gradient (which XLA writes as a convolution with
@@ -10,11 +10,11 @@ Why the project's convolutions were slow on CPU (jaxlib 0.10.2; measurements in 
   reductions; nothing else changes.
 - `jax.vmap` over stacked models (sweeps) turns each convolution into a feature-grouped one,
   which XLA:CPU runs slower than the same convolutions one model after the other.
-  `conv_general_dilated` below (registered as conv_impl='cpu' in `pejax.models.layers`) runs them model
-  by model under vmap, and folds a vmapped axis into the batch when the kernel is shared.
+  `conv_general_dilated` below (registered as conv_impl='cpu' in `pejax.models.layers`) runs
+  them model by model under vmap, and folds a vmapped axis into the batch when the kernel is
+  shared.
 
-Other formulations (im2col, one matrix product per kernel tap) were measured and are slower
-here; BENCHMARKS.md has the numbers.
+Other formulations (im2col, one matrix product per kernel tap) are slower here (BENCHMARKS.md).
 
 Where to set the options: XLA reads `XLA_FLAGS` once, when JAX starts its CPU backend (the first
 computation or `jax.devices()`), so `recommended_xla_flags()` must be in the environment before
@@ -126,11 +126,10 @@ def _convolution(padding, precision, preferred_element_type):
     return forward(x, w)
 
   def conv_forward(x, w):
-    # Meant to make the saved input the buffer the forward convolution read, so that its
+    # Asks that the saved input be the buffer the forward convolution read, so that its
     # producers (BatchNorm, ReLU) are not recomputed inside the weight gradient's transpose,
-    # which then runs several times slower than a plain one. jaxlib 0.10.2's XLA:CPU removes
-    # barriers before fusion and fuses them anyway (BENCHMARKS.md); the barriers are identities
-    # and the recorded timings were taken with them.
+    # which would run several times slower than a plain one. XLA:CPU may fuse across the
+    # barrier anyway; it is an identity either way.
     x = lax.optimization_barrier(x)
     return forward(x, w), (x, w)
 

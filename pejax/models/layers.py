@@ -42,12 +42,12 @@ def pad_spatial(images, pad: int, padding: str):
 
 # The convolution primitive a `PaddedConv` calls; same signature as `lax.conv_general_dilated`.
 # 'xla' is the plain reference: XLA's own convolution, on every platform.
-# 'cpu' (`pejax.models.cpu_conv`) computes the same convolutions with its own gradients, and under
-# `jax.vmap` over stacked models runs them model by model instead of as one feature-grouped
+# 'cpu' (`pejax.models.cpu_conv`) computes the same convolutions with its own gradients, and
+# under `jax.vmap` over stacked models runs them model by model instead of as one feature-grouped
 # convolution, which XLA:CPU runs slowly. On CPU either is fast only with
 # `cpu_conv.recommended_xla_flags()` (main.py sets it; see BENCHMARKS.md).
-# 'auto' (the default) is 'cpu' on the CPU backend, where it measured as fast or faster, and
-# 'xla' on GPU/TPU.
+# 'auto' (the default) is 'cpu' on the CPU backend, where it is as fast or faster, and 'xla' on
+# GPU/TPU.
 CONV_IMPLEMENTATIONS: dict[str, Callable] = {
     'xla': jax.lax.conv_general_dilated,
     'cpu': cpu_conv.conv_general_dilated,

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from pejax.models import dice as metrics_lib
+from pejax.models import dice
 from pejax.models.encoding import add_coordinate_channels
 
 
@@ -143,14 +143,14 @@ def predict(spec: StepSpec, state: TrainState, images, pe_scale):
 
 
 def eval_step(spec: StepSpec, state: TrainState, images, labels, valid, pe_scale):
-  """Summable Dice statistics and summed loss of a batch (see `metrics.dice_sums`).
+  """Summable Dice statistics and summed loss of a batch (see `dice.dice_sums`).
 
   Dice is over the full image (a border the model cannot see counts as background); the loss is
   over the model's output, as in training.
   """
   logits, _ = apply_model(spec, state.params, state.batch_stats, images, pe_scale, train=False)
   predictions = pad_to_size(jnp.argmax(logits, axis=-1), labels.shape[1], labels.shape[2])
-  sums = metrics_lib.dice_sums(predictions, labels, spec.num_classes, valid=valid)
+  sums = dice.dice_sums(predictions, labels, spec.num_classes, valid=valid)
   sums['loss_sum'] = jnp.sum(example_cross_entropy(logits, labels) * valid)
   sums['example_count'] = jnp.sum(valid.astype(jnp.float32))
   return sums

@@ -8,7 +8,6 @@ TensorBoard writer, so that all of them log the same lines.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -18,27 +17,15 @@ from pejax.evaluation import convergence, figures, grid_results
 from pejax.runs import hparams, provenance, run_files
 
 
-@dataclasses.dataclass(frozen=True)
-class RunFacts:
-  """What results.json records of a run besides its evaluation: the model and data it trained,
-  and the machine it was evaluated on."""
-  num_parameters: int
-  num_train_examples: int
-  epochs: int
-  steps: int
-  devices: int
-  processes: int
-  platform: str
-  jax_version: str
-  normalization: dict
-
-
-def write_evaluation(workdir: str, config, evaluation, facts: RunFacts, *, writer,
+def write_evaluation(workdir: str, config, evaluation, facts: Mapping[str, Any], *, writer,
                      timings: Mapping[str, Any], write_files: bool,
                      trained: run_files.Results | None = None,
                      history: Mapping[str, list] | None = None) -> run_files.Results:
   """Writes a run's evaluation into `workdir` and `writer`; returns its results.json.
 
+  `facts`: the fields of `run_files.Results` that are not the evaluation's: the model and data
+  the run trained (num_parameters, num_train_examples, epochs, steps, normalization) and the
+  machine it was evaluated on (devices, processes, platform, jax_version).
   `timings`: training's ('epoch_seconds', 'train_seconds', ...). `trained`: the results.json of
   an earlier evaluation of this run (`--mode=evaluate`), whose training timings and the software
   that trained the run are kept. `history`: the run's training curve (`run_files.read_history`),
@@ -48,10 +35,10 @@ def write_evaluation(workdir: str, config, evaluation, facts: RunFacts, *, write
   if trained is not None:  # an evaluation's empty epoch list must not replace training's
     timings = dict(trained.timings, **{k: v for k, v in timings.items() if v})
   timings = dict(timings, eval_seconds=evaluation.eval_seconds)
-  writer.write_scalars(facts.steps, {f'test_{k}': v for k, v in scores['test'].items()})
+  writer.write_scalars(facts['steps'], {f'test_{k}': v for k, v in scores['test'].items()})
   results = run_files.Results(
       config=config.to_dict(), dataset=config.dataset,
-      class_names=list(evaluation.class_names), **dataclasses.asdict(facts),
+      class_names=list(evaluation.class_names), **facts,
       software=(trained.software if trained and trained.software else provenance.software()),
       evaluated_with=provenance.software(), **scores)
   results.validation_history = list((history or {}).get('eval_dice', []))
@@ -61,7 +48,7 @@ def write_evaluation(workdir: str, config, evaluation, facts: RunFacts, *, write
     results.robustness_file = run_files.ROBUSTNESS_FILE
     if write_files:
       _write_robustness(workdir, writer, config, evaluation.grid,
-                        scores['test_averaged_mask']['dice'], facts.steps)
+                        scores['test_averaged_mask']['dice'], facts['steps'])
       run_files.write_examples(workdir, evaluation.examples)
   results.per_case = _write_per_case(workdir, evaluation.per_case) if write_files else {}
   timings['per_case_seconds'] = results.per_case.get('seconds')

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from absl import logging
 
-from pejax import configuration, storage
+from pejax import configuration, errors, storage
 from pejax.storage import read_json, read_json_or_none, write_csv, write_json
 
 CONFIG_FILE = 'config.json'
@@ -122,29 +122,50 @@ class Results:
 
   @classmethod
   def from_json(cls, data: Mapping[str, Any]) -> Results:
-    """Reads what `to_json` wrote; fields of other versions are ignored, missing ones default
-    to empty (results.json of every earlier version of pejax can be read)."""
-    known = {field.name: field for field in dataclasses.fields(cls)}
-    values = {name: data[name] for name in known if name in data}
-    for name, field in known.items():
-      if name not in values and field.default is dataclasses.MISSING:
-        values[name] = {'dict': {}, 'list': []}.get(field.type)
-    return cls(**values)
+    """Reads what `to_json` wrote (`finished` is derived again); ValueError names the fields
+    that have no default and are missing."""
+    fields = dataclasses.fields(cls)
+    missing = [field.name for field in fields if field.name not in data
+               and field.default is dataclasses.MISSING
+               and field.default_factory is dataclasses.MISSING]
+    if not isinstance(data.get('config', {}), Mapping):
+      missing.append('config (as a mapping)')
+    if missing:
+      raise ValueError(f'it has no {", ".join(missing)}')
+    return cls(**{field.name: data[field.name] for field in fields if field.name in data})
 
 
 def write_results(workdir: str, results: Results) -> None:
   write_json(storage.join(workdir, RESULTS_FILE), results.to_json())
 
 
+def results_from(path: str, data) -> Results:
+  """The Results of the JSON `data` read from `path`; DamagedFileError naming the file when it
+  is not a results.json."""
+  try:
+    if not isinstance(data, Mapping):
+      raise ValueError('it is not a JSON object')
+    return Results.from_json(data)
+  except ValueError as error:
+    raise errors.damaged_file(path, error) from None
+
+
 def read_results(workdir: str) -> Results:
-  return Results.from_json(read_json(storage.join(workdir, RESULTS_FILE)))
+  path = storage.join(workdir, RESULTS_FILE)
+  return results_from(path, read_json(path))
 
 
 def read_results_or_none(workdir: str) -> Results | None:
   """The run's results, or None when it has none or they cannot be read (with a warning)."""
   path = storage.join(workdir, RESULTS_FILE)
   data = read_json_or_none(path) if storage.exists(path) else None
-  return Results.from_json(data) if isinstance(data, dict) and data.get('config') else None
+  if data is None:
+    return None
+  try:
+    return results_from(path, data)
+  except errors.DamagedFileError as error:
+    logging.warning('Skipping %s: %s', path, error)
+    return None
 
 
 # --------------------------------------------------------------------------- robustness
@@ -199,20 +220,11 @@ def scan_runs(workdir: str) -> tuple[list[RunRecord], list[str]]:
     subfolders.sort()
     if RESULTS_FILE in names:
       subfolders.clear()  # runs are not nested; skip the checkpoints
-      data = read_json_or_none(storage.join(folder, RESULTS_FILE))
-      if data is None:
+      results = read_results_or_none(folder)
+      if results is None or not results.finished:
         unfinished.append(os.path.relpath(folder, workdir))
         continue
-      config = data.get('config')
-      if config is None and CONFIG_FILE in names:
-        config = read_json_or_none(storage.join(folder, CONFIG_FILE))
-      if not config:
-        logging.warning('Skipping %s: its results.json has no config.', folder)
-        continue
-      results = Results.from_json(dict(data, config=config))
-      if not results.finished:
-        unfinished.append(os.path.relpath(folder, workdir))
-        continue
+      config = results.config
       robustness_path = storage.join(folder, results.robustness_file or ROBUSTNESS_FILE)
       grid = read_json_or_none(robustness_path) if storage.exists(robustness_path) else None
       runs.append(RunRecord(os.path.relpath(folder, workdir), folder, config, results, grid,
