@@ -174,19 +174,24 @@ def test_a_damaged_config_json_without_a_checkpoint_is_named(data_dir, tmp_path)
 
 
 def test_a_damaged_results_json_is_evaluated_again(data_dir, tmp_path, caplog):
+  """Cut short, or of another version (fields missing): warned about, the run evaluated again."""
   config = tiny_run_config(data_dir, num_epochs=2)
   workdir = str(tmp_path / 'run')
   first = train.train_and_evaluate(config, workdir)
   results_path = os.path.join(workdir, 'results.json')
-  for mode in ('train', 'evaluate'):
-    with open(results_path, 'w') as f:
-      f.write('{"config": {"num_ep')
-    assert not run_files.is_finished(workdir)
-    caplog.clear()
-    again = train.train_and_evaluate(config, workdir, evaluate_only=mode == 'evaluate')
-    assert f'Skipping {results_path}: it cannot be read' in caplog.text
-    assert again['test'] == first['test'] and again['epochs'] == 2
-    assert json.loads(open(results_path).read())['finished'] is True
+  other_version = json.dumps({'config': first['config'], 'epochs': 2, 'test': first['test']})
+  for text, warning in (('{"config": {"num_ep', f'Skipping {results_path}: it cannot be read'),
+                        (other_version, f'{results_path} is damaged and cannot be read (it has '
+                                        'no dataset, class_names, num_parameters')):
+    for mode in ('train', 'evaluate'):
+      with open(results_path, 'w') as f:
+        f.write(text)
+      assert not run_files.is_finished(workdir)
+      caplog.clear()
+      again = train.train_and_evaluate(config, workdir, evaluate_only=mode == 'evaluate')
+      assert warning in caplog.text
+      assert again['test'] == first['test'] and again['epochs'] == 2
+      assert json.loads(open(results_path).read())['finished'] is True
 
 
 def test_a_damaged_history_is_warned_about_and_the_run_continues(data_dir, tmp_path,

@@ -131,7 +131,8 @@ class Results:
     if not isinstance(data.get('config', {}), Mapping):
       missing.append('config (as a mapping)')
     if missing:
-      raise ValueError(f'it has no {", ".join(missing)}')
+      raise ValueError(f'it has no {", ".join(missing)}; --mode=evaluate writes it anew from the '
+                       'run\'s checkpoint')
     return cls(**{field.name: data[field.name] for field in fields if field.name in data})
 
 
