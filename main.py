@@ -14,7 +14,7 @@ import os
 # TensorFlow (used by TFDS and CLU for files and summaries) must not take the accelerators.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from pejax import cli
+from pejax import cli  # noqa: E402  (after the environment is set)
 
 if __name__ == '__main__':
   cli.console_main()

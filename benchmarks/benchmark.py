@@ -82,7 +82,7 @@ def set_xla_flags(choice: str) -> str:
   if choice == 'none':
     return os.environ.get('XLA_FLAGS', '')
   if choice == RECOMMENDED:
-    from pejax.models import cpu_conv
+    from pejax.models import cpu_conv  # imports jax, but XLA reads its flags only when a backend starts
     choice = cpu_conv.recommended_xla_flags()
   flags = ' '.join(f for f in (os.environ.get('XLA_FLAGS', ''), choice) if f)
   os.environ['XLA_FLAGS'] = flags

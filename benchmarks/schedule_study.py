@@ -29,7 +29,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pejax import cli
+from pejax import cli  # noqa: E402
 
 # The claims' settings on the chest phantom: Table 1 / Fig. 2 / Fig. 5 (U-Net, zero padding, no
 # PE and λ = 1, 10, 256), Fig. 4 (reflection padding), Sec. 3.2 (small CNN), Table 2 (10 and 5
@@ -59,7 +59,7 @@ def study_runs(experiment_names, seeds):
       'fig4': lambda: common.fig4_padding([DATASET], seeds=seeds),
       'small_cnn': lambda: common.fig3_small_cnn([DATASET], seeds=seeds),
       'table2': lambda: common.table2_data_size(DATASET, sizes=(10, 5), seeds=seeds,
-                                                     run_robustness=False),
+                                                run_robustness=False),
   }
   runs = sweep.union(*(chosen[name]() for name in experiment_names))
   return [(sweep.run_name(overrides), overrides) for overrides in runs]
@@ -71,7 +71,7 @@ def run_config(base, overrides, steps: int):
   for key, value in overrides.items():
     config[key] = value
   config.num_epochs = common.epochs_for_steps(steps, config.dataset,
-                                                   config.num_train_examples, config.batch_size)
+                                              config.num_train_examples, config.batch_size)
   return config
 
 
@@ -90,7 +90,7 @@ def continue_from(previous: str, folder: str, config) -> None:
       path = os.path.join(staging, name)
       shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
   storage.write_json(os.path.join(staging, run_files.CONFIG_FILE),
-                         configuration.settings_dict(config))
+                     configuration.settings_dict(config))
   os.replace(staging, folder)
 
 
@@ -145,7 +145,7 @@ def main(argv=None):
     rows.append((steps, claims.evaluate_claims(settings)))
   text = schedule_table(rows, convergence.RULE)
   storage.write_atomically(os.path.join(args.workdir, 'schedule_study.md'),
-                               lambda f: f.write(text))
+                           lambda f: f.write(text))
   print(text)
 
 

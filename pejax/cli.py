@@ -210,7 +210,7 @@ def main(argv) -> None:
     if config is None:
       raise errors.SettingError('--mode=report needs --workdir (the sweep\'s folder).')
     workdir = default_workdir(config_flags.get_config_filename(flags.FLAGS['config']))
-  from pejax import runtime
+  from pejax import runtime  # after flag parsing: XLA options are set before JAX starts
   verbose = holders['verbose'].value
   runtime.initialize(holders['coordinator_address'].value, holders['num_processes'].value,
                      holders['process_id'].value, verbose=verbose)

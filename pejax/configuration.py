@@ -18,7 +18,6 @@ from pejax import choices
 from pejax.errors import SettingError
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Role:
   """What one setting is for. Every view of the settings (`result_settings`, `data_settings`,

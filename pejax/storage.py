@@ -198,7 +198,7 @@ def write_atomically(path: str, write: Callable[[Any], None], mode: str = 'w') -
 
 def write_json(path: str, value) -> None:
   write_atomically(path, lambda f: json.dump(configuration.json_safe(value), f, indent=2, sort_keys=True,
-                                            allow_nan=False))
+                                             allow_nan=False))
 
 
 def read_json(path: str):

@@ -185,7 +185,7 @@ def _evaluate_and_write(run, state, evaluator, timings, trained) -> dict[str, An
       num_parameters=count_parameters(state.params), num_train_examples=len(run.example_ids),
       epochs=int(state.epoch), steps=int(state.step), devices=jax.device_count(),
       processes=jax.process_count(), platform=jax.devices()[0].platform,
-      jax_version=jax.__version__, normalization=dataclasses.asdict(evaluator.normalizer))
+      jax_version=jax.__version__, normalization=dataclasses.asdict(evaluator.run_data.normalizer))
   results = outputs.write_evaluation(run.workdir, run.config, evaluation, facts,
                                      writer=run.writer, timings=timings, trained=trained,
                                      history=run.history,
@@ -398,7 +398,7 @@ def _write_report(workdir: str, names: Sequence[str], shard: tuple[int, int] | N
   every run finished; shards finishing together may both write it, which the atomic writes of
   the report and its figures make harmless.
   """
-  from pejax.reporting import report
+  from pejax.reporting import report  # the report reads every run back from the folder
   waiting = [name for name in names if not run_files.is_finished(os.path.join(workdir, name))]
   if shard and waiting:
     logging.info('Shard %d/%d done; runs of the sweep not finished yet: %d (%s). The last '

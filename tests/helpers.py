@@ -133,7 +133,6 @@ class Process:
       time.sleep(0.05)
 
 
-
 def run_killed_at(moment, flags, tmp_path, name, env=None):
   """Runs the worker until it pauses at `moment`, then SIGKILLs it; returns its log."""
   marker = tmp_path / f'{name}.paused'
@@ -280,7 +279,7 @@ def write_run(folder, *, clean, noise_drop=0.1, shift_drop=0.1, robustness=True,
   if robustness:
     results['robustness_file'] = 'robustness.json'
     storage.write_json(os.path.join(folder, 'robustness.json'),
-                     robustness_result(clean, noise_drop, shift_drop, classes))
+                       robustness_result(clean, noise_drop, shift_drop, classes))
   storage.write_json(os.path.join(folder, 'results.json'), results)
 
 

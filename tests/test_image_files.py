@@ -28,7 +28,7 @@ def test_png_8_and_16_bit_and_jpeg_are_read_as_displayed(tmp_path):
   Image.fromarray(values16).save(tmp_path / 'b.png')
   Image.fromarray(np.stack([values8] * 3, axis=-1)).save(tmp_path / 'c.jpg', quality=100)
   eight, sixteen, jpeg = (image_files.read_scan(tmp_path / name) for name in ('a.png', 'b.png',
-                                                                          'c.jpg'))
+                                                                              'c.jpg'))
   assert eight.values.shape == (1, 9, 11) and not eight.is_volume and eight.spacing is None
   np.testing.assert_allclose(image_files.intensities01(eight)[0][0], values8 / 255, atol=1e-7)
   np.testing.assert_allclose(image_files.intensities01(sixteen)[0][0], values16 / 65535, atol=1e-7)
@@ -81,7 +81,7 @@ def test_nifti_2d_and_4d(tmp_path):
   assert not scan.is_volume and scan.values.shape == (1, 8, 12)
   assert math.isnan(scan.spacing[0]) and scan.spacing[1:] == (0.25, 0.5)
   written = nibabel.load(image_files.write_mask(scan, np.ones((1, 8, 12), np.uint8),
-                                             str(tmp_path / 'flat_labels')))
+                                                str(tmp_path / 'flat_labels')))
   assert written.shape == (12, 8)
   nibabel.save(nibabel.Nifti1Image(np.zeros((4, 4, 2, 5), np.float32), np.eye(4)),
                str(tmp_path / 'cine.nii.gz'))
@@ -138,7 +138,7 @@ def test_png_masks_hold_the_class_indices_and_overlays_are_rgb(tmp_path):
   assert written.mode == 'P'
   np.testing.assert_array_equal(np.asarray(written), labels[0])
   overlay = Image.open(image_files.write_overlay(np.zeros((5, 6, 8), np.float32),
-                                              np.ones((5, 6, 8), np.uint8), str(tmp_path / 'o.png')))
+                                                 np.ones((5, 6, 8), np.uint8), str(tmp_path / 'o.png')))
   assert overlay.mode == 'RGB' and overlay.size == (4 * 8, 2 * 6)  # 5 slices in rows of 4
 
 

@@ -370,7 +370,7 @@ def test_claims_compare_per_image_values_from_the_per_case_files(tmp_path):
     rows = [{'condition': 'clean', 'level': 0, 'parameter': '', 'id': f'img{i:02d}',
              'dice': clean + shift + image_shift[i] + 0.01 * rng.normal()} for i in range(40)]
     storage.write_csv(os.path.join(tmp_path, folder, run_files.ROBUSTNESS_CASES_CSV),
-                          rows, ['condition', 'level', 'parameter', 'id', 'dice'])
+                      rows, ['condition', 'level', 'parameter', 'id', 'dice'])
   runs = collect_runs(str(tmp_path))
   assert all(len(run.per_image) == 40 and ('clean', 0) in run.per_image['img00']
              for run in runs)

@@ -30,7 +30,7 @@ def split():
 def grid(split):
   images, labels = split
   return evaluate(threshold_predict, images, labels, small_robustness_config(),
-                                        class_names=CHEST_CLASSES)
+                  class_names=CHEST_CLASSES)
 
 
 def direct_dice(images, labels):
@@ -74,9 +74,9 @@ def test_noise_lowers_dice_with_severity(grid):
 def test_same_seed_identical_other_seed_differs(split, grid):
   images, labels = split
   again = evaluate(threshold_predict, images, labels, small_robustness_config(),
-                                         class_names=CHEST_CLASSES)
+                   class_names=CHEST_CLASSES)
   other = evaluate(threshold_predict, images, labels,
-                                         small_robustness_config(seed=1), class_names=CHEST_CLASSES)
+                   small_robustness_config(seed=1), class_names=CHEST_CLASSES)
   for name in ('clean', 'gaussian_noise', 'shot_noise', 'gaussian_blur', 'shift_x'):
     assert again[name] == grid[name]
   for name in ('gaussian_noise', 'shot_noise'):
@@ -96,7 +96,7 @@ def test_grid_is_one_program_compiled_once(split):
   first = evaluate(counting_predict, images, labels, small_robustness_config())
   other_images, other_labels = make_split(seed=1)
   second = evaluate(counting_predict, other_images, other_labels,
-                                          small_robustness_config(seed=7))
+                    small_robustness_config(seed=7))
   assert len(traces) == 1 and traces[0] == (4, IMAGE_SIZE, IMAGE_SIZE, 1)
   assert first['clean'] != second['clean']
 
@@ -165,7 +165,7 @@ def test_write_robustness_json_and_csv(grid, tmp_path):
   result = dict(grid)
   result['clean'] = dict(grid['clean'], dice_heart=float('nan'))
   json_path, csv_path = run_files.write_robustness(str(tmp_path), result,
-                                                     grid_results.result_rows(result))
+                                                   grid_results.result_rows(result))
   assert sorted(os.listdir(tmp_path)) == ['robustness.csv', 'robustness.json']
   with open(json_path) as f:
     loaded = json.load(f)
@@ -195,7 +195,7 @@ def test_aggregate_and_plots(grid, tmp_path):
             {'label': 'two seeds', 'result': mean, 'std': std, 'style': {'linestyle': '--'}}]
   references = [('averaged mask', 0.5)]
   pixels = figures.plot_corruptions(curves, str(tmp_path / 'corruptions.png'),
-                                       references=references, title='phantom')
+                                    references=references, title='phantom')
   assert pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[-1] == 3
   assert pixels.shape[1] > pixels.shape[0]
   pixels = figures.plot_shifts(curves, str(tmp_path / 'shifts.png'), references=references)

@@ -236,7 +236,7 @@ def test_per_image_dice_equals_pejax_metrics():
         assert row[f'dice_{name}'] == pytest.approx(image_dice[c], abs=1e-6)
   for i in range(len(rows)):
     one = dice.finalize_dice(dice.dice_sums(jnp.asarray(predictions[i:i + 1]),
-                                                  jnp.asarray(labels[i:i + 1]), 4))
+                                            jnp.asarray(labels[i:i + 1]), 4))
     assert np.isclose(rows[i]['dice'], one['dice'], atol=1e-6, equal_nan=True)
   # The summary's means are the reported Dice and per-class Dice of pejax.models.dice.
   summary = sd.summarize(rows)

@@ -47,7 +47,7 @@ def epochs_for_steps(steps: int, dataset: str, num_train_examples: int | None = 
   """The epochs of a schedule of (at least) `steps` optimizer steps: an epoch is
   ceil(examples / batch) steps, and a training subset smaller than a batch is one step."""
   per_epoch = configuration.steps_per_epoch(num_train_examples or TRAIN_EXAMPLES[dataset],
-                                           batch_size)
+                                            batch_size)
   return -(-steps // per_epoch)
 
 

@@ -9,4 +9,4 @@ from pejax.configs.paper import common
 
 def get_config():
   return common.sweep_config(common.paper_scale(),
-                                  common.fig3_small_cnn(common.PAPER_DATASETS))
+                             common.fig3_small_cnn(common.PAPER_DATASETS))

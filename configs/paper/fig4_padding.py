@@ -10,4 +10,4 @@ from pejax.configs.paper import common
 
 def get_config():
   return common.sweep_config(common.paper_scale(),
-                                  common.fig4_padding(common.PAPER_DATASETS))
+                             common.fig4_padding(common.PAPER_DATASETS))

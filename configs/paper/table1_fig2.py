@@ -11,4 +11,4 @@ from pejax.configs.paper import common
 
 def get_config():
   return common.sweep_config(common.paper_scale(),
-                                  common.table1_fig2(common.PAPER_DATASETS))
+                             common.table1_fig2(common.PAPER_DATASETS))

@@ -23,7 +23,7 @@ import tensorflow_datasets as tfds
 
 # A damaged or wrong file is the user's to replace: pejax's commands say so in one line.
 from data_builders.conventions import (displayed_intensities, read_raw_image, resize_image,
-                                      resize_label)
+                                       resize_label)
 from pejax.errors import SourceFileError
 
 NUM_CLASSES = 4

@@ -377,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows.append((title, shown.images[:count], shown.labels[:count], dataset_spec(name).class_names))
 
   if args.picture:
-    from pejax import drawing
+    from pejax import drawing  # matplotlib only when drawing
     fig = drawing.example_grid(rows)
     drawing.save_figure(fig, args.picture, palette_colors=256)
     print(f'Wrote {args.picture}')

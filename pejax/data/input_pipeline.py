@@ -23,7 +23,6 @@ from pejax.data import datasets
 from pejax.models.predictor import Normalizer
 
 
-
 def make_mesh() -> Mesh:
   """A 1-D mesh over every device of every process, axis 'data' (batch parallelism)."""
   return Mesh(np.asarray(jax.devices()), ('data',))

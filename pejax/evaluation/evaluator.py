@@ -73,10 +73,6 @@ class Evaluator:
     self.run_data = run_data
 
   @property
-  def normalizer(self):
-    return self.run_data.normalizer
-
-  @property
   def class_names(self) -> tuple[str, ...]:
     return self.run_data.dataset.class_names
 
@@ -102,7 +98,7 @@ class Evaluator:
     images = split.host_images01[:count]
     predictions = np.asarray(_predict(self.predictor, (state, pe_scale), images))
     return drawing.label_panel(images, split.host_labels, predictions, count,
-                                 self.class_names)
+                               self.class_names)
 
   def final(self, state, pe_scale, example_ids) -> dict[str, dict]:
     """Validation and test Dice of a trained state, and the averaged mask on both splits."""
@@ -131,7 +127,7 @@ class Evaluator:
     """Dice of the averaged-mask baseline on the clean and the shifted test split (the grid's
     shifts): the mask stays where the training anatomy was while images and labels move."""
     mask = dice.averaged_mask(self.run_data.train_labels[jnp.asarray(example_ids)],
-                                 self.run_data.dataset.num_classes)
+                              self.run_data.dataset.num_classes)
     shifts_only = ml_collections.ConfigDict(cfg.to_dict())
     shifts_only.severities = ()
     result = robustness.robustness_grid(

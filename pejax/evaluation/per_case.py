@@ -110,8 +110,3 @@ def phase_summaries(rows: Sequence[dict[str, Any]]) -> dict[str, dict]:
   phases = sorted({row['phase'] for row in rows})
   return {phase: surface_distance.summarize(r for r in rows if r['phase'] == phase)
           for phase in phases}
-
-
-def columns(rows: Sequence[dict[str, Any]]) -> list[str]:
-  """The CSV header of rows: every key, in the order of first appearance."""
-  return list(dict.fromkeys(key for row in rows for key in row))

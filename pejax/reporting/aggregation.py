@@ -20,7 +20,6 @@ from pejax.runs.run_files import RunRecord
 DATASET_ORDER = ('jsrt', 'acdc', 'phantom_chest', 'phantom_cardiac')
 
 
-
 def _canonical(settings: Mapping) -> str:
   return json.dumps(configuration.json_safe(settings), sort_keys=True)
 
@@ -99,7 +98,7 @@ class Setting:
       return None
     try:
       return grid_results.aggregate_robustness([run.robustness for run in self.robust_runs],
-                                             ddof=1)
+                                               ddof=1)
     except (KeyError, TypeError, ValueError) as error:
       logging.warning('Robustness grids of %s cannot be averaged (%s).', self.label, error)
       return None
@@ -150,7 +149,7 @@ def select(settings: Sequence[Setting], **conditions) -> list[Setting]:
 
 
 def standard(settings: Sequence[Setting], dataset: str, model: str = 'unet', *,
-              padding='zeros', num_train_examples=None, position_jitter=None) -> list[Setting]:
+             padding='zeros', num_train_examples=None, position_jitter=None) -> list[Setting]:
   """The paper's default setting (zero padding, all data, default jitter) of a dataset/model."""
   return select(settings, dataset=dataset, model=model, padding=padding,
                 num_train_examples=num_train_examples, position_jitter=position_jitter)

@@ -40,8 +40,8 @@ import numpy as np
 from pejax.evaluation import convergence
 from pejax.reporting import paired_statistics
 from pejax.reporting.aggregation import (ANY, Setting, datasets_of, has_shifts, paired_differences,
-                               paired_values, pe_label, pe_of_interest, pe_sorted, select,
-                               standard)
+                                         paired_values, pe_label, pe_of_interest, pe_sorted, select,
+                                         standard)
 from pejax.evaluation.grid_results import NOISES, noise_dice, noise_drop, shift_dice
 from pejax.reporting.paired_statistics import combine, paired_effect, verdict
 

@@ -21,7 +21,7 @@ from pejax.evaluation import convergence, figures, grid_results
 from pejax.reporting import claims
 from pejax.runs import run_files
 from pejax.reporting.aggregation import (ANY, Setting, Stat, datasets_of, has_shifts, paired_difference,
-                               pe_label, pe_of_interest, pe_rank, pe_sorted, select, standard)
+                                         pe_label, pe_of_interest, pe_rank, pe_sorted, select, standard)
 from pejax.reporting.claims import CLAIMS, PAPER_SMALL_CNN, PAPER_TABLE1, PAPER_TABLE2
 from pejax.reporting.paper_comparison import VERSUS_PAPER, compares, scale_note, versus_paper
 
@@ -34,8 +34,6 @@ PAPER_ANALOGUE = {'phantom_chest': 'jsrt', 'phantom_cardiac': 'acdc'}
 
 
 # -------------------------------------------------------------------------------- formatting
-
-
 
 
 def format_stat(stat: Stat, digits: int = 4) -> str:
@@ -228,7 +226,7 @@ def _corruption_figure(ctx: Context, settings: Sequence[Setting], stem: str, tit
                 if reference is not None and reference.n and np.isfinite(reference.mean) else [])
   name = ctx.figure_name(stem)
   figures.plot_corruptions(curves, os.path.join(ctx.workdir, name), references=references,
-                              title=title)
+                           title=title)
   return [f'![{title}]({name})', '']
 
 
@@ -367,7 +365,7 @@ def _shift_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
              if 'averaged_mask' in run.robustness]
     if masks:  # the baseline stays put while images and labels shift
       curves.append(figures.averaged_mask_curve(*grid_results.aggregate_robustness(masks,
-                                                                                    ddof=1)))
+                                                                                   ddof=1)))
     title = f'{title_of(dataset)}, U-Net: Dice versus shift (Figure 5-like)'
     name = ctx.figure_name(f'fig5_{dataset}_shift')
     try:

@@ -56,7 +56,7 @@ def recorded_settings(workdir: str) -> dict | None:
 
 
 def restore_common(managers: Sequence[ocp.CheckpointManager], abstract_state, *,
-                              resume: bool = True):
+                   resume: bool = True):
   """The latest epoch every run of a group has a complete, readable checkpoint of, and the runs'
   states restored from it; (None, None) when there is no common epoch.
 

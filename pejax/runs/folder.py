@@ -19,6 +19,7 @@ from pejax.runs import checkpoints
 from pejax.runs.run_files import CONFIG_FILE
 from pejax.storage import read_json, write_json
 
+
 def check_location(workdir: str) -> None:
   """Refuses, before anything is written, a workdir pejax cannot write (`storage`)."""
   storage.check_location(workdir, '--workdir')
@@ -47,12 +48,12 @@ def check_writable(folder: str, required_bytes: int) -> None:
     os.remove(probe)
   except OSError as error:
     raise WorkdirError(f'the workdir {folder} is not writable ({error.strerror}); choose another '
-                  '--workdir or fix its permissions.') from error
+                       '--workdir or fix its permissions.') from error
   free = shutil.disk_usage(folder).free
   if free < required_bytes:
     raise WorkdirError(f'the workdir {folder} has {free / 2**20:.0f} MiB free but this run needs about '
-                  f'{required_bytes / 2**20:.0f} MiB for checkpoints and logs; free some space '
-                  'or choose another --workdir.')
+                       f'{required_bytes / 2**20:.0f} MiB for checkpoints and logs; free some space '
+                       'or choose another --workdir.')
 
 
 # ----------------------------------------------------------------------------- settings
