@@ -6,6 +6,18 @@ so a name is defined once.
 """
 
 DATASETS = ('phantom_chest', 'phantom_cardiac', 'jsrt', 'acdc')
+# Any dataset in nnU-Net's raw format: 'nnunet:Dataset027_ACDC' (a folder of $nnUNet_raw) or
+# 'nnunet:/path/to/DatasetXXX_Name'.
+NNUNET_PREFIX = 'nnunet:'
+
+
+def is_nnunet(dataset: str) -> bool:
+  return isinstance(dataset, str) and dataset.startswith(NNUNET_PREFIX)
+
+
+def nnunet_name(dataset: str) -> str:
+  """'Dataset027_ACDC' of 'nnunet:Dataset027_ACDC' or of 'nnunet:/data/raw/Dataset027_ACDC/'."""
+  return dataset[len(NNUNET_PREFIX):].replace('\\', '/').rstrip('/').split('/')[-1]
 MODELS = ('unet', 'cnn4')            # paper Table 3 and Table 4
 COMPUTE_DTYPES = ('float32', 'bfloat16')
 

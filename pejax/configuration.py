@@ -161,7 +161,9 @@ def _error(name: str, value, allowed: str) -> SettingError:
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises SettingError for the first setting that cannot work, before any compute."""
-  _check_choice(config, 'dataset', choices.DATASETS)
+  if not (choices.is_nnunet(config.dataset) and config.dataset[len(choices.NNUNET_PREFIX):].strip()):
+    _check_choice(config, 'dataset', choices.DATASETS + (
+        f'or {choices.NNUNET_PREFIX}<a dataset folder in nnU-Net\'s raw format>',))
   _check_choice(config, 'model', choices.MODELS)
   _check_choice(config, 'padding', choices.PADDING_MODES)
   if config.model == 'unet' and config.padding == 'valid':

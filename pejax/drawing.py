@@ -22,16 +22,29 @@ from pejax import storage
 
 # RGB in [0, 1] per class; class 0 (background) is black and is left uncoloured by `overlay`.
 # Colour-blind-safe hues (Okabe-Ito): blue, orange, bluish green.
-CLASS_COLORS = np.array([
-    [0.0, 0.0, 0.0],
-    [0.0, 0.447, 0.698],
-    [0.902, 0.624, 0.0],
-    [0.0, 0.620, 0.451],
-], np.float32)
+def _class_colors(count: int = 256) -> np.ndarray:
+  """Black background, then the Okabe–Ito colours (distinguishable with colour-vision
+  deficiencies), then evenly spaced hues for datasets of many classes."""
+  okabe_ito = [[0.0, 0.0, 0.0], [0.0, 0.447, 0.698], [0.902, 0.624, 0.0], [0.0, 0.620, 0.451],
+               [0.835, 0.369, 0.0], [0.337, 0.706, 0.914], [0.800, 0.475, 0.655],
+               [0.941, 0.894, 0.259]]
+  hues = (np.arange(count - len(okabe_ito)) * 0.618034) % 1.0  # golden-ratio steps
+  extra = _hues_to_rgb(hues)
+  return np.concatenate([np.array(okabe_ito), extra]).astype(np.float32)
+
+
+def _hues_to_rgb(hues: np.ndarray) -> np.ndarray:
+  """RGB of fully saturated, 85 %-bright colours of `hues` in [0, 1)."""
+  sector = hues * 6.0
+  rgb = np.clip(np.abs((sector[:, None] + np.array([0.0, 4.0, 2.0])) % 6.0 - 3.0) - 1.0, 0, 1)
+  return 0.85 * rgb
+
+
+CLASS_COLORS = _class_colors()
 
 
 def colorize_labels(labels) -> np.ndarray:
-  """Label map (...) of ints in [0, 4) -> float32 RGB (..., 3) with `CLASS_COLORS`."""
+  """Label map (...) of ints in [0, 256) -> float32 RGB (..., 3) with `CLASS_COLORS`."""
   labels = np.asarray(labels)
   if labels.size and (labels.min() < 0 or labels.max() >= len(CLASS_COLORS)):
     raise ValueError(f'labels must lie in [0, {len(CLASS_COLORS)}), '
@@ -40,8 +53,9 @@ def colorize_labels(labels) -> np.ndarray:
 
 
 def _gray_to_rgb(image) -> np.ndarray:
+  """RGB of a gray image; of an image of several channels (nnU-Net datasets), its first."""
   image = np.asarray(image, np.float32)
-  if image.ndim >= 3 and image.shape[-1] == 1:
+  if image.ndim >= 3:
     image = image[..., 0]
   return np.repeat(np.clip(image, 0.0, 1.0)[..., None], 3, axis=-1)
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import ml_collections
 
-from pejax import configuration
+from pejax import choices, configuration
 from pejax.errors import SettingError
 
 
@@ -70,6 +70,8 @@ def run_name(overrides: Mapping[str, Any]) -> str:
     role = configuration.ROLES.get(key)
     short = key if role is None or role.name is None else role.name
     shown = 'all' if value is None else (f'{value:g}' if isinstance(value, float) else value)
+    if key == 'dataset' and choices.is_nnunet(value):  # a folder's name, not its path
+      shown = choices.nnunet_name(value)
     parts.append(f'{short}{shown}')
   return '_'.join(str(p) for p in parts) or 'base'
 

@@ -114,7 +114,8 @@ def _train_group(configs, workdirs, *, mesh, run_data, evaluate_only):
   if evaluate_only:
     folder.require_runs([run.workdir for run in runs], started)
 
-  spec, init_state = model_spec(first, run_data.dataset.num_classes)
+  spec, init_state = model_spec(first, run_data.dataset.num_classes,
+                                run_data.dataset.image_channels)
   replicated = input_pipeline.replicated(mesh)
   init = _jitted_init(init_state, replicated)
   initial = [init(run.config.seed) for run in runs]
@@ -130,7 +131,8 @@ def _train_group(configs, workdirs, *, mesh, run_data, evaluate_only):
     run.checkpoints = checkpoints.manager(run.workdir, first.max_checkpoints_to_keep)
     run.description = provenance.model_description(
         configuration.settings_dict(run.config), ('background',) + run_data.dataset.class_names,
-        dataclasses.asdict(run_data.normalizer))
+        dataclasses.asdict(run_data.normalizer), run_data.dataset.image_channels,
+        run_data.nnunet_inputs)
     run.writer = event_writers.create_metric_writer(run.workdir, just_logging=not is_writer)
 
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, initial[0])
@@ -185,7 +187,8 @@ def _evaluate_and_write(run, state, evaluator, timings, trained) -> dict[str, An
       num_parameters=count_parameters(state.params), num_train_examples=len(run.example_ids),
       epochs=int(state.epoch), steps=int(state.step), devices=jax.device_count(),
       processes=jax.process_count(), platform=jax.devices()[0].platform,
-      jax_version=jax.__version__, normalization=dataclasses.asdict(evaluator.run_data.normalizer))
+      jax_version=jax.__version__, normalization=dataclasses.asdict(evaluator.run_data.normalizer),
+      dataset_source=evaluator.run_data.dataset.source)
   results = outputs.write_evaluation(run.workdir, run.config, evaluation, facts,
                                      writer=run.writer, timings=timings, trained=trained,
                                      history=run.history,

@@ -49,7 +49,25 @@ RUN = {
          '--config.dataset=phantom_cardiac', '--config.padding=reflect', '--config.pe_scale=10',
          '--config.num_train_examples=10', '--config.seed=1',
          '--workdir=runs/cardiac_reflect_pe10', *REDUCED],
+    # "Your own data", in its order.
+    'python -m data_builders.nnunet.phantom_export --kind=cardiac --output=nnUNet_raw':
+        ['python', '-m', 'data_builders.nnunet.phantom_export', '--kind=cardiac',
+         '--output=nnUNet_raw', '--image_size=32', '--cases=16,4,4'],
+    'python -m pejax.data --dataset=nnunet:nnUNet_raw/Dataset902_PhantomCardiac --image_size=64':
+        ['python', '-m', 'pejax.data', '--dataset=nnunet:nnUNet_raw/Dataset902_PhantomCardiac',
+         '--image_size=32'],
+    'python main.py --config=configs/unet_pe.py:quick '
+    '--config.dataset=nnunet:nnUNet_raw/Dataset902_PhantomCardiac --workdir=runs/own_data':
+        ['python', 'main.py', '--config=configs/unet_pe.py:quick',
+         '--config.dataset=nnunet:nnUNet_raw/Dataset902_PhantomCardiac', '--workdir=runs/own_data',
+         *REDUCED],
+    'python main.py --mode=predict --workdir=runs/own_data '
+    '--input=nnUNet_raw/Dataset902_PhantomCardiac/imagesTs --output=runs/own_data/predicted':
+        ['python', 'main.py', '--mode=predict', '--workdir=runs/own_data',
+         '--input=nnUNet_raw/Dataset902_PhantomCardiac/imagesTs',
+         '--output=runs/own_data/predicted'],
 }
+OWN_DATA = [command for command in RUN if 'nnUNet_raw' in command]
 # README command -> why this test does not run it.
 SKIP = {
     'python3 -m venv .venv': 'the install: .ci/run and tests/test_install.py',
@@ -81,6 +99,10 @@ SKIP = {
     'gcloud storage cp -r /tmp/tfds/* gs://BUCKET/tfds/': 'Google Cloud',
     'gcloud auth application-default login': 'Google Cloud',
     'tensorboard --logdir runs': 'a server; its event files are read in tests/test_cloud.py',
+    'python main.py --config=configs/paper/laptop_table1_fig2.py:nnunet:nnUNet_raw/'
+    'Dataset902_PhantomCardiac --workdir=runs/own_data_table1':
+        '24 runs; a paper sweep on an nnU-Net dataset expands and validates in '
+        'tests/test_nnunet.py',
 }
 COMMAND = re.compile(r'^(python3? |pytest|pejax |pip |tfds |tensorboard|gcloud |\. \.venv)')
 
@@ -203,3 +225,19 @@ def test_readme_commands_and_examples_run_from_a_fresh_checkout(fresh_checkout):
 
   log = run(folder, by_readme['pytest -q'])
   assert ' passed' in log
+
+
+@pytest.mark.slow
+def test_readme_commands_on_ones_own_data_run_from_a_fresh_checkout(fresh_checkout):
+  folder = fresh_checkout
+  export, build, train, predict = (RUN[command] for command in OWN_DATA)
+  run(folder, export)
+  log = run(folder, build)
+  assert 'Dataset902_PhantomCardiac: train 16 cases / 128 slices' in log
+  log = run(folder, train)
+  assert 'Dice on the nnunet:nnUNet_raw/Dataset902_PhantomCardiac test split (32 images)' in log
+  run(folder, predict)
+  with open(folder / 'runs' / 'own_data' / 'predicted' / 'predictions.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 4 and {row['status'] for row in rows} == {'ok'}
+  assert {row['intensity'] for row in rows} == {'nnunet'}

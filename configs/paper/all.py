@@ -7,6 +7,7 @@ Writes runs/paper/report.md with every table and figure beside the paper's value
 from pejax.configs.paper import common
 
 
-def get_config():
+def get_config(datasets: str = ''):
+  chosen = common.chosen_datasets(datasets, common.PAPER_DATASETS)
   return common.sweep_config(
-      common.paper_scale(), common.all_experiments(common.PAPER_DATASETS, 'jsrt'))
+      common.paper_scale(), common.all_experiments(chosen, chosen[0]))

@@ -111,7 +111,11 @@ def cpu_scale() -> ml_collections.ConfigDict:
 
 def cpu_schedule(dataset: str, model: str = 'unet', num_train_examples: int | None = None
                  ) -> dict:
-  """{'num_epochs': ...} of the CPU-sized schedule of a run (`CPU_STEPS`)."""
+  """{'num_epochs': ...} of the CPU-sized schedule of a run (`CPU_STEPS`); {} for a dataset
+  of one's own, whose size the config does not know: the base config's epochs apply
+  (--config.num_epochs sets them)."""
+  if not num_train_examples and STAND_IN.get(dataset, dataset) not in CPU_STEPS[model]:
+    return {}
   steps = (CPU_SUBSET_STEPS if num_train_examples else
            CPU_STEPS[model][STAND_IN.get(dataset, dataset)])
   return {'num_epochs': epochs_for_steps(steps, dataset, num_train_examples)}
@@ -154,6 +158,13 @@ def phantom_jitter():
   """The position-jitter experiment at CPU size, without grids."""
   return jitter_benefit(cnn4_settings=cpu_schedule('phantom_chest', 'cnn4'),
                         unet_settings=cpu_schedule('phantom_chest', 'unet'), **NO_GRID)
+
+
+def chosen_datasets(argument: str, default) -> tuple[str, ...]:
+  """The datasets of a sweep: its config's argument, a comma-separated list (e.g.
+  `--config=configs/paper/laptop_table1_fig2.py:nnunet:Dataset027_ACDC`), or its default."""
+  names = tuple(name.strip() for name in argument.split(',') if name.strip())
+  return names or tuple(default)
 
 
 def sweep_config(base: ml_collections.ConfigDict, runs) -> ml_collections.ConfigDict:

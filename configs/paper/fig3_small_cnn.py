@@ -7,6 +7,7 @@ Expected (paper): no PE ≈ 0.5 (JSRT), < 0.1 (ACDC); λ=256 ≈ 0.9 (JSRT), ≈
 from pejax.configs.paper import common
 
 
-def get_config():
+def get_config(datasets: str = ''):
+  chosen = common.chosen_datasets(datasets, common.PAPER_DATASETS)
   return common.sweep_config(common.paper_scale(),
-                             common.fig3_small_cnn(common.PAPER_DATASETS))
+                             common.fig3_small_cnn(chosen))

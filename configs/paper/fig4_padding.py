@@ -8,6 +8,7 @@ padding; with PE the gap closes.
 from pejax.configs.paper import common
 
 
-def get_config():
+def get_config(datasets: str = ''):
+  chosen = common.chosen_datasets(datasets, common.PAPER_DATASETS)
   return common.sweep_config(common.paper_scale(),
-                             common.fig4_padding(common.PAPER_DATASETS))
+                             common.fig4_padding(chosen))

@@ -13,7 +13,8 @@ not measured on the real data: about 4.7 hours (a JSRT U-Net run 2.5 minutes, an
 from pejax.configs.paper import common
 
 
-def get_config():
+def get_config(datasets: str = ''):
+  chosen = common.chosen_datasets(datasets, common.PAPER_DATASETS)
   return common.sweep_config(
       common.cpu_scale(),
-      common.laptop_experiments())
+      common.all_cpu_experiments(chosen, chosen[0]))

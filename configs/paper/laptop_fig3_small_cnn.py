@@ -10,7 +10,8 @@ about 40 minutes.
 from pejax.configs.paper import common
 
 
-def get_config():
+def get_config(datasets: str = ''):
+  chosen = common.chosen_datasets(datasets, common.PAPER_DATASETS)
   return common.sweep_config(
       common.cpu_scale(),
-      common.cpu_experiment(common.fig3_small_cnn, common.PAPER_DATASETS, 'cnn4'))
+      common.cpu_experiment(common.fig3_small_cnn, chosen, 'cnn4'))

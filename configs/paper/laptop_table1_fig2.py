@@ -11,7 +11,8 @@ runs 10: 30 epochs of 17.6 s, the robustness grid over 384 slices 42 s, per-case
 from pejax.configs.paper import common
 
 
-def get_config():
+def get_config(datasets: str = ''):
+  chosen = common.chosen_datasets(datasets, common.PAPER_DATASETS)
   return common.sweep_config(
       common.cpu_scale(),
-      common.cpu_experiment(common.table1_fig2, common.PAPER_DATASETS))
+      common.cpu_experiment(common.table1_fig2, chosen))

@@ -16,7 +16,11 @@ schedule study (2026-12-02; BENCHMARKS.md); the chest part's runs are the schedu
 from pejax.configs.paper import common
 
 
-def get_config():
+def get_config(datasets: str = ''):
+  if datasets:  # the phantom-only position-jitter experiment stays out
+    chosen = common.chosen_datasets(datasets, common.PHANTOMS)
+    return common.sweep_config(common.cpu_scale(),
+                               common.all_cpu_experiments(chosen, chosen[0]))
   return common.sweep_config(
       common.cpu_scale(),
       common.phantom_experiments())

@@ -9,7 +9,8 @@ BENCHMARKS.md); results: README, "Training schedule" (chest phantom: the claim h
 from pejax.configs.paper import common
 
 
-def get_config():
+def get_config(datasets: str = ''):
+  chosen = common.chosen_datasets(datasets, common.PHANTOMS)
   return common.sweep_config(
       common.cpu_scale(),
-      common.cpu_experiment(common.fig4_padding, common.PHANTOMS))
+      common.cpu_experiment(common.fig4_padding, chosen))

@@ -9,7 +9,8 @@ results: README, "Training schedule" (chest phantom, 800 steps).
 from pejax.configs.paper import common
 
 
-def get_config():
+def get_config(datasets: str = ''):
+  chosen = common.chosen_datasets(datasets, common.PHANTOMS)
   return common.sweep_config(
       common.cpu_scale(),
-      common.cpu_experiment(common.table1_fig2, common.PHANTOMS))
+      common.cpu_experiment(common.table1_fig2, chosen))

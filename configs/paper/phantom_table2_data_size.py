@@ -9,7 +9,8 @@ BENCHMARKS.md); results: README, "Training schedule" (the claim does not hold on
 from pejax.configs.paper import common
 
 
-def get_config():
+def get_config(datasets: str = ''):
+  chosen = common.chosen_datasets(datasets, ('phantom_chest',))
   return common.sweep_config(
       common.cpu_scale(),
-      common.cpu_table2('phantom_chest', sizes=(None, 10, 5)))
+      common.cpu_table2(chosen[0], sizes=(None, 10, 5)))

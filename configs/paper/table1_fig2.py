@@ -9,6 +9,7 @@ Expected (paper Table 1): JSRT 0.9673 / 0.9649 / 0.9637 / 0.9599; ACDC 0.8496 / 
 from pejax.configs.paper import common
 
 
-def get_config():
+def get_config(datasets: str = ''):
+  chosen = common.chosen_datasets(datasets, common.PAPER_DATASETS)
   return common.sweep_config(common.paper_scale(),
-                             common.table1_fig2(common.PAPER_DATASETS))
+                             common.table1_fig2(chosen))

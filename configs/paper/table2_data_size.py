@@ -7,5 +7,6 @@ Expected (paper): 156 images 0.9673 | 0.9599; 10 images 0.8813 | 0.9020; 5 image
 from pejax.configs.paper import common
 
 
-def get_config():
-  return common.sweep_config(common.paper_scale(), common.table2_data_size('jsrt'))
+def get_config(datasets: str = ''):
+  chosen = common.chosen_datasets(datasets, ('jsrt',))
+  return common.sweep_config(common.paper_scale(), common.table2_data_size(chosen[0]))

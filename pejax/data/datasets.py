@@ -1,7 +1,9 @@
 """The one loader of pejax: TFDS builders -> numpy arrays, sorted by example id.
 
-Datasets: the built-in phantoms ('phantom_chest', 'phantom_cardiac'; generated on first use) and
-the real data of the paper ('jsrt', 'acdc'; manual download, see their builders' instructions).
+Datasets: the built-in phantoms ('phantom_chest', 'phantom_cardiac'; generated on first use),
+the real data of the paper ('jsrt', 'acdc'; manual download, see their builders' instructions)
+and any dataset in nnU-Net's raw format ('nnunet:Dataset027_ACDC', a folder of $nnUNet_raw, or
+'nnunet:/path/to/DatasetXXX_Name'; built on first use and again when its files change).
 Every split comes back whole as `SplitArrays` (the datasets are small), with images float32 in
 [0, 1]; normalization is left to the input pipeline (`DatasetSpec.normalization` says which).
 
@@ -31,6 +33,8 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from data_builders import conventions
+from data_builders.nnunet import nnunet_dataset_builder
+from data_builders.nnunet import source as nnunet_source
 from data_builders.phantoms import phantoms_dataset_builder
 from pejax import choices, errors, storage
 
@@ -42,12 +46,12 @@ DEFAULT_DATA_CACHE = os.path.join('~', '.cache', 'pejax', 'datasets')
 
 @dataclasses.dataclass(frozen=True)
 class SplitArrays:
-  images: np.ndarray  # (N, S, S, 1) float32 in [0, 1]
-  labels: np.ndarray  # (N, S, S) uint8, 0..3
+  images: np.ndarray  # (N, S, S, C) float32 in [0, 1]; C = 1 but for nnU-Net-format datasets
+  labels: np.ndarray  # (N, S, S) uint8, 0 .. num_classes - 1
   ids: np.ndarray  # (N,) str, sorted
-  # Where the dataset has them (ACDC): each slice's volume and position in it.
+  # Where the dataset has them (ACDC, 3-D nnU-Net cases): each slice's volume and position in it.
   subjects: np.ndarray | None = None  # (N,) str
-  phases: np.ndarray | None = None  # (N,) str, 'ED' / 'ES'
+  phases: np.ndarray | None = None  # (N,) str, 'ED' / 'ES'; ALL_PHASES for nnU-Net cases
   slice_indices: np.ndarray | None = None  # (N,) int
   # (N, 3) mm: slice distance, row and column spacing of the stored images; NaN where unknown
   # (2-D data have no slice distance); None: no spacing known (phantoms), distances in pixels.
@@ -59,11 +63,16 @@ class DatasetSpec:
   """What the training code needs to know of a dataset; class names and prepared sizes are
   read from its builder."""
   name: str
-  class_names: tuple[str, ...]  # foreground classes, in label order 1, 2, 3
+  class_names: tuple[str, ...]  # foreground classes, in label order 1, 2, 3, ...
   num_classes: int  # including background
-  normalization: str  # 'dataset' (train-split mean/std) or 'per_image' (each image's own)
+  # 'dataset' (train-split mean/std), 'per_image' (each image's own) or 'channels' (per
+  # channel, as the built dataset records: `intensity_records`)
+  normalization: str
   image_sizes: tuple[int, ...] | None  # sizes with predefined builder configs; None: any
   manual_download: bool
+  image_channels: int = 1
+  source: str | None = None  # the source folder of an nnU-Net-format dataset
+  title: str = ''  # how tables and figures name it; the name itself where empty
 
 
 _PHANTOM_KINDS = {'phantom_chest': 'chest', 'phantom_cardiac': 'cardiac'}
@@ -78,10 +87,17 @@ _NORMALIZATION = {'phantom_chest': 'dataset', 'jsrt': 'dataset',
 DATASETS = choices.DATASETS
 
 
+# The phase of every slice of an nnU-Net case: one volume per case (ACDC's cases are its phases).
+ALL_PHASES = 'all'
+
+
 @functools.cache
 def dataset_spec(name: str) -> DatasetSpec:
+  if choices.is_nnunet(name):
+    return _nnunet_spec(name)
   if name not in _NORMALIZATION:
-    raise errors.SettingError(f'Unknown dataset {name!r}; expected one of {sorted(DATASETS)}.')
+    raise errors.SettingError(f'Unknown dataset {name!r}; expected one of {sorted(DATASETS)} or '
+                              f'{choices.NNUNET_PREFIX}<a dataset folder in nnU-Net\'s format>.')
   if is_phantom(name):
     class_names = phantoms_dataset_builder.CLASS_NAMES[_PHANTOM_KINDS[name]]
     sizes = None
@@ -92,6 +108,16 @@ def dataset_spec(name: str) -> DatasetSpec:
     sizes = tuple(sorted(config.image_size for config in module.Builder.BUILDER_CONFIGS))
   return DatasetSpec(name, tuple(class_names[1:]), len(class_names), _NORMALIZATION[name],
                      sizes, not is_phantom(name))
+
+
+def _nnunet_spec(name: str) -> DatasetSpec:
+  """The spec of an nnU-Net-format dataset, from its dataset.json (nothing is built)."""
+  folder = nnunet_source.resolve_folder(name[len(choices.NNUNET_PREFIX):])
+  description = nnunet_source.read_description(folder)
+  return DatasetSpec(name, tuple(description.class_names[1:]), len(description.class_names),
+                     'channels', None, manual_download=False,
+                     image_channels=len(description.channel_names), source=description.folder,
+                     title=description.name)
 
 
 def check_image_size(name: str, image_size: int) -> None:
@@ -105,6 +131,16 @@ def check_image_size(name: str, image_size: int) -> None:
 
 def is_phantom(name: str) -> bool:
   return name in _PHANTOM_KINDS
+
+
+def nnunet_inputs(builder) -> dict:
+  """How a built nnU-Net-format dataset's examples were made from its files, as prediction on a
+  new case repeats it: per image channel its [0, 1] window and normalization ('normalization',
+  `data_builders.nnunet.source`), the channel names, the file ending, 2-D or 3-D, and the axis
+  3-D cases are sliced along."""
+  metadata = nnunet_dataset_builder.read_metadata(builder)
+  return {key: metadata[key] for key in
+          ('normalization', 'channel_names', 'file_ending', 'ndim', 'slicing_axis')}
 
 
 def _make_builder(spec: DatasetSpec, image_size: int, position_jitter, data_dir):
@@ -128,6 +164,8 @@ def _make_builder(spec: DatasetSpec, image_size: int, position_jitter, data_dir)
     raise errors.SettingError(f'position_jitter only applies to the phantom datasets '
                      f'{sorted(_PHANTOM_KINDS)}; {spec.name!r} is real data with the anatomy '
                      'where it is.')
+  if spec.source is not None:
+    return nnunet_dataset_builder.make_builder(spec.source, image_size, data_dir)
   if image_size not in spec.image_sizes:
     raise errors.SettingError(
         f'{spec.name!r} has no image_size {image_size}; expected one of {spec.image_sizes}.')
@@ -279,6 +317,8 @@ def _read_split(builder, split: str) -> SplitArrays:
       if dtype is str:
         values = [v.decode() if isinstance(v, bytes) else str(v) for v in values]
       optional[field] = np.asarray(values, dtype)
+  if 'subjects' in optional and 'phases' not in optional:  # an nnU-Net case is one volume
+    optional['phases'] = np.full(len(ids), ALL_PHASES)
   return SplitArrays(images=images, labels=labels, ids=ids[order], **optional)
 
 
@@ -288,10 +328,10 @@ def load_split(name: str, split: str, *, image_size: int = 256,
   """One split of a dataset as arrays, building the dataset on first use.
 
   Args:
-    name: a key of `DATASETS`.
+    name: a key of `DATASETS`, or 'nnunet:<folder>' (a dataset in nnU-Net's raw format).
     split: 'train', 'validation' or 'test'.
-    image_size: side of the square images; phantoms take any size ≥ 8, real data one of
-      `DatasetSpec.image_sizes`.
+    image_size: side of the square images; phantoms and nnU-Net datasets take any size ≥ 8,
+      JSRT and ACDC one of `DatasetSpec.image_sizes`.
     position_jitter: phantoms only: std of the anatomy's translation as a fraction of the image
       side; None is the builder's default.
     data_dir: TFDS data folder; None is TFDS's default (`TFDS_DATA_DIR` or ~/tensorflow_datasets).

@@ -100,10 +100,15 @@ def _masked_mean_std(images, num_rows):
   return mean, jnp.sqrt(variance)
 
 
-def fit_normalizer(kind: str, train_images: jax.Array, num_rows: int) -> Normalizer:
-  """Normalizer from the (global, row-sharded, padded) training images; the same on every process."""
-  if kind not in ('dataset', 'per_image'):
-    raise ValueError(f"normalization={kind!r}: use 'dataset' or 'per_image'.")
+def fit_normalizer(kind: str, train_images: jax.Array, num_rows: int,
+                   channel_records=()) -> Normalizer:
+  """Normalizer from the (global, row-sharded, padded) training images; the same on every
+  process. 'channels' takes each channel's rule from the built dataset's `channel_records`."""
+  if kind not in ('dataset', 'per_image', 'channels'):
+    raise ValueError(f"normalization={kind!r}: use 'dataset', 'per_image' or 'channels'.")
+  if kind == 'channels':
+    return Normalizer('channels', channels=tuple(
+        (record['kind'], record['mean'], record['std']) for record in channel_records))
   if kind == 'per_image':
     return Normalizer('per_image')
   mean, std = _masked_mean_std(train_images, num_rows)
@@ -176,6 +181,9 @@ class RunData:
   normalizer: Normalizer
   validation: EvalSplit
   test: EvalSplit
+  # An nnU-Net-format dataset's `datasets.nnunet_inputs` (how its files became examples, which
+  # prediction on a new case repeats); None for the other datasets.
+  nnunet_inputs: dict | None = None
 
 
 def load_run_data(config: Any, mesh: Mesh) -> RunData:
@@ -191,12 +199,16 @@ def load_run_data(config: Any, mesh: Mesh) -> RunData:
     load_kwargs['position_jitter'] = config.position_jitter
   datasets.prepare_shared(config.dataset, **load_kwargs)
   splits = datasets.load_splits(config.dataset, **load_kwargs)
+  inputs = (datasets.nnunet_inputs(datasets.prepare(config.dataset, **load_kwargs))
+            if spec.normalization == 'channels' else None)
   num_train = len(splits['train'].images)
   train_images = place_rows(splits['train'].images, mesh)
-  normalizer = fit_normalizer(spec.normalization, train_images, num_train)
+  normalizer = fit_normalizer(spec.normalization, train_images, num_train,
+                              inputs['normalization'] if inputs else ())
   train_images = jax.jit(normalizer, out_shardings=row_sharding(mesh))(train_images)
   return RunData(dataset=spec, train_images=train_images,
                  train_labels=place_rows(splits['train'].labels.astype(np.int32), mesh),
                  num_train=num_train, normalizer=normalizer,
                  validation=place_eval_split(splits['validation'], config.eval_batch_size, mesh),
-                 test=place_eval_split(splits['test'], config.eval_batch_size, mesh))
+                 test=place_eval_split(splits['test'], config.eval_batch_size, mesh),
+                 nnunet_inputs=inputs)

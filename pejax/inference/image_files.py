@@ -84,6 +84,8 @@ class Scan:
   is_volume: bool            # a 3-D NIfTI or a multi-frame DICOM
   spacing: tuple[float, float, float] | None  # mm (slice, row, column), slice NaN for 2-D
   source: Any = None         # the nibabel image or pydicom dataset, for writing the mask
+  # `values` times this are the stored integers of a PNG or JPEG (65535 or 255); 1 otherwise.
+  stored_scale: float = 1.0
 
   @property
   def stem(self) -> str:
@@ -247,7 +249,9 @@ def _read_picture(path: epath.Path) -> Scan:
     _check_size(path, *image.size)
     image.load()
   values = conventions.displayed_intensities(image)
-  return Scan(path, _SUFFIX_KINDS[_suffix(path.name)], values[None], False, None)
+  stored_scale = 65535.0 if image.mode.startswith('I') else 255.0
+  return Scan(path, _SUFFIX_KINDS[_suffix(path.name)], values[None], False, None,
+              stored_scale=stored_scale)
 
 
 def _read_jsrt_raw(path: epath.Path) -> Scan:

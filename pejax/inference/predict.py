@@ -3,7 +3,7 @@ probabilities for images in [0, 1] of any size.
 
     import pejax
     model = pejax.load('runs/unet_pe_quick')     # a run folder, its checkpoints/ or one step
-    result = model(images01)                     # (N, H, W) or (N, H, W, 1), or one (H, W)
+    result = model(images01)                     # (N, H, W) or (N, H, W, C), or one (H, W)
     result.labels, result.probabilities          # (N, H, W) uint8, (N, H, W, classes) float32
 
 Everything the model needs comes from the checkpoint itself (its Orbax custom metadata,
@@ -25,6 +25,7 @@ import functools
 import json
 import math
 import os
+import re
 from typing import Any
 
 import jax
@@ -38,6 +39,7 @@ from PIL import Image
 from absl import logging
 
 from data_builders import conventions
+from data_builders.nnunet import source as nnunet_source
 from pejax import configuration, storage
 from pejax.inference import image_files
 from pejax.models import predictor as predictor_lib
@@ -143,9 +145,12 @@ class Segmenter:
     self.config = ml_collections.ConfigDict(description['config'])
     self.class_names: tuple[str, ...] = tuple(description['class_names'])
     self.normalizer = predictor_lib.Normalizer(**description['normalization'])
+    self.image_channels = int(description.get('image_channels', 1))
+    # Datasets in nnU-Net's format: how a case's files become the model's examples.
+    self.nnunet_inputs: dict | None = description.get('nnunet_inputs')
     self.software: dict = description.get('software', {})
     self.source = source
-    spec, _ = spec_lib.model_spec(self.config, len(self.class_names))
+    spec, _ = spec_lib.model_spec(self.config, len(self.class_names), self.image_channels)
     self._predictor = predictor_lib.Predictor(spec, self.normalizer)
     self._model_state = (state, jnp.float32(configuration.pe_scale_of(self.config)))
     self.step, self.epoch = int(state.step), int(state.epoch)
@@ -166,16 +171,11 @@ class Segmenter:
     """Labels and class probabilities of images with intensities in [0, 1].
 
     Args:
-      images01: (N, H, W) or (N, H, W, 1) array, or one (H, W) image; any N and size.
+      images01: (N, H, W, C) images of the model's C channels, or where C = 1 also (N, H, W)
+        or one (H, W) image; any N and size.
       batch_size: images per model call (the last call is padded to it).
     """
-    images = np.asarray(images01, np.float32)
-    if images.ndim == 2:
-      images = images[None]
-    if images.ndim == 4 and images.shape[-1] == 1:
-      images = images[..., 0]
-    if images.ndim != 3 or 0 in images.shape:
-      raise ValueError(f'Expected (N, H, W), (N, H, W, 1) or (H, W) images; got {images.shape}.')
+    images = _channels_last(np.asarray(images01, np.float32), self.image_channels)
     finite = np.isfinite(images)
     if not finite.all():
       raise ValueError(
@@ -187,13 +187,14 @@ class Segmenter:
           f'Images must be intensities in [0, 1] (these run from {low:g} to {high:g}): scale '
           'them as the training data were (README, "Use a trained model"; '
           'pejax.inference.image_files.intensities01 does it for files).')
-    height, width = images.shape[1:]
+    height, width = images.shape[1:3]
     size = self.image_size
     if (height, width) != (size, size):
       resample = _TO_MODEL_RESAMPLE.get(self.dataset, Image.Resampling.BILINEAR)
-      images = np.stack([conventions.resize_image(image, size, resample)
+      images = np.stack([np.stack([conventions.resize_image(image[..., c], size, resample)
+                                   for c in range(image.shape[-1])], axis=-1)
                          for image in images])
-    labels, probabilities = self._predict(np.clip(images, 0.0, 1.0)[..., None], batch_size)
+    labels, probabilities = self._predict(np.clip(images, 0.0, 1.0), batch_size)
     if (height, width) != (size, size):
       probabilities = np.stack([np.stack(
           [conventions.resize_image(p[..., c], (height, width))
@@ -215,6 +216,19 @@ class Segmenter:
     return labels, probabilities
 
 
+def _channels_last(images: np.ndarray, channels: int) -> np.ndarray:
+  """(N, H, W, C) images from the shapes `Segmenter.__call__` takes."""
+  if channels == 1 and images.ndim == 2:
+    images = images[None]
+  if channels == 1 and images.ndim == 3:
+    images = images[..., None]
+  if images.ndim != 4 or images.shape[-1] != channels or 0 in images.shape:
+    expected = ('(N, H, W), (N, H, W, 1) or (H, W)' if channels == 1
+                else f'(N, H, W, {channels}) (the model takes {channels} image channels)')
+    raise ValueError(f'Expected {expected} images; got {images.shape}.')
+  return images
+
+
 def load(path) -> Segmenter:
   """The trained model of a run folder, its checkpoints/ folder or one checkpoint step folder
   (the latest step where there are several); local paths or any path `etils.epath` opens."""
@@ -223,7 +237,8 @@ def load(path) -> Segmenter:
     raise _damaged(step_folder, f'is incomplete (its folder {STATE_ITEM}/ is missing)')
   description = read_description(step_folder)
   config = ml_collections.ConfigDict(description['config'])
-  _, init_state = spec_lib.model_spec(config, len(description['class_names']))
+  _, init_state = spec_lib.model_spec(config, len(description['class_names']),
+                                      int(description.get('image_channels', 1)))
   abstract = jax.eval_shape(init_state, 0)
   try:
     state = ocp.StandardCheckpointer().restore(step_folder / STATE_ITEM, abstract)
@@ -257,7 +272,10 @@ def predict_file(model: Segmenter, path, output: str, taken: set[str], intensity
                  batch_size: int = 16) -> dict[str, Any]:
   """Predicts one file and writes its mask and overlay into `output`; returns its CSV row."""
   scan = image_files.read_scan(path)
-  images01, rule = image_files.intensities01(scan, intensity)
+  if model.nnunet_inputs:
+    images01, rule = _nnunet_images01(model, scan), 'nnunet'
+  else:
+    images01, rule = image_files.intensities01(scan, intensity)
   labels = model(images01, batch_size=batch_size).labels
   stem = storage.join(output, image_files.output_stem(scan, taken))
   mask = image_files.write_mask(scan, labels, stem + '_labels')
@@ -269,6 +287,54 @@ def predict_file(model: Segmenter, path, output: str, taken: set[str], intensity
          'mask': os.path.basename(mask), 'overlay': os.path.basename(overlay)}
   row.update(_class_sizes(labels, model.class_names, spacing))
   return row
+
+
+def _channel_path(path: epath.Path, channel: int, file_ending: str) -> epath.Path | None:
+  """The file of `channel` of the case whose channel-0 file is `path` (nnU-Net's
+  `<case>_0000<ending>`), or None when `path` is not so named."""
+  match = _CHANNEL_NAME.match(path.name)
+  if match is None or not path.name.lower().endswith(file_ending.lower()):
+    return None
+  return path.parent / f'{match.group(1)}_{channel:04d}{file_ending}'
+
+
+_CHANNEL_NAME = re.compile(r'^(.+)_(\d{4})\.')
+
+
+def _nnunet_images01(model: Segmenter, scan: image_files.Scan) -> np.ndarray:
+  """(Z, H, W, C) intensities in [0, 1] of a case in nnU-Net's layout, made as the model's
+  training data were (`data_builders.nnunet.source.unit_range`); the other channels' files are
+  found beside channel 0's."""
+  inputs = model.nnunet_inputs
+  if inputs['ndim'] == 3 and inputs['slicing_axis'] != 0:
+    raise InputFileError(
+        f'{scan.path}: the model was trained on slices across axis {inputs["slicing_axis"]} of '
+        "its volumes (nnU-Net's axis order z, y, x); prediction on files slices across z only. "
+        'Resample the case so that its largest spacing is along z.')
+  scans = [scan]
+  for channel in range(1, model.image_channels):
+    sibling = _channel_path(scan.path, channel, inputs['file_ending'])
+    if sibling is None:
+      raise InputFileError(
+          f'{scan.path}: the model takes {model.image_channels} channels, so give the file of '
+          f"channel 0 named as nnU-Net names it, <case>_0000{inputs['file_ending']}, with the "
+          'other channels beside it.')
+    scans.append(image_files.read_scan(sibling))
+    if scans[-1].values.shape != scan.values.shape:
+      raise InputFileError(f'{sibling}: shape {scans[-1].values.shape} differs from channel 0 '
+                           f'({scan.values.shape}, {scan.path}); the channels of a case must match.')
+  raw = np.stack([s.values.astype(np.float64) * s.stored_scale for s in scans], axis=-1)
+  return nnunet_source.unit_range(raw, inputs['normalization'])
+
+
+def _channel_zero_files(model: Segmenter, paths):
+  """Where the model takes several channels, the cases' channel-0 files (the others are read
+  with them)."""
+  if model.image_channels < 2:
+    return paths
+  ending = model.nnunet_inputs['file_ending'] if model.nnunet_inputs else ''
+  return [path for path in paths
+          if (sibling := _channel_path(path, 0, ending)) is None or sibling == path]
 
 
 def predict_files(model: Segmenter, inputs, output: str, intensity: str = 'auto',
@@ -283,7 +349,7 @@ def predict_files(model: Segmenter, inputs, output: str, intensity: str = 'auto'
   """
   from tqdm import tqdm  # a progress bar only where files are predicted
   output = image_files.output_folder(output)
-  paths = image_files.find_inputs(inputs, output=output)
+  paths = _channel_zero_files(model, image_files.find_inputs(inputs, output=output))
   if not paths:
     raise InputFileError(f'no input files in {", ".join(map(str, inputs))}.')
   rows, failed, taken = [], [], set()

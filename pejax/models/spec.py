@@ -16,26 +16,28 @@ from pejax.models import networks, steps
 from pejax.models.encoding import input_channels
 
 
-def model_spec(config, num_classes: int):
+def model_spec(config, num_classes: int, image_channels: int = 1):
   """The StepSpec of a config (graph definition, optimizer) and a function making its state.
 
   Configs that define the same model and optimizer get the same (equal) objects, so the runs
   of a sweep reuse each other's compiled programs instead of tracing them again.
   """
   return build(config.model, config.use_pe, config.width, config.padding, config.conv_impl,
-               config.compute_dtype, float(config.learning_rate), num_classes)
+               config.compute_dtype, float(config.learning_rate), num_classes, image_channels)
 
 
 @functools.lru_cache(maxsize=16)
 def build(model: str, use_pe: bool, width: int, padding: str, conv_impl: str,
-          compute_dtype_name: str, learning_rate: float, num_classes: int):
+          compute_dtype_name: str, learning_rate: float, num_classes: int,
+          image_channels: int = 1):
   """`model_spec` from the settings themselves (cached: equal settings, equal objects)."""
   compute_dtype = jnp.bfloat16 if compute_dtype_name == 'bfloat16' else None
 
   def make_model(seed):
     # The number of PE channels does not depend on λ (any λ > 0 adds two).
     return networks.create_model(
-        model, in_channels=input_channels(1.0 if use_pe else None), num_classes=num_classes,
+        model, in_channels=input_channels(1.0 if use_pe else None, image_channels),
+        num_classes=num_classes,
         width=width, padding=padding, conv_impl=conv_impl, dtype=compute_dtype, seed=seed)
 
   graphdef, _, _ = steps.split_model(jax.eval_shape(lambda: make_model(0)))

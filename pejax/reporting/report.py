@@ -89,6 +89,11 @@ def _header(title: str, runs: Sequence[Mapping], unfinished: Sequence[str],
            + (f'; {_count(len(unfinished), "unfinished run")} skipped ({", ".join(unfinished)})'
               if unfinished else '') + '.',
            f'- Datasets: {datasets}.']
+  sources = {run.results.dataset: run.results.dataset_source for run in runs
+             if run.results.dataset_source}
+  lines += [f'- {title_of(dataset)}: a dataset in nnU-Net\'s raw format, from {source} '
+            '(not in the paper: its tables have no paper columns).'
+            for dataset, source in sorted(sources.items())]
   for index, scale in enumerate(scales, 1):
     members = [s for s in settings if s.scale == scale]
     example = members[0].settings

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from absl import logging
 
-from pejax import drawing
+from pejax import choices, drawing
 from pejax.evaluation import convergence, figures, grid_results
 from pejax.reporting import claims
 from pejax.runs import run_files
@@ -95,8 +95,10 @@ def _pe_color(pe: float | None, others: list) -> str:
 
 
 def title_of(setting_or_dataset) -> str:
-  dataset = getattr(setting_or_dataset, 'dataset', setting_or_dataset)
-  return DATASET_TITLES.get(dataset, str(dataset))
+  dataset = str(getattr(setting_or_dataset, 'dataset', setting_or_dataset))
+  if choices.is_nnunet(dataset):  # the dataset folder's name
+    return choices.nnunet_name(dataset)
+  return DATASET_TITLES.get(dataset, dataset)
 
 
 # ----------------------------------------------------------------------------------- sections

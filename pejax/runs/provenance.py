@@ -55,13 +55,19 @@ def software() -> dict[str, Any]:
 
 
 def model_description(config: Mapping[str, Any], class_names: Sequence[str],
-                      normalization: Mapping[str, Any]) -> dict[str, Any]:
+                      normalization: Mapping[str, Any], image_channels: int = 1,
+                      nnunet_inputs: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """The custom metadata of a checkpoint: everything `pejax.load` needs besides the arrays.
 
   Args:
     config: the run's settings as plain JSON values (`configuration.settings_dict`).
     class_names: every class in label order, background first.
     normalization: the fields of the run's `pejax.models.predictor.Normalizer`.
+    image_channels: the image channels the model takes (besides PE).
+    nnunet_inputs: for a dataset in nnU-Net's format, how its files became the examples the
+      model was trained on (`pejax.data.datasets.nnunet_inputs`), which prediction repeats.
   """
   return {'format': DESCRIPTION_VERSION, 'config': dict(config), 'class_names': list(class_names),
-          'normalization': dict(normalization), 'software': software()}
+          'normalization': dict(normalization), 'image_channels': int(image_channels),
+          'nnunet_inputs': dict(nnunet_inputs) if nnunet_inputs else None,
+          'software': software()}

@@ -106,6 +106,8 @@ class Results:
   # Validation Dice per evaluated epoch, [[epoch, Dice], ...], and `convergence.assess` of it.
   validation_history: list = dataclasses.field(default_factory=list)
   convergence: dict = dataclasses.field(default_factory=dict)
+  # The source folder of a dataset in nnU-Net's format; None for the others.
+  dataset_source: str | None = None
 
   @property
   def finished(self) -> bool:
@@ -115,8 +117,9 @@ class Results:
 
   def to_json(self) -> dict[str, Any]:
     data = dataclasses.asdict(self)
-    if data['robustness_file'] is None:
-      del data['robustness_file']
+    for optional in ('robustness_file', 'dataset_source'):
+      if data[optional] is None:
+        del data[optional]
     data['finished'] = self.finished
     return configuration.json_safe(data)
 
