@@ -85,9 +85,15 @@ def read_raw_image(path, size=2048, max_value=4095):
   return 1.0 - values.astype(np.float32) / max_value
 
 
+def stored_maximum(image) -> float:
+  """The largest value a PIL image's pixels can store: 65535 for 16-bit images ('I;16', or 'I'
+  in older Pillow), 255 for the others."""
+  return 65535.0 if image.mode.startswith('I') else 255.0
+
+
 def displayed_intensities(image):
   """A PIL image as displayed, gray float32 in [0, 1]: 16-bit images over 65535, others (8-bit
   gray, colour) converted to 8-bit gray over 255."""
-  if image.mode.startswith('I'):  # 16-bit PNG ('I;16', or 'I' in older Pillow)
-    return np.asarray(image, np.float32) / 65535.0
-  return np.asarray(image.convert('L'), np.float32) / 255.0
+  maximum = stored_maximum(image)
+  gray = image if maximum > 255 else image.convert('L')
+  return np.asarray(gray, np.float32) / maximum

@@ -161,9 +161,13 @@ def _error(name: str, value, allowed: str) -> SettingError:
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises SettingError for the first setting that cannot work, before any compute."""
-  if not (choices.is_nnunet(config.dataset) and config.dataset[len(choices.NNUNET_PREFIX):].strip()):
-    _check_choice(config, 'dataset', choices.DATASETS + (
-        f'or {choices.NNUNET_PREFIX}<a dataset folder in nnU-Net\'s raw format>',))
+  if choices.is_nnunet(config.dataset):
+    if not config.dataset[len(choices.NNUNET_PREFIX):].strip():
+      raise _error('dataset', config.dataset, f'name the dataset folder after '
+                   f'{choices.NNUNET_PREFIX}, e.g. {choices.NNUNET_PREFIX}Dataset027_ACDC')
+  elif config.dataset not in choices.DATASETS:
+    raise _error('dataset', config.dataset, f'use one of {", ".join(choices.DATASETS)}, or '
+                 f'{choices.NNUNET_PREFIX}<a dataset folder in nnU-Net\'s raw format>')
   _check_choice(config, 'model', choices.MODELS)
   _check_choice(config, 'padding', choices.PADDING_MODES)
   if config.model == 'unet' and config.padding == 'valid':

@@ -20,8 +20,6 @@ if TYPE_CHECKING:
 
 from pejax import storage
 
-# RGB in [0, 1] per class; class 0 (background) is black and is left uncoloured by `overlay`.
-# Colour-blind-safe hues (Okabe-Ito): blue, orange, bluish green.
 def _class_colors(count: int = 256) -> np.ndarray:
   """Black background, then the Okabe–Ito colours (distinguishable with colour-vision
   deficiencies), then evenly spaced hues for datasets of many classes."""
@@ -40,6 +38,7 @@ def _hues_to_rgb(hues: np.ndarray) -> np.ndarray:
   return 0.85 * rgb
 
 
+# RGB in [0, 1] per class; class 0 (background) is black and is left uncoloured by `overlay`.
 CLASS_COLORS = _class_colors()
 
 

@@ -140,11 +140,6 @@ def all_cpu_experiments(datasets, table2_dataset):
                cpu_table2(table2_dataset), cpu_experiment(fig4_padding, datasets))
 
 
-def laptop_experiments():
-  """Every experiment on JSRT and ACDC at CPU size (configs/paper/laptop_all.py)."""
-  return all_cpu_experiments(PAPER_DATASETS, 'jsrt')
-
-
 PHANTOMS = ('phantom_chest', 'phantom_cardiac')
 
 

@@ -66,13 +66,12 @@ class DatasetSpec:
   class_names: tuple[str, ...]  # foreground classes, in label order 1, 2, 3, ...
   num_classes: int  # including background
   # 'dataset' (train-split mean/std), 'per_image' (each image's own) or 'channels' (per
-  # channel, as the built dataset records: `intensity_records`)
+  # channel, as the built dataset records: `nnunet_inputs`)
   normalization: str
   image_sizes: tuple[int, ...] | None  # sizes with predefined builder configs; None: any
   manual_download: bool
   image_channels: int = 1
   source: str | None = None  # the source folder of an nnU-Net-format dataset
-  title: str = ''  # how tables and figures name it; the name itself where empty
 
 
 _PHANTOM_KINDS = {'phantom_chest': 'chest', 'phantom_cardiac': 'cardiac'}
@@ -116,8 +115,7 @@ def _nnunet_spec(name: str) -> DatasetSpec:
   description = nnunet_source.read_description(folder)
   return DatasetSpec(name, tuple(description.class_names[1:]), len(description.class_names),
                      'channels', None, manual_download=False,
-                     image_channels=len(description.channel_names), source=description.folder,
-                     title=description.name)
+                     image_channels=len(description.channel_names), source=description.folder)
 
 
 def check_image_size(name: str, image_size: int) -> None:

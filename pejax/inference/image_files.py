@@ -249,9 +249,8 @@ def _read_picture(path: epath.Path) -> Scan:
     _check_size(path, *image.size)
     image.load()
   values = conventions.displayed_intensities(image)
-  stored_scale = 65535.0 if image.mode.startswith('I') else 255.0
   return Scan(path, _SUFFIX_KINDS[_suffix(path.name)], values[None], False, None,
-              stored_scale=stored_scale)
+              stored_scale=conventions.stored_maximum(image))
 
 
 def _read_jsrt_raw(path: epath.Path) -> Scan:

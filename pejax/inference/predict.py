@@ -25,7 +25,6 @@ import functools
 import json
 import math
 import os
-import re
 from typing import Any
 
 import jax
@@ -292,13 +291,12 @@ def predict_file(model: Segmenter, path, output: str, taken: set[str], intensity
 def _channel_path(path: epath.Path, channel: int, file_ending: str) -> epath.Path | None:
   """The file of `channel` of the case whose channel-0 file is `path` (nnU-Net's
   `<case>_0000<ending>`), or None when `path` is not so named."""
-  match = _CHANNEL_NAME.match(path.name)
-  if match is None or not path.name.lower().endswith(file_ending.lower()):
+  if not path.name.lower().endswith(file_ending.lower()):
     return None
-  return path.parent / f'{match.group(1)}_{channel:04d}{file_ending}'
-
-
-_CHANNEL_NAME = re.compile(r'^(.+)_(\d{4})\.')
+  match = nnunet_source.CHANNEL_FILE_STEM.match(path.name[:len(path.name) - len(file_ending)])
+  if match is None:
+    return None
+  return path.parent / f"{match.group('case')}_{channel:04d}{file_ending}"
 
 
 def _nnunet_images01(model: Segmenter, scan: image_files.Scan) -> np.ndarray:
