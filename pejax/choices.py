@@ -45,3 +45,8 @@ SHIFT_FILLS = ('zeros', 'edge')
 # The phantoms' position jitter (a standard deviation, as a fraction of the image side): the
 # phantom builder draws anatomy that stays in the image up to this value.
 MAX_POSITION_JITTER = 0.5
+# Positional encodings (pejax.models.encoding) and where they enter: 'input' (the paper) or
+# 'all' (CoordConv: every 3×3 convolution's input).
+PE_KINDS = ('linear', 'centered', 'radial', 'fourier')
+PE_LAYERS = ('input', 'all')
+MAX_PE_BANDS = 16  # 2^15·π: finer than a pixel at any size pejax trains

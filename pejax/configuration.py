@@ -41,6 +41,8 @@ ROLES = {
     'model': Role(axis=True, name='', shown=True),
     'use_pe': Role(axis=True, shown=True),
     'pe_scale': Role(axis=True, varies_in_program=True, shown=True),
+    'pe_kind': Role(axis=True, name='', shown=True),
+    'pe_layers': Role(axis=True, name='layers', shown=True),
     'padding': Role(axis=True, name='', shown=True),
     'image_size': Role(data=True, shown=True),
     'width': Role(shown=True),
@@ -49,6 +51,7 @@ ROLES = {
     'seed': Role(varies_in_program=True, varies_in_setting=True, name='seed', shown=True),
     # The others.
     'position_jitter': Role(data=True, axis=True, name='jitter'),
+    'pe_bands': Role(name='bands'),
     'num_train_examples': Role(axis=True, name='n'),
     'data_dir': Role(result=False, data=True),
     'manual_dir': Role(result=False, data=True),
@@ -93,6 +96,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.padding = 'zeros'              # zeros | reflect | replicate | circular | symmetric | valid
   config.use_pe = True
   config.pe_scale = 1.0                 # λ: coordinate channels run over [0, λ]
+  config.pe_kind = 'linear'             # linear (the paper) | centered | radial | fourier
+  config.pe_bands = 4                   # fourier: frequencies 2^k·π, k = 0 … pe_bands − 1
+  config.pe_layers = 'input'            # input (the paper) | all (every 3×3 convolution)
   config.conv_impl = 'auto'             # 'auto': 'cpu' (pejax.models.cpu_conv) on CPU, 'xla' on GPU/TPU
   config.compute_dtype = 'float32'      # 'bfloat16': mixed precision, float32 master weights
   # Training (paper Sec. 2.4).
@@ -175,6 +181,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                  "'valid' works with model='cnn4'")
   _check_choice(config, 'conv_impl', choices.CONV_IMPLS)
   _check_choice(config, 'compute_dtype', choices.COMPUTE_DTYPES)
+  _check_choice(config, 'pe_kind', choices.PE_KINDS)
+  _check_choice(config, 'pe_layers', choices.PE_LAYERS)
+  if not _is_int(config.pe_bands) or not 1 <= config.pe_bands <= choices.MAX_PE_BANDS:
+    raise _error('pe_bands', config.pe_bands,
+                 f'use an integer from 1 to {choices.MAX_PE_BANDS} (frequencies 2^k·π, k < pe_bands)')
   if not 0 <= config.pe_scale <= MAX_PE_SCALE:
     raise _error('pe_scale', config.pe_scale,
                  f'λ must be a number from 0 to {MAX_PE_SCALE:g} (the paper goes to 256; larger '
@@ -283,8 +294,20 @@ def settings_dict(config) -> dict[str, Any]:
 
 
 def result_settings(config) -> dict:
-  """The settings that determine a run's numbers (what must match to resume or reuse it)."""
-  return {k: v for k, v in settings_dict(config).items() if k not in NON_RESULT_SETTINGS}
+  """The settings that determine a run's numbers (what must match to resume or reuse it).
+
+  A setting a run's record lacks (its pejax had no such setting) takes its default, which is
+  what that run used: the encoding settings of runs made before there was a choice."""
+  settings = settings_dict(config)
+  if any(name not in settings for name in _ADDED_SETTINGS):
+    defaults = base_config()
+    for name in _ADDED_SETTINGS:
+      settings.setdefault(name, defaults[name])
+  return {k: v for k, v in settings.items() if k not in NON_RESULT_SETTINGS}
+
+
+# Settings added after runs were made (those runs used their defaults).
+_ADDED_SETTINGS = ('pe_kind', 'pe_bands', 'pe_layers')
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
@@ -313,6 +336,8 @@ def setting_key(config) -> dict:
   keys are the seeds of one setting of the report. λ is None without PE (it means nothing)."""
   varying = names_where(varies_in_setting=True)
   settings = {k: v for k, v in result_settings(config).items() if k not in varying}
-  if not settings.get('use_pe', False):
-    settings['pe_scale'] = None
+  if not settings.get('use_pe', False):  # the encoding's settings mean nothing without it
+    settings.update(pe_scale=None, pe_kind=None, pe_bands=None, pe_layers=None)
+  elif settings.get('pe_kind') != 'fourier':
+    settings['pe_bands'] = None
   return settings

@@ -1,6 +1,8 @@
 """The one table of what each setting is for (`configuration.ROLES`) and the views read off it."""
 
-from pejax import configuration, sweep
+import pytest
+
+from pejax import configuration, errors, sweep
 
 
 def test_every_setting_has_a_role_and_every_role_a_setting():
@@ -22,7 +24,8 @@ def test_the_views_follow_the_table():
   key = configuration.setting_key(config)
   assert set(result) - set(key) == {'seed', 'run_robustness'}
   assert set(configuration.EXPERIMENT_AXES) == {
-      'dataset', 'model', 'padding', 'use_pe', 'pe_scale', 'num_train_examples', 'position_jitter'}
+      'dataset', 'model', 'padding', 'use_pe', 'pe_scale', 'pe_kind', 'pe_layers',
+      'num_train_examples', 'position_jitter'}
   assert configuration.SHOWN_SETTINGS[:4] == ('dataset', 'model', 'use_pe', 'pe_scale')
 
 
@@ -40,3 +43,33 @@ def test_run_names_take_their_prefixes_from_the_table():
                          'position_jitter': 0.1, 'num_epochs': 40, 'seed': 2,
                          'use_pe': True, 'pe_scale': 10.0}) == 'acdc_cnn4_epochs40_n5_pe10_jitter0.1_seed2'
   assert sweep.run_name({'width': 8}) == 'width8'  # no prefix in the table: the setting's name
+
+
+def test_a_run_recorded_before_the_encoding_settings_resumes_as_the_papers_encoding():
+  config = configuration.base_config()
+  recorded = configuration.settings_dict(config)
+  for name in ('pe_kind', 'pe_bands', 'pe_layers'):
+    del recorded[name]
+  assert configuration.result_settings(recorded) == configuration.result_settings(config)
+  config.pe_kind = 'centered'
+  assert configuration.result_settings(recorded) != configuration.result_settings(config)
+
+
+def test_the_encodings_settings_count_in_a_setting_only_where_they_mean_something():
+  a, b = configuration.base_config(), configuration.base_config()
+  a.pe_bands = 8
+  assert configuration.setting_key(a) == configuration.setting_key(b)  # linear has no bands
+  a.pe_kind = b.pe_kind = 'fourier'
+  assert configuration.setting_key(a) != configuration.setting_key(b)
+  a.use_pe = b.use_pe = False
+  a.pe_layers = 'all'
+  assert configuration.setting_key(a) == configuration.setting_key(b)
+
+
+@pytest.mark.parametrize('name, value', [('pe_kind', 'sinusoidal'), ('pe_layers', 'every'),
+                                         ('pe_bands', 0), ('pe_bands', 17)])
+def test_a_bad_encoding_setting_is_refused(name, value):
+  config = configuration.base_config()
+  config[name] = value
+  with pytest.raises(errors.SettingError, match=f'config.{name}='):
+    configuration.validate_config(config)

@@ -2,7 +2,8 @@ import numpy as np
 import jax.numpy as jnp
 import pytest
 
-from pejax.models.encoding import add_coordinate_channels, coordinate_channels, input_channels
+from pejax.models.encoding import (add_coordinate_channels, coordinate_channels, input_channels,
+                                   num_coordinate_channels)
 
 
 @pytest.mark.parametrize('scale', [1.0, 10.0, 256.0])
@@ -39,3 +40,51 @@ def test_no_pe_and_channel_count():
   images = jnp.ones((1, 4, 4, 1))
   assert add_coordinate_channels(images, None) is images
   assert input_channels(None) == 1 and input_channels(256.0) == 3
+
+
+def _paper_channels(height, width, scale):
+  """Eq. 1a/1b as pejax computed them before the encodings became a family."""
+  x = scale * (jnp.arange(width, dtype=jnp.float32) / max(width - 1, 1))
+  y = scale * (jnp.arange(height, dtype=jnp.float32) / max(height - 1, 1))
+  return jnp.stack([jnp.broadcast_to(x[None, :], (height, width)),
+                    jnp.broadcast_to(y[:, None], (height, width))], axis=-1)
+
+
+@pytest.mark.parametrize('scale', [1.0, 10.0, 256.0])
+def test_linear_is_bit_identical_to_the_papers_channels(scale):
+  np.testing.assert_array_equal(np.asarray(coordinate_channels(40, 24, scale, kind='linear')),
+                                np.asarray(_paper_channels(40, 24, scale)))
+
+
+# (row, column) of the corners and the centre of a 5 × 7 image, and x̂, ŷ there.
+POINTS = [((0, 0), 0.0, 0.0), ((0, 6), 1.0, 0.0), ((4, 0), 0.0, 1.0), ((4, 6), 1.0, 1.0),
+          ((2, 3), 0.5, 0.5)]
+
+
+@pytest.mark.parametrize('kind', ['linear', 'centered', 'radial', 'fourier'])
+def test_each_encoding_equals_its_formula_at_corners_and_centre_of_a_non_square_image(kind):
+  scale, bands = 3.0, 3
+  channels = np.asarray(coordinate_channels(5, 7, scale, kind=kind, bands=bands))
+  assert channels.shape == (5, 7, num_coordinate_channels(kind, bands))
+  for (row, column), x_hat, y_hat in POINTS:
+    if kind == 'linear':
+      expected = [scale * x_hat, scale * y_hat]
+    elif kind in ('centered', 'radial'):
+      x, y = scale * (2 * x_hat - 1), scale * (2 * y_hat - 1)
+      expected = [x, y] + ([np.hypot(x, y)] if kind == 'radial' else [])
+    else:
+      expected = [scale * f(2**k * np.pi * x_hat) for k in range(bands) for f in (np.sin, np.cos)]
+      expected += [scale * f(2**k * np.pi * y_hat) for k in range(bands) for f in (np.sin, np.cos)]
+    np.testing.assert_allclose(channels[row, column], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_centered_at_lambda_one_is_coordconvs_range_and_radial_adds_r():
+  channels = np.asarray(coordinate_channels(4, 9, 1.0, kind='radial'))
+  assert channels[..., 0].min() == -1.0 and channels[..., 0].max() == 1.0
+  assert channels[..., 1].min() == -1.0 and channels[..., 1].max() == 1.0
+  np.testing.assert_allclose(channels[0, 0, 2], np.sqrt(2.0), rtol=1e-6)
+
+
+def test_an_unknown_kind_is_refused():
+  with pytest.raises(ValueError, match='pe_kind'):
+    coordinate_channels(4, 4, 1.0, kind='sinusoidal')

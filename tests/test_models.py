@@ -114,3 +114,48 @@ def test_bilinear_upsampling_matches_jax_image_resize():
   x = jax.random.normal(jax.random.key(2), (2, 5, 7, 3))
   expected = jax.image.resize(x, (2, 10, 14, 3), 'bilinear')
   np.testing.assert_allclose(upsample_bilinear_2x(x), expected, atol=1e-6)
+
+
+# Output channels of every 3×3 convolution, in units of the width: the U-Net's 18 (encoder,
+# bottleneck, decoder: 62 w in all) and the small CNN's 3.
+CONV_OUTPUTS = {'unet': [1, 1, 2, 2, 4, 4, 8, 8, 8, 8, 4, 4, 2, 2, 1, 1, 1, 1], 'cnn4': [1, 1, 1]}
+
+
+@pytest.mark.parametrize('model', ['unet', 'cnn4'])
+@pytest.mark.parametrize('kind, bands, added', [('linear', 4, 2), ('centered', 4, 2),
+                                                ('radial', 4, 3), ('fourier', 3, 12)])
+@pytest.mark.parametrize('layers', ['input', 'all'])
+def test_parameter_counts_of_each_encoding_where_it_enters(model, kind, bands, added, layers):
+  from pejax.models import spec
+  width = 8
+
+  def parameters(use_pe):
+    _, init_state = spec.build(model, use_pe, width, 'zeros', 'xla', 'float32', 1e-3, 4, 1,
+                               kind, bands, layers)
+    return spec.count_parameters(jax.eval_shape(init_state, 0).params)
+
+  # Each added channel adds one 3×3 filter slice to every convolution it enters.
+  convolutions = CONV_OUTPUTS[model][:1] if layers == 'input' else CONV_OUTPUTS[model]
+  assert parameters(True) - parameters(False) == 9 * added * width * sum(convolutions)
+  if model == 'unet':
+    assert sum(CONV_OUTPUTS['unet']) == 62
+
+
+def test_coordinates_at_every_layer_reach_every_convolution_at_its_resolution(monkeypatch):
+  from pejax.models import spec, steps
+  built, init_state = spec.build('unet', True, 4, 'zeros', 'xla', 'float32', 1e-3, 4, 1,
+                                 'linear', 4, 'all')
+  state = init_state(0)
+  seen = []
+  original = steps.coordinate_channels
+
+  def recording(height, width, *args):
+    seen.append((height, width))
+    return original(height, width, *args)
+
+  monkeypatch.setattr(steps, 'coordinate_channels', recording)
+  logits, _ = steps.apply_model(built, state.params, state.batch_stats, jnp.zeros((1, 32, 48, 1)),
+                                jnp.float32(1.0), train=False)
+  assert logits.shape == (1, 32, 48, 4)
+  assert sorted(set(seen)) == [(2, 3), (4, 6), (8, 12), (16, 24), (32, 48)]
+  assert len(seen) == 18  # every 3×3 convolution, the first included

@@ -1,30 +1,67 @@
-"""Positional encoding of Murase et al., eq. (1a)/(1b): two coordinate channels in [0, λ]."""
+"""Positional encodings: coordinate channels appended to a network's input (the paper) or to the
+input of every 3×3 convolution (CoordConv), one family chosen by `kind`.
+
+Each axis uses its own length, so a non-square image runs the full range along both axes. With
+i = 0 … W−1 the column and j = 0 … H−1 the row, x̂ = i/(W−1) and ŷ = j/(H−1) in [0, 1]:
+
+  linear    (Murase et al., eq. 1a/1b)  x = λ·x̂, y = λ·ŷ  in [0, λ]                  2 channels
+  centered  (CoordConv at λ = 1)       x = λ·(2x̂ − 1), y = λ·(2ŷ − 1)  in [−λ, λ]    2 channels
+  radial    (CoordConv's `with_r`)     centered x, y and r = √(x² + y²)  in [0, √2·λ] 3 channels
+  fourier   for k = 0 … K−1: λ·sin(2^k·π·x̂), λ·cos(2^k·π·x̂), λ·sin(2^k·π·ŷ), λ·cos(2^k·π·ŷ)
+                                                                                   4K channels
+"""
 
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
 
-
-def coordinate_channels(height: int, width: int, scale: float, dtype=jnp.float32):
-  """(H, W, 2): channel 0 = λ·i/(W−1) along x (width), channel 1 = λ·j/(H−1) along y (height)."""
-  # `scale` may be a traced array, so that models with different λ can be vmapped together.
-  x = scale * (jnp.arange(width, dtype=dtype) / max(width - 1, 1))
-  y = scale * (jnp.arange(height, dtype=dtype) / max(height - 1, 1))
-  x_channel = jnp.broadcast_to(x[None, :], (height, width))
-  y_channel = jnp.broadcast_to(y[:, None], (height, width))
-  return jnp.stack([x_channel, y_channel], axis=-1)
+from pejax.choices import PE_KINDS
 
 
-def add_coordinate_channels(images, scale: float | None):
-  """Appends the two coordinate channels to NHWC `images`; `scale=None` means no PE."""
+def num_coordinate_channels(kind: str = 'linear', bands: int = 4) -> int:
+  """Channels an encoding adds (`bands` counts only for 'fourier')."""
+  if kind not in PE_KINDS:
+    raise ValueError(f'pe_kind={kind!r}: use one of {", ".join(PE_KINDS)}.')
+  return {'linear': 2, 'centered': 2, 'radial': 3, 'fourier': 4 * bands}[kind]
+
+
+def coordinate_channels(height: int, width: int, scale: float, dtype=jnp.float32,
+                        kind: str = 'linear', bands: int = 4):
+  """(H, W, num_coordinate_channels(kind, bands)) channels of the module docstring's formulas.
+
+  `scale` (λ) may be a traced array, so that models with different λ can be vmapped together.
+  """
+  num_coordinate_channels(kind, bands)  # checks the kind
+  x_unit = jnp.arange(width, dtype=dtype) / max(width - 1, 1)
+  y_unit = jnp.arange(height, dtype=dtype) / max(height - 1, 1)
+  if kind == 'linear':
+    x_axis, y_axis = [scale * x_unit], [scale * y_unit]
+  elif kind in ('centered', 'radial'):
+    x_axis, y_axis = [scale * (2.0 * x_unit - 1.0)], [scale * (2.0 * y_unit - 1.0)]
+  else:
+    frequencies = [2.0**k * math.pi for k in range(bands)]
+    x_axis = [scale * f(w * x_unit) for w in frequencies for f in (jnp.sin, jnp.cos)]
+    y_axis = [scale * f(w * y_unit) for w in frequencies for f in (jnp.sin, jnp.cos)]
+  channels = [jnp.broadcast_to(x[None, :], (height, width)) for x in x_axis]
+  channels += [jnp.broadcast_to(y[:, None], (height, width)) for y in y_axis]
+  if kind == 'radial':
+    channels.append(jnp.sqrt(channels[0]**2 + channels[1]**2))
+  return jnp.stack(channels, axis=-1)
+
+
+def add_coordinate_channels(images, scale: float | None, kind: str = 'linear', bands: int = 4):
+  """Appends the coordinate channels to NHWC `images`; `scale=None` means no PE."""
   if scale is None:
     return images
   batch, height, width, _ = images.shape
-  coords = coordinate_channels(height, width, scale, images.dtype).astype(images.dtype)
-  coords = jnp.broadcast_to(coords[None], (batch, height, width, 2))
+  coords = coordinate_channels(height, width, scale, images.dtype, kind, bands).astype(images.dtype)
+  coords = jnp.broadcast_to(coords[None], (batch, height, width, coords.shape[-1]))
   return jnp.concatenate([images, coords], axis=-1)
 
 
-def input_channels(scale: float | None, image_channels: int = 1) -> int:
-  """Channels a model sees: the image's, plus two with PE."""
-  return image_channels + (0 if scale is None else 2)
+def input_channels(scale: float | None, image_channels: int = 1, kind: str = 'linear',
+                   bands: int = 4) -> int:
+  """Channels a model's input has: the image's, plus the encoding's with PE."""
+  return image_channels + (0 if scale is None else num_coordinate_channels(kind, bands))

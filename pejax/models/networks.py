@@ -1,9 +1,12 @@
 """U-Net (paper Table 3) and the small CNN (Table 4), in Flax NNX.
 
-Both take NHWC inputs (1 image channel, +2 with positional encoding) and return per-pixel
-logits. `width` scales every channel count (64 = the paper); `padding` is used by every 3×3
-convolution. Convolutions followed by BatchNorm carry no bias (BatchNorm's own shift makes it
-redundant); the final 1×1 score convolution has one. Call with `train=True` to normalize with
+Both take NHWC inputs (the image's channels, plus the encoding's where it enters at the input)
+and return per-pixel logits. With `coord_channels` > 0 every 3×3 convolution also takes that
+many coordinate channels at its own resolution (CoordConv), made by the `coords` function of
+the call: (height, width) -> (H, W, coord_channels). `width` scales every channel count (64 =
+the paper); `padding` is used by every 3×3 convolution. Convolutions followed by BatchNorm
+carry no bias (BatchNorm's own shift makes it redundant); the final 1×1 score convolution has
+one. Call with `train=True` to normalize with
 batch statistics and update the running averages, `train=False` to use the running averages.
 `mask` (broadcastable to the input, e.g. (N, 1, 1, 1) bool) picks the examples whose batch
 statistics count in training; the others are normalized with them but do not change them.
@@ -26,27 +29,40 @@ BATCH_NORM_EPSILON = 1e-5
 class ConvBNReLU(nnx.Module):
 
   def __init__(self, in_features, out_features, *, padding, conv_impl='auto', dtype=None,
-               rngs: nnx.Rngs):
-    self.conv = PaddedConv(in_features, out_features, 3, padding=padding, use_bias=False,
-                           conv_impl=conv_impl, dtype=dtype, rngs=rngs)
+               coord_channels: int = 0, rngs: nnx.Rngs):
+    self.coord_channels = coord_channels
+    self.conv = PaddedConv(in_features + coord_channels, out_features, 3, padding=padding,
+                           use_bias=False, conv_impl=conv_impl, dtype=dtype, rngs=rngs)
     self.norm = nnx.BatchNorm(out_features, momentum=BATCH_NORM_MOMENTUM,
                               epsilon=BATCH_NORM_EPSILON, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x, train: bool, mask=None):
+  def __call__(self, x, train: bool, mask=None, coords=None):
+    if self.coord_channels:
+      x = with_coordinates(x, coords)
     return jax.nn.relu(self.norm(self.conv(x), use_running_average=not train, mask=mask))
+
+
+def with_coordinates(x, coords):
+  """NHWC `x` with the coordinate channels of its resolution appended."""
+  if coords is None:
+    raise ValueError('this model takes coordinate channels at every layer: call it with coords=.')
+  batch, height, width, _ = x.shape
+  channels = coords(height, width).astype(x.dtype)
+  return jnp.concatenate([x, jnp.broadcast_to(channels[None], (batch,) + channels.shape)], -1)
 
 
 class DoubleConv(nnx.Module):
   """Two ConvBNReLU layers: one U-Net level (e.g. conv1_1 + conv1_2 of Table 3)."""
 
   def __init__(self, in_features, out_features, *, padding, conv_impl='auto', dtype=None,
-               rngs: nnx.Rngs):
-    kwargs = dict(padding=padding, conv_impl=conv_impl, dtype=dtype, rngs=rngs)
+               coord_channels: int = 0, rngs: nnx.Rngs):
+    kwargs = dict(padding=padding, conv_impl=conv_impl, dtype=dtype,
+                  coord_channels=coord_channels, rngs=rngs)
     self.first = ConvBNReLU(in_features, out_features, **kwargs)
     self.second = ConvBNReLU(out_features, out_features, **kwargs)
 
-  def __call__(self, x, train: bool, mask=None):
-    return self.second(self.first(x, train, mask), train, mask)
+  def __call__(self, x, train: bool, mask=None, coords=None):
+    return self.second(self.first(x, train, mask, coords), train, mask, coords)
 
 
 def score_conv(in_features, num_classes, *, conv_impl, dtype, rngs):
@@ -87,12 +103,14 @@ class UNet(nnx.Module):
   """Paper Table 3: 4 levels (w, 2w, 4w, 8w), bottleneck 8w, decoder 4w, 2w, w, w, 1×1 score."""
 
   def __init__(self, in_channels: int = 1, num_classes: int = 4, *, width: int = 64,
-               padding: str = 'zeros', conv_impl: str = 'auto', dtype=None, rngs: nnx.Rngs):
+               padding: str = 'zeros', conv_impl: str = 'auto', dtype=None,
+               coord_channels: int = 0, rngs: nnx.Rngs):
     check_padding_mode(padding)
     if padding == 'valid':
       raise ValueError("padding='valid' is not available for the U-Net: its skip connections "
                        'need equal sizes; use it with the small CNN, or pick another padding mode.')
-    kwargs = dict(padding=padding, conv_impl=conv_impl, dtype=dtype, rngs=rngs)
+    kwargs = dict(padding=padding, conv_impl=conv_impl, dtype=dtype,
+                  coord_channels=coord_channels, rngs=rngs)
     w = width
     self.encoder = nnx.List([DoubleConv(in_channels, w, **kwargs), DoubleConv(w, 2 * w, **kwargs),
                              DoubleConv(2 * w, 4 * w, **kwargs), DoubleConv(4 * w, 8 * w, **kwargs)])
@@ -104,7 +122,7 @@ class UNet(nnx.Module):
                              DoubleConv(w + w, w, **kwargs)])
     self.score = score_conv(w, num_classes, conv_impl=conv_impl, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x, train: bool = False, mask=None):
+  def __call__(self, x, train: bool = False, mask=None, coords=None):
     _, height, width, _ = x.shape
     multiple = 2**UNET_DEPTH
     if height % multiple or width % multiple:
@@ -112,12 +130,12 @@ class UNet(nnx.Module):
                        f'{multiple} (it halves the image {UNET_DEPTH} times).')
     skips = []
     for level in self.encoder:
-      x = level(x, train, mask)
+      x = level(x, train, mask, coords)
       skips.append(x)
       x = max_pool_2x2(x)
-    x = self.bottleneck(x, train, mask)
+    x = self.bottleneck(x, train, mask, coords)
     for level, skip in zip(self.decoder, reversed(skips)):
-      x = level(jnp.concatenate([upsample_bilinear_2x(x), skip], axis=-1), train, mask)
+      x = level(jnp.concatenate([upsample_bilinear_2x(x), skip], axis=-1), train, mask, coords)
     return self.score(x)
 
 
@@ -131,15 +149,16 @@ class SmallCNN(nnx.Module):
 
   def __init__(self, in_channels: int = 1, num_classes: int = 4, *, width: int = 64,
                depth: int = 3, padding: str = 'zeros', conv_impl: str = 'auto', dtype=None,
-               rngs: nnx.Rngs):
-    kwargs = dict(padding=padding, conv_impl=conv_impl, dtype=dtype, rngs=rngs)
+               coord_channels: int = 0, rngs: nnx.Rngs):
+    kwargs = dict(padding=padding, conv_impl=conv_impl, dtype=dtype,
+                  coord_channels=coord_channels, rngs=rngs)
     channels = [in_channels] + [width] * depth
     self.layers = nnx.List([ConvBNReLU(a, b, **kwargs) for a, b in zip(channels[:-1], channels[1:])])
     self.score = score_conv(width, num_classes, conv_impl=conv_impl, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x, train: bool = False, mask=None):
+  def __call__(self, x, train: bool = False, mask=None, coords=None):
     for layer in self.layers:
-      x = layer(x, train, mask)
+      x = layer(x, train, mask, coords)
     return self.score(x)
 
 
@@ -147,8 +166,10 @@ MODELS = {'unet': UNet, 'cnn4': SmallCNN}
 
 
 def create_model(name: str, *, in_channels: int, num_classes: int = 4, width: int = 64,
-                 padding: str = 'zeros', conv_impl: str = 'auto', dtype=None, seed: int = 0):
+                 padding: str = 'zeros', conv_impl: str = 'auto', dtype=None,
+                 coord_channels: int = 0, seed: int = 0):
   if name not in MODELS:
     raise ValueError(f'model={name!r} is not a model; use one of {", ".join(MODELS)}.')
   return MODELS[name](in_channels, num_classes, width=width, padding=padding,
-                      conv_impl=conv_impl, dtype=dtype, rngs=nnx.Rngs(seed))
+                      conv_impl=conv_impl, dtype=dtype, coord_channels=coord_channels,
+                      rngs=nnx.Rngs(seed))

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 
 from pejax.models import networks, steps
-from pejax.models.encoding import input_channels
+from pejax.models.encoding import input_channels, num_coordinate_channels
 
 
 def model_spec(config, num_classes: int, image_channels: int = 1):
@@ -22,27 +22,37 @@ def model_spec(config, num_classes: int, image_channels: int = 1):
   Configs that define the same model and optimizer get the same (equal) objects, so the runs
   of a sweep reuse each other's compiled programs instead of tracing them again.
   """
+  # Checkpoints of runs made before the encoding settings existed describe the paper's.
+  encoding = (config.get('pe_kind', 'linear'), int(config.get('pe_bands', 4)),
+              config.get('pe_layers', 'input'))
   return build(config.model, config.use_pe, config.width, config.padding, config.conv_impl,
-               config.compute_dtype, float(config.learning_rate), num_classes, image_channels)
+               config.compute_dtype, float(config.learning_rate), num_classes, image_channels,
+               *encoding)
 
 
 @functools.lru_cache(maxsize=16)
 def build(model: str, use_pe: bool, width: int, padding: str, conv_impl: str,
           compute_dtype_name: str, learning_rate: float, num_classes: int,
-          image_channels: int = 1):
+          image_channels: int = 1, pe_kind: str = 'linear', pe_bands: int = 4,
+          pe_layers: str = 'input'):
   """`model_spec` from the settings themselves (cached: equal settings, equal objects)."""
   compute_dtype = jnp.bfloat16 if compute_dtype_name == 'bfloat16' else None
 
+  at_input = use_pe and pe_layers == 'input'
+  coord_channels = num_coordinate_channels(pe_kind, pe_bands) if use_pe and not at_input else 0
+
   def make_model(seed):
-    # The number of PE channels does not depend on λ (any λ > 0 adds two).
+    # The number of PE channels does not depend on λ.
     return networks.create_model(
-        model, in_channels=input_channels(1.0 if use_pe else None, image_channels),
-        num_classes=num_classes,
-        width=width, padding=padding, conv_impl=conv_impl, dtype=compute_dtype, seed=seed)
+        model, in_channels=input_channels(1.0 if at_input else None, image_channels, pe_kind,
+                                          pe_bands),
+        num_classes=num_classes, width=width, padding=padding, conv_impl=conv_impl,
+        dtype=compute_dtype, coord_channels=coord_channels, seed=seed)
 
   graphdef, _, _ = steps.split_model(jax.eval_shape(lambda: make_model(0)))
   spec = steps.StepSpec(graphdef=graphdef, optimizer=optax.adam(learning_rate),
-                        num_classes=num_classes, use_pe=use_pe, compute_dtype=compute_dtype)
+                        num_classes=num_classes, use_pe=use_pe, compute_dtype=compute_dtype,
+                        pe_kind=pe_kind, pe_bands=pe_bands, pe_layers=pe_layers)
 
   def init_state(seed):
     parameter_key, data_key = jax.random.split(jax.random.key(seed))

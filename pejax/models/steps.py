@@ -18,7 +18,7 @@ import optax
 from flax import nnx
 
 from pejax.models import dice
-from pejax.models.encoding import add_coordinate_channels
+from pejax.models.encoding import add_coordinate_channels, coordinate_channels
 
 
 @flax.struct.dataclass
@@ -39,14 +39,20 @@ class StepSpec:
   num_classes: int = 4
   use_pe: bool = True
   compute_dtype: Any = None   # e.g. jnp.bfloat16 for mixed precision; params stay float32
+  pe_kind: str = 'linear'     # pejax.models.encoding
+  pe_bands: int = 4
+  pe_layers: str = 'input'    # 'input' (the paper) or 'all' (every 3×3 convolution)
+
+  def _key(self):
+    return (self.graphdef, self.num_classes, self.use_pe, self.compute_dtype, self.pe_kind,
+            self.pe_bands, self.pe_layers)
 
   def __hash__(self):
-    return hash((self.graphdef, id(self.optimizer), self.num_classes, self.use_pe, self.compute_dtype))
+    return hash((id(self.optimizer),) + self._key())
 
   def __eq__(self, other):
-    return (isinstance(other, StepSpec) and self.graphdef == other.graphdef
-            and self.optimizer is other.optimizer and self.num_classes == other.num_classes
-            and self.use_pe == other.use_pe and self.compute_dtype == other.compute_dtype)
+    return (isinstance(other, StepSpec) and self.optimizer is other.optimizer
+            and self._key() == other._key())
 
 
 def split_model(model: nnx.Module):
@@ -66,8 +72,20 @@ def init_train_state(spec: StepSpec, params, batch_stats, rng) -> TrainState:
 
 
 def model_inputs(spec: StepSpec, images, pe_scale):
-  inputs = add_coordinate_channels(images, pe_scale) if spec.use_pe else images
-  return inputs.astype(spec.compute_dtype) if spec.compute_dtype is not None else inputs
+  """The network's input: the images, with the coordinate channels where they enter there."""
+  if spec.use_pe and spec.pe_layers == 'input':
+    images = add_coordinate_channels(images, pe_scale, spec.pe_kind, spec.pe_bands)
+  return images.astype(spec.compute_dtype) if spec.compute_dtype is not None else images
+
+
+def layer_coordinates(spec: StepSpec, pe_scale):
+  """The `coords` function of a model whose every 3×3 convolution takes coordinate channels
+  (pe_layers='all'), or None."""
+  if not (spec.use_pe and spec.pe_layers == 'all'):
+    return None
+  # Made in float32 (exact pixel indices at any size) and cast to the activations' dtype.
+  return lambda height, width: coordinate_channels(height, width, pe_scale, jnp.float32,
+                                                   spec.pe_kind, spec.pe_bands)
 
 
 def apply_model(spec: StepSpec, params, batch_stats, images, pe_scale, train: bool,
@@ -77,7 +95,8 @@ def apply_model(spec: StepSpec, params, batch_stats, images, pe_scale, train: bo
   model = nnx.merge(spec.graphdef, params, batch_stats)
   if mask is not None:
     mask = mask.reshape((-1,) + (1,) * (images.ndim - 1))
-  logits = model(model_inputs(spec, images, pe_scale), train=train, mask=mask)
+  logits = model(model_inputs(spec, images, pe_scale), train=train, mask=mask,
+                 coords=layer_coordinates(spec, pe_scale))
   return logits.astype(jnp.float32), nnx.state(model, nnx.BatchStat).to_pure_dict()
 
 
