@@ -18,7 +18,7 @@ from ml_collections import config_flags
 
 from pejax import errors
 
-MODES = ('train', 'evaluate', 'report', 'predict')
+MODES = ('train', 'evaluate', 'report', 'predict', 'probe')
 
 
 def define_flags() -> dict:
@@ -34,7 +34,9 @@ def define_flags() -> dict:
           'mode', 'train', MODES,
           'train: train (or continue) then evaluate; evaluate: evaluate the latest checkpoint '
           'of --workdir again; report: write the report of the sweep in --workdir; predict: '
-          'label the --input files with the model of --workdir into --output.'),
+          'label the --input files with the model of --workdir into --output; probe: how much '
+          'position the network of --workdir (or of every finished run of the sweep there) '
+          'holds at each level (probe.json, probe.png).'),
       input=flags.DEFINE_multi_string(
           'input', None, '--mode=predict: files or folders to predict (repeat the flag or give '
           'a comma list): PNG, JPEG, raw JSRT .IMG, NIfTI, DICOM.'),
@@ -163,6 +165,16 @@ def predict(workdir: str, inputs, output: str, intensity: str = 'auto'):
   return rows
 
 
+@errors.exit_on_user_error
+def probe(workdir: str, config=None):
+  """--mode=probe: the position probe of the run (or of every finished run of the sweep) in
+  `workdir`, with --config's probe settings where --config is given."""
+  from pejax import probing
+  paths = probing.probe_workdir(workdir, config.probe if config is not None else None)
+  print(f'{len(paths)} run{"" if len(paths) == 1 else "s"} probed: {", ".join(paths)}.')
+  return paths
+
+
 def start_line(config, workdir: str) -> str:
   """The console's line on what is about to run: a run's main settings (all of them go to its
   config.json), or a sweep's size and the values it varies (each run's folder below the sweep's
@@ -203,6 +215,14 @@ def main(argv) -> None:
   if config is None and holders['config'].present:
     raise errors.SettingError(f'--config={_config_argument(sys.argv)}: its get_config() '
                               'returned None; it must return the ConfigDict of the run.')
+  if mode == 'probe':
+    if not holders['workdir'].value:
+      raise errors.SettingError('--mode=probe needs --workdir: the folder of a trained run (with '
+                                'checkpoints/) or of a sweep.')
+    from pejax import runtime  # before TensorFlow loads (with the data): it quiets it
+    runtime.initialize(verbose=holders['verbose'].value)
+    probe(holders['workdir'].value, config)
+    return
   if config is None and mode != 'report':
     raise errors.SettingError('--config is required (e.g. --config=configs/unet_pe.py:quick).')
   workdir = holders['workdir'].value

@@ -51,7 +51,7 @@ ROLES = {
     'seed': Role(varies_in_program=True, varies_in_setting=True, name='seed', shown=True),
     # The others.
     'position_jitter': Role(data=True, axis=True, name='jitter'),
-    'pe_bands': Role(name='bands'),
+    'pe_bands': Role(axis=True, name='bands'),
     'num_train_examples': Role(axis=True, name='n'),
     'data_dir': Role(result=False, data=True),
     'manual_dir': Role(result=False, data=True),
@@ -67,6 +67,8 @@ ROLES = {
     'num_image_panels': Role(result=False),
     'run_robustness': Role(varies_in_setting=True),
     'robustness': Role(varies_in_program=True),
+    # The position probe reads trained networks; it changes none of their numbers.
+    'probe': Role(result=False),
 }
 
 
@@ -116,6 +118,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.num_image_panels = 4
   config.run_robustness = True
   config.robustness = default_robustness_config()
+  config.probe = default_probe_config()
   return config
 
 
@@ -130,7 +133,26 @@ def default_robustness_config() -> ml_collections.ConfigDict:
   cfg.shifts = config_dict.placeholder(tuple)
   cfg.shift_axis = 'x'        # 'x' (width), 'y' (height) or 'xy' (both by the same k)
   cfg.shift_fill = 'zeros'    # 'zeros' (image 0, label background) or 'edge'
+  # With PE: the coordinate channels shifted by each shift's k while the image stays, and
+  # replaced by their mean (how much the prediction relies on the encoding).
+  cfg.encoding_conditions = True
   cfg.seed = 0
+  return cfg
+
+
+def default_probe_config() -> ml_collections.ConfigDict:
+  """Settings of the position probe (`pejax.evaluation.probe`, `--mode=probe`): a 3×3
+  read-out per level, trained on the features of some inputs and measured on others."""
+  cfg = ml_collections.ConfigDict()
+  cfg.enabled = False         # True: every run (also of a sweep) is probed after its evaluation
+  cfg.steps = 300             # Adam steps of each read-out (full batch)
+  cfg.learning_rate = 0.01
+  cfg.num_images = 16         # training-split images to train on, test-split images to measure
+  # Content-free inputs: constant images (training and held-out intensities differ) ...
+  cfg.intensities = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+  cfg.held_out_intensities = (0.1, 0.3, 0.5, 0.7, 0.9)
+  cfg.noise_images = 8        # ... and as many uniform-noise images to train on as to measure
+  cfg.seed = 0                # the noise images and the choice of training images
   return cfg
 
 
@@ -214,6 +236,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise _error('position_jitter', config.position_jitter,
                    f'it is a fraction of the image side, from 0 to {choices.MAX_POSITION_JITTER}')
   validate_robustness_config(config.robustness)
+  validate_probe_config(config.probe)
 
 
 def _check_choice(config, name: str, allowed) -> None:
@@ -263,9 +286,63 @@ def validate_robustness_config(cfg) -> None:
     raise _invalid('shift_axis', cfg.shift_axis, f'allowed: {choices.SHIFT_AXES}')
   if cfg.shift_fill not in choices.SHIFT_FILLS:
     raise _invalid('shift_fill', cfg.shift_fill, f'allowed: {choices.SHIFT_FILLS}')
+  if not isinstance(cfg.encoding_conditions, bool):
+    raise _invalid('encoding_conditions', cfg.encoding_conditions, 'allowed: True or False')
   if not _is_int(cfg.seed) or not 0 <= cfg.seed < 2**32:
     raise _invalid('seed', cfg.seed, 'allowed: an integer in [0, 2**32)')
 
+
+# ------------------------------------------------------------------------ position probe
+
+MAX_PROBE_STEPS = 100_000  # a read-out converges in hundreds; more is a typo
+
+
+def _invalid_probe(name: str, value, allowed: str) -> SettingError:
+  return SettingError(f'config.probe.{name}={value!r} is not allowed; {allowed}.')
+
+
+def validate_probe_config(cfg) -> None:
+  """Raises SettingError naming the first setting of the position probe that cannot work."""
+  for name in default_probe_config():
+    if name not in cfg:
+      raise SettingError(f'probe config: setting {name!r} is missing')
+  if not isinstance(cfg.enabled, bool):
+    raise _invalid_probe('enabled', cfg.enabled, 'allowed: True or False')
+  if not _is_int(cfg.steps) or not 1 <= cfg.steps <= MAX_PROBE_STEPS:
+    raise _invalid_probe('steps', cfg.steps, f'allowed: an integer from 1 to {MAX_PROBE_STEPS}')
+  if not _is_number(cfg.learning_rate) or not cfg.learning_rate > 0:
+    raise _invalid_probe('learning_rate', cfg.learning_rate, 'allowed: a finite number > 0')
+  if not _is_int(cfg.num_images) or cfg.num_images < 1:
+    raise _invalid_probe('num_images', cfg.num_images, 'allowed: an integer >= 1')
+  if not _is_int(cfg.noise_images) or cfg.noise_images < 0:
+    raise _invalid_probe('noise_images', cfg.noise_images, 'allowed: an integer >= 0')
+  for name in ('intensities', 'held_out_intensities'):
+    values = cfg[name]
+    if (not isinstance(values, (tuple, list))
+        or not all(_is_number(v) and 0 <= v <= 1 for v in values)):
+      raise _invalid_probe(name, values, 'allowed: a list of intensities in [0, 1]')
+  shared = set(map(float, cfg.intensities)) & set(map(float, cfg.held_out_intensities))
+  if shared:
+    raise _invalid_probe('held_out_intensities', cfg.held_out_intensities,
+                         f'allowed: intensities the read-out is not trained on (these share '
+                         f'{sorted(shared)} with config.probe.intensities)')
+  if not (cfg.intensities or cfg.noise_images) or not (cfg.held_out_intensities or cfg.noise_images):
+    raise _invalid_probe('noise_images', cfg.noise_images,
+                         'allowed: >= 1 where config.probe.intensities or held_out_intensities '
+                         'is empty (the content-free read-out needs inputs to train and measure on)')
+  if not _is_int(cfg.seed) or not 0 <= cfg.seed < 2**32:
+    raise _invalid_probe('seed', cfg.seed, 'allowed: an integer in [0, 2**32)')
+
+
+def probe_config_of(config) -> ml_collections.ConfigDict:
+  """The probe settings of a config or of a run's recorded config (a dict): the defaults for
+  runs made before the probe existed, with the run's own values over them."""
+  cfg = default_probe_config()
+  recorded = config.get('probe') if hasattr(config, 'get') else None
+  if recorded is not None:
+    recorded = recorded.to_dict() if hasattr(recorded, 'to_dict') else dict(recorded)
+    cfg.update({name: tuple(v) if isinstance(v, list) else v for name, v in recorded.items()})
+  return cfg
 
 
 def validate_against_data(config: ml_collections.ConfigDict, num_train: int) -> None:
@@ -296,13 +373,18 @@ def settings_dict(config) -> dict[str, Any]:
 def result_settings(config) -> dict:
   """The settings that determine a run's numbers (what must match to resume or reuse it).
 
-  A setting a run's record lacks (its pejax had no such setting) takes its default, which is
-  what that run used: the encoding settings of runs made before there was a choice."""
+  A setting a run's record lacks (its pejax had no such setting) takes its default: the
+  encoding settings of runs made before there was a choice (what they used), and the grid's
+  encoding conditions (which a new evaluation of such a run adds)."""
   settings = settings_dict(config)
-  if any(name not in settings for name in _ADDED_SETTINGS):
-    defaults = base_config()
+  robustness = settings.get('robustness')
+  if (any(name not in settings for name in _ADDED_SETTINGS)
+      or isinstance(robustness, dict) and 'encoding_conditions' not in robustness):
+    defaults = settings_dict(base_config())
     for name in _ADDED_SETTINGS:
       settings.setdefault(name, defaults[name])
+    if isinstance(robustness, dict):
+      settings['robustness'] = {**defaults['robustness'], **robustness}
   return {k: v for k, v in settings.items() if k not in NON_RESULT_SETTINGS}
 
 

@@ -32,12 +32,12 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from pejax import configuration, sweep
 from pejax.data import datasets, input_pipeline
-from pejax.evaluation import convergence
+from pejax.evaluation import convergence, probe
 from pejax.evaluation.evaluator import Evaluator, dice_table
 from pejax.models import epochs
 from pejax.models.spec import count_parameters, model_spec
-from pejax.runs import (checkpoints, event_writers, folder, hparams, outputs, provenance, run_files,
-                        run_lock)
+from pejax.runs import (checkpoints, event_writers, folder, hparams, outputs, probe_outputs,
+                        provenance, run_files, run_lock)
 from pejax.errors import NonFiniteLossError, RunNotFoundError, SettingError
 
 # Models trained together in one program at most (memory grows with it). On XLA:CPU a vmapped
@@ -198,7 +198,21 @@ def _evaluate_and_write(run, state, evaluator, timings, trained) -> dict[str, An
       evaluation.class_names, {'model': evaluation.scores['test'],
                                'averaged mask': evaluation.scores['test_averaged_mask']}))
   logging.info('%s: %s.', run.name, convergence.describe(results.convergence))
+  if run.config.probe.enabled:
+    _probe(run, state, evaluator)
   return results.to_json()
+
+
+def _probe(run, state, evaluator) -> None:
+  """The position probe of a trained run (config.probe.enabled), into its folder and writer."""
+  model_state = (state, jnp.float32(configuration.pe_scale_of(run.config)))
+  result = probe.probe_run(evaluator.predictor, model_state, run.config, run.config.probe)
+  result.update(run=run.name, epoch=int(state.epoch), step=int(state.step))
+  if jax.process_index() == 0:
+    probe_outputs.write_probe(run.workdir, result, label=run.name, writer=run.writer,
+                              step=int(state.step))
+  logging.info('%s: position probe written (%s, %.0f s).', run.name, run_files.PROBE_FILE,
+               result['seconds'])
 
 
 def _train_epochs(runs, states, spec, run_data, mesh, evaluator, restored_epoch):

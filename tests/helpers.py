@@ -228,9 +228,11 @@ def dice_dict(value, classes):
   return {'dice': value, **{f'dice_{c}': value + o for c, o in zip(classes, CLASS_OFFSETS)}}
 
 
-def robustness_result(clean, noise_drop, shift_drop, classes):
+def robustness_result(clean, noise_drop, shift_drop, classes, encoding_drop=None):
   """The layout of `robustness.evaluate_robustness`: noise Dice falls linearly to
-  `clean - noise_drop` at severity 5, shift Dice to `clean - shift_drop` at ±16 px."""
+  `clean - noise_drop` at severity 5, shift Dice to `clean - shift_drop` at ±16 px; with
+  `encoding_drop` the encoding conditions: Dice falls to `clean - encoding_drop` at ±16 px
+  of the encoding alone, and is `clean - 2 * encoding_drop` with the encoding removed."""
   result = {'clean': dice_dict(clean, classes)}
   for name, drop in (('gaussian_noise', noise_drop), ('shot_noise', noise_drop),
                      ('gaussian_blur', 0.02)):
@@ -243,6 +245,11 @@ def robustness_result(clean, noise_drop, shift_drop, classes):
       'gaussian_blur': {'1': 0.5, '2': 0.75, '3': 1.0, '4': 1.25, '5': 1.5},
       'image_shape': [64, 64, 1], 'num_images': 9, 'seed': 0, 'shift_axis': 'x',
       'shift_fill': 'zeros', 'shift_x': list(SHIFTS)}
+  if encoding_drop is not None:
+    result['encoding_shift_x'] = {str(k): dice_dict(clean - encoding_drop * abs(k) / 16, classes)
+                                  for k in SHIFTS}
+    result['encoding_removed'] = {'0': dice_dict(clean - 2 * encoding_drop, classes)}
+    result['parameters']['encoding_shift_x'] = list(SHIFTS)
   result['seconds'] = 1.0
   return result
 
@@ -265,7 +272,7 @@ def results_json(*, clean=0.9, **fields):
 
 
 def write_run(folder, *, clean, noise_drop=0.1, shift_drop=0.1, robustness=True, converged=True,
-              **overrides):
+              encoding_drop=None, **overrides):
   config = configuration.quick(configuration.base_config())
   for name, value in overrides.items():
     config[name] = value
@@ -279,7 +286,7 @@ def write_run(folder, *, clean, noise_drop=0.1, shift_drop=0.1, robustness=True,
   if robustness:
     results['robustness_file'] = 'robustness.json'
     storage.write_json(os.path.join(folder, 'robustness.json'),
-                       robustness_result(clean, noise_drop, shift_drop, classes))
+                       robustness_result(clean, noise_drop, shift_drop, classes, encoding_drop))
   storage.write_json(os.path.join(folder, 'results.json'), results)
 
 

@@ -14,7 +14,7 @@ def test_the_views_follow_the_table():
   assert set(configuration.NON_RESULT_SETTINGS) == {
       'log_every_epochs', 'eval_every_epochs', 'checkpoint_every_epochs',
       'max_checkpoints_to_keep', 'num_image_panels', 'data_dir', 'manual_dir', 'eval_batch_size',
-      'conv_impl'}
+      'conv_impl', 'probe'}
   result = configuration.result_settings(config)
   assert 'seed' in result and 'robustness' in result and 'conv_impl' not in result
   assert configuration.data_settings(config) == (
@@ -24,7 +24,7 @@ def test_the_views_follow_the_table():
   key = configuration.setting_key(config)
   assert set(result) - set(key) == {'seed', 'run_robustness'}
   assert set(configuration.EXPERIMENT_AXES) == {
-      'dataset', 'model', 'padding', 'use_pe', 'pe_scale', 'pe_kind', 'pe_layers',
+      'dataset', 'model', 'padding', 'use_pe', 'pe_scale', 'pe_kind', 'pe_layers', 'pe_bands',
       'num_train_examples', 'position_jitter'}
   assert configuration.SHOWN_SETTINGS[:4] == ('dataset', 'model', 'use_pe', 'pe_scale')
 

@@ -2,8 +2,8 @@ import numpy as np
 import jax.numpy as jnp
 import pytest
 
-from pejax.models.encoding import (add_coordinate_channels, coordinate_channels, input_channels,
-                                   num_coordinate_channels)
+from pejax.models.encoding import (EncodingChange, add_coordinate_channels, coordinate_channels,
+                                   input_channels, num_coordinate_channels, pixel_shift)
 
 
 @pytest.mark.parametrize('scale', [1.0, 10.0, 256.0])
@@ -61,21 +61,25 @@ POINTS = [((0, 0), 0.0, 0.0), ((0, 6), 1.0, 0.0), ((4, 0), 0.0, 1.0), ((4, 6), 1
           ((2, 3), 0.5, 0.5)]
 
 
+def formula(kind, scale, bands, x_hat, y_hat):
+  """The channels of the module's docstring at one point (x̂, ŷ)."""
+  if kind == 'linear':
+    return [scale * x_hat, scale * y_hat]
+  if kind in ('centered', 'radial'):
+    x, y = scale * (2 * x_hat - 1), scale * (2 * y_hat - 1)
+    return [x, y] + ([np.hypot(x, y)] if kind == 'radial' else [])
+  return ([scale * f(2**k * np.pi * x_hat) for k in range(bands) for f in (np.sin, np.cos)]
+          + [scale * f(2**k * np.pi * y_hat) for k in range(bands) for f in (np.sin, np.cos)])
+
+
 @pytest.mark.parametrize('kind', ['linear', 'centered', 'radial', 'fourier'])
 def test_each_encoding_equals_its_formula_at_corners_and_centre_of_a_non_square_image(kind):
   scale, bands = 3.0, 3
   channels = np.asarray(coordinate_channels(5, 7, scale, kind=kind, bands=bands))
   assert channels.shape == (5, 7, num_coordinate_channels(kind, bands))
   for (row, column), x_hat, y_hat in POINTS:
-    if kind == 'linear':
-      expected = [scale * x_hat, scale * y_hat]
-    elif kind in ('centered', 'radial'):
-      x, y = scale * (2 * x_hat - 1), scale * (2 * y_hat - 1)
-      expected = [x, y] + ([np.hypot(x, y)] if kind == 'radial' else [])
-    else:
-      expected = [scale * f(2**k * np.pi * x_hat) for k in range(bands) for f in (np.sin, np.cos)]
-      expected += [scale * f(2**k * np.pi * y_hat) for k in range(bands) for f in (np.sin, np.cos)]
-    np.testing.assert_allclose(channels[row, column], expected, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(channels[row, column], formula(kind, scale, bands, x_hat, y_hat),
+                               atol=1e-5, rtol=1e-5)
 
 
 def test_centered_at_lambda_one_is_coordconvs_range_and_radial_adds_r():
@@ -88,3 +92,30 @@ def test_centered_at_lambda_one_is_coordconvs_range_and_radial_adds_r():
 def test_an_unknown_kind_is_refused():
   with pytest.raises(ValueError, match='pe_kind'):
     coordinate_channels(4, 4, 1.0, kind='sinusoidal')
+
+
+@pytest.mark.parametrize('kind', ['linear', 'centered', 'radial', 'fourier'])
+def test_a_shifted_encoding_is_the_formula_k_pixels_further_at_every_resolution(kind):
+  # An 8 × 12 input whose content meets the coordinates of 3 pixels right and 2 up: the
+  # formula at column i + 3, row j − 2, continued past the edge; at a U-Net level of half the
+  # resolution (pe_layers='all') the same fraction of the image further.
+  change = pixel_shift(3, -2, 8, 12)
+  for height, width in ((8, 12), (4, 6)):
+    shifted = np.asarray(coordinate_channels(height, width, 2.0, kind=kind, bands=2,
+                                             change=change))
+    for row, column in ((0, 0), (height - 1, width - 1), (height // 2, 1)):
+      x_hat = column / (width - 1) + 3 / 11
+      y_hat = row / (height - 1) - 2 / 7
+      np.testing.assert_allclose(shifted[row, column], formula(kind, 2.0, 2, x_hat, y_hat),
+                                 atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('kind', ['linear', 'radial', 'fourier'])
+def test_removed_encoding_is_each_channels_mean_and_no_change_is_bit_identical(kind):
+  clean = np.asarray(coordinate_channels(6, 9, 3.0, kind=kind, bands=2))
+  removed = np.asarray(coordinate_channels(6, 9, 3.0, kind=kind, bands=2,
+                                           change=EncodingChange(removed=True)))
+  np.testing.assert_allclose(removed, np.broadcast_to(clean.mean(axis=(0, 1)), clean.shape),
+                             rtol=1e-6, atol=1e-6)
+  unchanged = coordinate_channels(6, 9, 3.0, kind=kind, bands=2, change=EncodingChange())
+  np.testing.assert_array_equal(unchanged, clean)

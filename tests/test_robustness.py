@@ -9,6 +9,7 @@ import pytest
 from pejax import choices, configuration
 from pejax.data import input_pipeline
 from pejax.evaluation import corruptions, figures, grid_results, robustness
+from pejax.models import encoding
 from pejax.runs import run_files
 from pejax.models.dice import dice_sums, finalize_dice
 
@@ -213,3 +214,69 @@ def test_balanced_batch_size(num_examples, max_batch, multiple, expected):
   assert size == expected
   assert size % multiple == 0 and size <= max(max_batch, multiple)
   assert -(-num_examples // size) == -(-num_examples // max_batch)  # no extra batch
+
+
+# ---------------------------------------------------------------- encoding conditions (with PE)
+
+
+def coordinate_predict(gain, images, change=None):
+  """A model that sees only the encoding: class 1 where the linear x channel is in
+  [0.3, 0.7]·λ (λ = `gain`), so its prediction moves with the coordinates alone."""
+  coords = encoding.add_coordinate_channels(images, gain, change=change)
+  x = coords[..., 1] / gain
+  return jnp.where((x >= 0.3) & (x <= 0.7), 1, 0)
+
+
+def band_labels(images):
+  return np.asarray(coordinate_predict(1.0, jnp.asarray(images)), np.uint8)
+
+
+def test_encoding_conditions_pair_with_real_shifts(split):
+  images, _ = split
+  labels = band_labels(images)
+  cfg = small_robustness_config(severities=(), shifts=(-6, -2, 0, 3, 5))
+  result = evaluate(coordinate_predict, images, labels, cfg, model_state=jnp.float32(1.0),
+                    encoding_conditions=True, class_names=['band'])
+  assert grid_results.condition_names(result) == [
+      'clean', 'gaussian_noise', 'shot_noise', 'gaussian_blur', 'shift_x', 'encoding_shift_x',
+      'encoding_removed']
+  assert result['clean']['dice'] == 1.0
+  assert result['parameters']['encoding_shift_x'] == [-6, -2, 0, 3, 5]
+  # A model that reads only the coordinates loses under a shift of the encoding alone exactly
+  # what it loses when the image moves by the same k (the band stays inside the image).
+  for k in ('-6', '-2', '3', '5'):
+    assert result['encoding_shift_x'][k]['dice'] < 0.9
+    assert result['encoding_shift_x'][k]['dice'] == pytest.approx(
+        result['shift_x'][k]['dice'], abs=1e-6), k
+  assert result['encoding_shift_x']['0'] == result['clean']
+  # The direction: the content meets the coordinates it would after a shift of k, so the band
+  # this model draws moves by −k over the unmoved image.
+  output = robustness.robustness_grid(coordinate_predict, placed(images, labels), cfg,
+                                      num_classes=2, model_state=jnp.float32(1.0),
+                                      encoding_conditions=True, keep_predictions=True)
+  conditions = [(row['condition'], row['level']) for row in output.table]
+  clean = output.predictions[conditions.index(('clean', 0))]
+  for k in (-6, 3):
+    moved = output.predictions[conditions.index(('encoding_shift_x', k))]
+    np.testing.assert_array_equal(moved, np.roll(clean, -k, axis=2))
+  # Removed: every pixel gets the mean x (λ/2, inside the band): class 1 everywhere.
+  band_fraction = labels.mean()
+  assert result['encoding_removed']['0']['dice'] == pytest.approx(
+      2 * band_fraction / (1 + band_fraction), rel=1e-5)
+  rows = grid_results.result_rows(result)
+  assert [r['condition'] for r in rows][-6:] == ['encoding_shift_x'] * 5 + ['encoding_removed']
+  assert grid_results.encoding_shift_dice(result) == pytest.approx(
+      grid_results.shift_dice(result), abs=1e-6)
+
+
+def test_encoding_conditions_only_for_models_with_pe_and_when_asked(split):
+  images, _ = split
+  labels = band_labels(images)
+  cfg = small_robustness_config(severities=(), shifts=(0, 2))
+  without = evaluate(coordinate_predict, images, labels, cfg, model_state=jnp.float32(1.0))
+  assert 'encoding_removed' not in without and 'encoding_shift_x' not in without
+  cfg.encoding_conditions = False
+  off = evaluate(coordinate_predict, images, labels, cfg, model_state=jnp.float32(1.0),
+                 encoding_conditions=True)
+  assert 'encoding_removed' not in off
+  assert robustness.condition_table(cfg, 32, 32, True) == robustness.condition_table(cfg, 32, 32)

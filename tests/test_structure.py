@@ -37,7 +37,11 @@ ALLOWED = {
     # The entry points: training wires every part; the command line and `pejax.load` on top.
     'pejax.train': {*FOUNDATION, 'pejax.models', 'pejax.data', 'pejax.evaluation', 'pejax.runs',
                     'pejax.reporting'},
-    'pejax.cli': {*FOUNDATION, 'pejax.models', 'pejax.train', 'pejax.inference', 'pejax.reporting'},
+    # --mode=probe: a trained run restored as `pejax.load` does, probed and written.
+    'pejax.probing': {*FOUNDATION, 'pejax.models', 'pejax.data', 'pejax.evaluation', 'pejax.runs',
+                      'pejax.inference'},
+    'pejax.cli': {*FOUNDATION, 'pejax.models', 'pejax.train', 'pejax.inference', 'pejax.reporting',
+                  'pejax.probing'},
     'pejax': {'pejax.inference'},
     'configs': {'pejax.configuration', 'pejax.sweep'},
     'benchmarks': {*FOUNDATION, 'pejax.models', 'pejax.data', 'pejax.evaluation', 'pejax.runs',

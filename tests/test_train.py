@@ -399,7 +399,9 @@ def test_other_encodings_train_and_load_as_they_were_evaluated(kind, layers, dat
   from pejax.models import dice
   workdir = str(tmp_path / 'run')
   config = small_run_config(data_dir, num_epochs=2, pe_kind=kind, pe_layers=layers, pe_bands=2,
-                            pe_scale=2.0)
+                            pe_scale=2.0, run_robustness=True)
+  config.robustness.severities = ()
+  config.robustness.shifts = (0, 4)
   results = train.train_and_evaluate(config, workdir)
   assert results['config']['pe_kind'] == kind and results['config']['pe_layers'] == layers
   _, init_state = spec_lib.build('cnn4', True, 8, 'zeros', 'xla', 'float32', 1e-3, 4, 1, kind, 2,
@@ -411,3 +413,9 @@ def test_other_encodings_train_and_load_as_they_were_evaluated(kind, layers, dat
   labels = pejax.load(workdir)(test.images).labels
   sums = jax.device_get(dice.dice_sums(jnp.asarray(labels), jnp.asarray(test.labels), 4))
   assert dice.finalize_dice(sums)['dice'] == pytest.approx(results['test']['dice'], abs=1e-6)
+  # The grid's encoding conditions reach the channels wherever they enter: unshifted is the
+  # clean evaluation to the bit, removed is another model input.
+  with open(os.path.join(workdir, 'robustness.json')) as f:
+    grid = json.load(f)
+  assert grid['encoding_shift_x']['0'] == grid['clean']
+  assert grid['encoding_removed']['0'] != grid['clean']

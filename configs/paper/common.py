@@ -88,6 +88,51 @@ def jitter_benefit(dataset='phantom_chest', jitters=JITTERS, seeds=SEEDS, cnn4_s
                  pe=pe_settings((None, 256.0)), seed=seeds, settings=[settings])
 
 
+# Beyond the paper: encodings compared at λ = 1 (the paper's best clean λ on ACDC), and linear
+# at λ = 2, whose span [0, 2] equals centered λ = 1's [−1, 1]; Fourier with K = 4 bands.
+LINEAR = {'use_pe': True, 'pe_scale': 1.0}
+ENCODINGS = (
+    {'use_pe': False},
+    LINEAR,
+    {'use_pe': True, 'pe_scale': 2.0},
+    {'use_pe': True, 'pe_scale': 1.0, 'pe_kind': 'centered'},
+    {'use_pe': True, 'pe_scale': 1.0, 'pe_kind': 'radial'},
+    {'use_pe': True, 'pe_scale': 1.0, 'pe_kind': 'fourier', 'pe_bands': 4},
+    {'use_pe': True, 'pe_scale': 1.0, 'pe_layers': 'all'},
+)
+# The padding modes whose position leak the probe measures without PE.
+LEAK_PADDINGS = ('zeros', 'reflect', 'replicate', 'circular')
+
+
+def encodings(datasets, seeds=SEEDS, **settings):
+  """Beyond the paper: the encoding family and where coordinates enter (U-Net, zero padding,
+  all data), with robustness grids (their encoding conditions included)."""
+  return product(dataset=datasets, model=['unet'], padding=['zeros'], pe=list(ENCODINGS),
+                 seed=seeds, settings=[settings])
+
+
+def padding_leak(datasets, seeds=SEEDS, **settings):
+  """Beyond the paper: the U-Net without PE under each padding mode, for the position probe
+  (no grid: the probe reads the trained network); zero padding is `encodings`' no-PE run."""
+  return product(dataset=datasets, model=['unet'], padding=list(LEAK_PADDINGS[1:]),
+                 pe=[{'use_pe': False}], seed=seeds, settings=[dict(settings, **NO_GRID)])
+
+
+def encoding_experiments(datasets, epochs: dict | None = None):
+  """`encodings` and `padding_leak` on each dataset, at `epochs` ({'num_epochs': n}) or the
+  dataset's CPU-sized schedule."""
+  return union(*(union(encodings([dataset], **(epochs or cpu_schedule(dataset))),
+                       padding_leak([dataset], **(epochs or cpu_schedule(dataset))))
+                 for dataset in datasets))
+
+
+def probed(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` with the position probe after every run's final evaluation (it changes no
+  trained number: a run's settings stay those of the same run unprobed)."""
+  config.probe.enabled = True
+  return config
+
+
 def paper_scale() -> ml_collections.ConfigDict:
   """The paper's settings (configuration.base_config defaults), 256×256, for JSRT / ACDC."""
   config = configuration.base_config()

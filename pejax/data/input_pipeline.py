@@ -186,6 +186,15 @@ class RunData:
   nnunet_inputs: dict | None = None
 
 
+def load_arguments(config: Any) -> dict[str, Any]:
+  """`datasets.load_split`'s keyword arguments for the data a run of `config` sees."""
+  arguments = dict(image_size=config.image_size, data_dir=config.data_dir,
+                   manual_dir=config.manual_dir)
+  if config.get('position_jitter') is not None:
+    arguments['position_jitter'] = config.position_jitter
+  return arguments
+
+
 def load_run_data(config: Any, mesh: Mesh) -> RunData:
   """Loads (building on first use) the dataset of `config` and places it on the devices.
 
@@ -193,10 +202,7 @@ def load_run_data(config: Any, mesh: Mesh) -> RunData:
   subset of it (they need no labels, and runs of a sweep then see the same inputs).
   """
   spec = datasets.dataset_spec(config.dataset)
-  load_kwargs = dict(image_size=config.image_size, data_dir=config.data_dir,
-                     manual_dir=config.manual_dir)
-  if config.position_jitter is not None:
-    load_kwargs['position_jitter'] = config.position_jitter
+  load_kwargs = load_arguments(config)
   datasets.prepare_shared(config.dataset, **load_kwargs)
   splits = datasets.load_splits(config.dataset, **load_kwargs)
   inputs = (datasets.nnunet_inputs(datasets.prepare(config.dataset, **load_kwargs))

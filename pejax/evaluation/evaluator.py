@@ -115,11 +115,12 @@ class Evaluator:
     test = self.run_data.test
     height, width = test.images01.shape[2:4]
     logging.info('Robustness grid: %d conditions × %d test images ...',
-                 len(robustness.condition_table(cfg, height, width)), test.count)
+                 len(robustness.condition_table(cfg, height, width,
+                                                self.predictor.uses_encoding)), test.count)
     grid = robustness.robustness_grid(
         self.predictor, test, cfg, num_classes=self.run_data.dataset.num_classes,
         class_names=self.class_names, model_state=(state, pe_scale),
-        keep_predictions=keep_predictions)
+        keep_predictions=keep_predictions, encoding_conditions=self.predictor.uses_encoding)
     logging.info('Robustness grid done in %.0f s.', grid.result['seconds'])
     return grid
 

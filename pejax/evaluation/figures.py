@@ -78,6 +78,17 @@ def averaged_mask_curve(result: Mapping, std: Mapping | None = None) -> dict:
           'style': {'color': '0.4', 'linestyle': '--', 'marker': None}}
 
 
+def encoding_shift_curve(grid: Mapping, label: str, std: Mapping | None = None,
+                         style: Mapping | None = None) -> dict:
+  """The Dice of a grid's encoding shifts (coordinate channels shifted, image unmoved) as a
+  dotted curve of `plot_shifts`, beside the real shift's."""
+  name = grid_results.shift_condition(grid)
+  condition = grid_results.encoding_shift_condition(grid)
+  as_shift = lambda result: {name: result[condition]} if result else None
+  return {'label': f'{label}, encoding shifted only', 'result': as_shift(grid),
+          'std': as_shift(std), 'style': {'linestyle': ':', **(style or {})}}
+
+
 def plot_shifts(curves: Sequence[Mapping], path: str, *, metric: str = 'dice',
                 references: Sequence[tuple[str, float]] = (), title: str | None = None,
                 ) -> np.ndarray:

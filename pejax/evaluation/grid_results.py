@@ -16,12 +16,17 @@ import numpy as np
 from pejax.choices import CORRUPTIONS
 
 NOISES = ('gaussian_noise', 'shot_noise')
+ENCODING_SHIFT_PREFIX = 'encoding_shift_'
+ENCODING_REMOVED = 'encoding_removed'
 
 
 def condition_names(result: Mapping) -> list[str]:
   """Condition keys of a robustness result, in the grid's order."""
   shift_names = sorted(k for k in result if k.startswith('shift_'))
-  return ['clean'] + [name for name in CORRUPTIONS if name in result] + shift_names
+  encoding_names = sorted(k for k in result if k.startswith(ENCODING_SHIFT_PREFIX))
+  encoding_names += [ENCODING_REMOVED] if ENCODING_REMOVED in result else []
+  return (['clean'] + [name for name in CORRUPTIONS if name in result] + shift_names
+          + encoding_names)
 
 
 def result_rows(result: Mapping) -> list[dict[str, Any]]:
@@ -33,8 +38,10 @@ def result_rows(result: Mapping) -> list[dict[str, Any]]:
       rows.append(dict(condition='clean', level=0, parameter='', **result['clean']))
       continue
     for level, dice in result[name].items():
-      if name.startswith('shift_'):
+      if name.startswith(('shift_', ENCODING_SHIFT_PREFIX)):
         parameter = int(level)
+      elif name == ENCODING_REMOVED:
+        parameter = ''
       else:
         parameter = parameters.get(name, {}).get(level, '')
       rows.append(dict(condition=name, level=int(level), parameter=parameter, **dice))
@@ -101,22 +108,47 @@ def shift_condition(grid: Mapping) -> str:
   return names[0]
 
 
-def _shift_values(grid: Mapping, metric: str = 'dice') -> list[tuple[int, float]]:
-  """(shift in pixels, Dice) in the grid's order; NaN where the Dice is undefined."""
-  condition = shift_condition(grid)
+def encoding_shift_condition(grid: Mapping) -> str | None:
+  """The grid's encoding-shift condition ('encoding_shift_<axis>'), or None (a model without
+  PE, or a grid without encoding conditions)."""
+  names = [name for name in grid if name.startswith(ENCODING_SHIFT_PREFIX)]
+  return names[0] if names else None
+
+
+def has_encoding_conditions(grid: Mapping) -> bool:
+  return bool(grid.get(ENCODING_REMOVED))
+
+
+def _shift_values(grid: Mapping, metric: str = 'dice', condition: str | None = None
+                  ) -> list[tuple[int, float]]:
+  """(shift in pixels, Dice) in the grid's order; NaN where the Dice is undefined. Of the
+  image shift, or of `condition` (e.g. the encoding shift)."""
+  condition = condition or shift_condition(grid)
   return [(int(k), np.nan if dice[metric] is None else dice[metric])
           for k, dice in grid[condition].items()]
 
 
-def shift_curve(grid: Mapping, metric: str = 'dice') -> tuple[list[int], list[float]]:
-  """Shifts in pixels, ascending, and the Dice at each."""
-  pairs = sorted(_shift_values(grid, metric))
+def shift_curve(grid: Mapping, metric: str = 'dice', condition: str | None = None
+                ) -> tuple[list[int], list[float]]:
+  """Shifts in pixels, ascending, and the Dice at each (of the image shift, or `condition`)."""
+  pairs = sorted(_shift_values(grid, metric, condition))
   return [k for k, _ in pairs], [v for _, v in pairs]
 
 
-def shift_dice(grid: Mapping) -> float:
-  """Mean Dice over every nonzero shift of the grid."""
-  return float(np.mean([v for k, v in _shift_values(grid) if k != 0]))
+def shift_dice(grid: Mapping, condition: str | None = None) -> float:
+  """Mean Dice over every nonzero shift of the grid (the image's, or `condition`'s)."""
+  return float(np.mean([v for k, v in _shift_values(grid, 'dice', condition) if k != 0]))
+
+
+def encoding_shift_dice(grid: Mapping) -> float:
+  """Mean Dice over every nonzero shift of the coordinate channels alone (image unmoved)."""
+  return shift_dice(grid, encoding_shift_condition(grid))
+
+
+def encoding_removed_dice(grid: Mapping) -> float:
+  """Dice with each coordinate channel replaced by its mean (position removed)."""
+  value = grid[ENCODING_REMOVED]['0']['dice']
+  return float('nan') if value is None else float(value)
 
 
 def extreme_shift_dice(grid: Mapping) -> float:
@@ -135,6 +167,10 @@ def condition_title(condition: str, level: int) -> str:
   """A figure's row label, on two lines: 'Gaussian noise\nseverity 5', 'shift x\n+16 px'."""
   if condition == 'clean':
     return 'clean'
+  if condition == ENCODING_REMOVED:
+    return 'encoding\nremoved'
+  if condition.startswith(ENCODING_SHIFT_PREFIX):
+    return f'encoding shift {condition[len(ENCODING_SHIFT_PREFIX):]}\n{level:+d} px'
   if condition.startswith('shift_'):
     return f'shift {condition[len("shift_"):]}\n{level:+d} px'
   return f'{condition.replace("_", " ").replace("gaussian", "Gaussian")}\nseverity {level}'

@@ -1,6 +1,8 @@
 """Robustness evaluation: Dice on clean, corrupted and shifted test images (paper Figs. 2–5).
 
-The whole grid — clean, every (corruption, severity) and every shift — runs as one compiled
+The whole grid — clean, every (corruption, severity), every shift and, for a model with
+positional encoding, the encoding conditions (the coordinate channels shifted by each k while the
+image stays, and the channels replaced by their mean) — runs as one compiled
 program over the device-resident test split (`input_pipeline.EvalSplit`, already cut into
 equal, masked batches): `lax.map` over a table of conditions, `lax.scan` over the batches, the
 condition's kind chosen with `lax.switch`. Condition parameters, the noise seed and the images
@@ -26,11 +28,15 @@ import numpy as np
 
 from pejax import configuration
 from pejax.evaluation import corruptions
+from pejax.evaluation.grid_results import ENCODING_REMOVED, ENCODING_SHIFT_PREFIX
 from pejax.choices import CORRUPTIONS
+from pejax.models import encoding
 from pejax.models.dice import dice_sums, finalize_dice
 
-# Branch indices of the `lax.switch` in the grid program.
-_CLEAN, _GAUSSIAN_NOISE, _SHOT_NOISE, _GAUSSIAN_BLUR, _SHIFT = range(5)
+# Branch indices of the `lax.switch` in the grid program (the encoding conditions leave the
+# images as they are; the change reaches the model as an `encoding.EncodingChange`).
+(_CLEAN, _GAUSSIAN_NOISE, _SHOT_NOISE, _GAUSSIAN_BLUR, _SHIFT, _ENCODING_SHIFT,
+ _ENCODING_REMOVED) = range(7)
 _KIND_INDEX = {'gaussian_noise': _GAUSSIAN_NOISE, 'shot_noise': _SHOT_NOISE,
                'gaussian_blur': _GAUSSIAN_BLUR}
 
@@ -39,8 +45,11 @@ def _shift_size(height: int, width: int, axis: str) -> int:
   return {'x': width, 'y': height, 'xy': min(height, width)}[axis]
 
 
-def condition_table(cfg, height: int, width: int) -> list[dict[str, Any]]:
-  """The conditions of the grid in order: clean, corruptions × severities, shifts."""
+def condition_table(cfg, height: int, width: int, encoding_conditions: bool = False
+                    ) -> list[dict[str, Any]]:
+  """The conditions of the grid in order: clean, corruptions × severities, shifts and, with
+  `encoding_conditions` (a model with PE) where `cfg.encoding_conditions` asks for them, the
+  encoding shifted by each shift's k and the encoding removed."""
   table = [dict(condition='clean', level=0, kind=_CLEAN, parameter=0.0, shift=0)]
   for name in CORRUPTIONS:
     for severity in cfg.severities:
@@ -52,11 +61,26 @@ def condition_table(cfg, height: int, width: int) -> list[dict[str, Any]]:
   for k in shifts:
     table.append(dict(condition=f'shift_{cfg.shift_axis}', level=int(k), kind=_SHIFT,
                       parameter=float(k), shift=int(k)))
+  if encoding_conditions and cfg.encoding_conditions:
+    for k in shifts:
+      table.append(dict(condition=ENCODING_SHIFT_PREFIX + cfg.shift_axis, level=int(k),
+                        kind=_ENCODING_SHIFT, parameter=float(k), shift=int(k)))
+    table.append(dict(condition=ENCODING_REMOVED, level=0, kind=_ENCODING_REMOVED,
+                      parameter=0.0, shift=0))
   return table
 
 
-def _predict(predict_fn, model_state, images):
-  return predict_fn(images) if model_state is None else predict_fn(model_state, images)
+def _predict(predict_fn, model_state, images, change=None):
+  arguments = (images,) if model_state is None else (model_state, images)
+  return predict_fn(*arguments) if change is None else predict_fn(*arguments, change=change)
+
+
+def _encoding_change(kind, shift, shift_axis: str, height: int, width: int):
+  """The condition's change of the coordinate channels (none outside the encoding conditions)."""
+  k = jnp.where(kind == _ENCODING_SHIFT, shift, 0).astype(jnp.float32)
+  change = encoding.pixel_shift(k if 'x' in shift_axis else 0.0, k if 'y' in shift_axis else 0.0,
+                                height, width)
+  return change._replace(removed=kind == _ENCODING_REMOVED)
 
 
 def _condition_branches(max_blur_radius: int, shift_axis: str, shift_fill: str) -> list:
@@ -86,8 +110,8 @@ def _condition_branches(max_blur_radius: int, shift_axis: str, shift_fill: str) 
     return corruptions.shift_images_and_labels(batch_images, batch_labels, shift_x, shift_y,
                                                shift_fill)
 
-  branches = [None] * 5
-  branches[_CLEAN] = clean
+  branches = [None] * 7
+  branches[_CLEAN] = branches[_ENCODING_SHIFT] = branches[_ENCODING_REMOVED] = clean
   branches[_GAUSSIAN_NOISE] = noise_branch(corruptions.gaussian_noise)
   branches[_SHOT_NOISE] = noise_branch(corruptions.shot_noise)
   branches[_GAUSSIAN_BLUR] = blur
@@ -132,10 +156,10 @@ def _max_blur_radius(table: Sequence[Mapping]) -> int:
 
 @functools.partial(jax.jit, static_argnames=(
     'predict_fn', 'num_classes', 'max_blur_radius', 'shift_axis', 'shift_fill',
-    'keep_predictions'))
+    'keep_predictions', 'encoding_conditions'))
 def _robustness_grid(model_state, images, labels, valid, index, kinds, parameters, shifts,
                      levels, seed, *, predict_fn, num_classes, max_blur_radius, shift_axis,
-                     shift_fill, keep_predictions=False):
+                     shift_fill, keep_predictions=False, encoding_conditions=False):
   """Summed Dice statistics per condition, each leaf stacked along a leading condition axis,
   and with `keep_predictions` the label maps, uint8 (conditions, batches, batch, H, W), for
   per-image metrics on the host (else None).
@@ -144,16 +168,19 @@ def _robustness_grid(model_state, images, labels, valid, index, kinds, parameter
   """
   branches = _condition_branches(max_blur_radius, shift_axis, shift_fill)
   base_key = jax.random.key(seed)
+  height, width = images.shape[2:4]
 
   def evaluate_condition(condition):
     kind, parameter, shift, level = condition
+    change = (_encoding_change(kind, shift, shift_axis, height, width)
+              if encoding_conditions else None)
 
     def evaluate_batch(totals, batch):
       batch_images, batch_labels, batch_valid, batch_index = batch
       keys = _image_keys(base_key, kind, level, batch_index)
       inputs, targets = jax.lax.switch(kind, branches, batch_images, batch_labels, parameter,
                                        shift, keys)
-      predictions = _predict(predict_fn, model_state, inputs)
+      predictions = _predict(predict_fn, model_state, inputs, change)
       sums = dice_sums(predictions, targets, num_classes, batch_valid)
       kept = predictions.astype(jnp.uint8) if keep_predictions else None
       return jax.tree.map(jnp.add, totals, sums), kept
@@ -167,10 +194,12 @@ def _robustness_grid(model_state, images, labels, valid, index, kinds, parameter
 
 
 def evaluate_robustness(predict_fn: Callable, split, cfg, *, num_classes: int = 4,
-                        class_names: Sequence[str] | None = None, model_state=None) -> dict:
+                        class_names: Sequence[str] | None = None, model_state=None,
+                        encoding_conditions: bool = False) -> dict:
   """The result of `robustness_grid` (without the predictions)."""
   return robustness_grid(predict_fn, split, cfg, num_classes=num_classes,
-                         class_names=class_names, model_state=model_state).result
+                         class_names=class_names, model_state=model_state,
+                         encoding_conditions=encoding_conditions).result
 
 
 @dataclasses.dataclass
@@ -182,8 +211,10 @@ class GridOutput:
 
 def robustness_grid(predict_fn: Callable, split, cfg, *, num_classes: int = 4,
                     class_names: Sequence[str] | None = None, model_state=None,
-                    keep_predictions: bool = False) -> GridOutput:
-  """Dice on the clean test split, under every (corruption, severity) and every shift.
+                    keep_predictions: bool = False, encoding_conditions: bool = False
+                    ) -> GridOutput:
+  """Dice on the clean test split, under every (corruption, severity), every shift and the
+  encoding conditions.
 
   Args:
     predict_fn: pure, jittable `predict_fn(images01) -> (B, H, W) int labels` taking NHWC
@@ -199,6 +230,9 @@ def robustness_grid(predict_fn: Callable, split, cfg, *, num_classes: int = 4,
     class_names: names of the foreground classes, for the per-class keys.
     model_state: optional pytree passed to `predict_fn` as its first argument.
     keep_predictions: also return every condition's label maps (per-image metrics).
+    encoding_conditions: the model has coordinate channels: add the encoding conditions
+      (where `cfg.encoding_conditions`); `predict_fn` then also takes `change=` (an
+      `encoding.EncodingChange`).
 
   Returns:
     A `GridOutput`: the table of conditions, the predictions if kept, and as `result` a
@@ -206,15 +240,20 @@ def robustness_grid(predict_fn: Callable, split, cfg, *, num_classes: int = 4,
       'clean': {'dice': d, 'dice_<class>': d, ...},
       'gaussian_noise', 'shot_noise', 'gaussian_blur': {'<severity>': {dice dict}, ...},
       'shift_<axis>': {'<k>': {dice dict}, ...} (k in pixels, positive = right / down),
+      'encoding_shift_<axis>': {'<k>': {dice dict}, ...} (the image as it is, the coordinate
+        channels as its content would meet them after a shift of k) and 'encoding_removed':
+        {'0': {dice dict}} (each channel replaced by its mean), with encoding conditions only,
       'parameters': {'gaussian_noise': {'<severity>': σ}, 'shot_noise': {'<severity>': c},
-        'gaussian_blur': {'<severity>': σ}, 'shift_<axis>': [k, ...], 'shift_axis',
+        'gaussian_blur': {'<severity>': σ}, 'shift_<axis>': [k, ...],
+        'encoding_shift_<axis>': [k, ...] (with encoding conditions), 'shift_axis',
         'shift_fill', 'seed', 'batch_size', 'num_images', 'image_shape': [H, W, C]},
       'seconds': wall time of the call, compilation included.
   """
   configuration.validate_robustness_config(cfg)
   start = time.perf_counter()
   _, batch_size, height, width, channels = split.images01.shape
-  table = condition_table(cfg, height, width)
+  table = condition_table(cfg, height, width, encoding_conditions)
+  encoding_conditions = any(row['kind'] == _ENCODING_REMOVED for row in table)
   max_blur_radius = _max_blur_radius(table)
 
   sums, predictions = _robustness_grid(
@@ -225,7 +264,8 @@ def robustness_grid(predict_fn: Callable, split, cfg, *, num_classes: int = 4,
       jnp.asarray([row['level'] for row in table], jnp.int32),
       jnp.asarray(cfg.seed, jnp.uint32),
       predict_fn=predict_fn, num_classes=num_classes, max_blur_radius=max_blur_radius,
-      shift_axis=cfg.shift_axis, shift_fill=cfg.shift_fill, keep_predictions=keep_predictions)
+      shift_axis=cfg.shift_axis, shift_fill=cfg.shift_fill, keep_predictions=keep_predictions,
+      encoding_conditions=encoding_conditions)
   if predictions is not None:
     predictions = host_rows(predictions)
     predictions = predictions.reshape((len(table), -1) + predictions.shape[3:])[:, :split.count]
@@ -270,9 +310,9 @@ def _result_of(sums, table, cfg, class_names) -> dict[str, Any]:
       result['clean'] = dice
       continue
     result.setdefault(row['condition'], {})[str(row['level'])] = dice
-    if row['kind'] == _SHIFT:
-      parameters[shift_name].append(row['shift'])
-    else:
+    if row['kind'] in (_SHIFT, _ENCODING_SHIFT):
+      parameters.setdefault(row['condition'], []).append(row['shift'])
+    elif row['kind'] != _ENCODING_REMOVED:
       parameters[row['condition']][str(row['level'])] = row['parameter']
   for name in CORRUPTIONS + (shift_name,):
     result.setdefault(name, {})

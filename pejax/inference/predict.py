@@ -155,6 +155,16 @@ class Segmenter:
     self.step, self.epoch = int(state.step), int(state.epoch)
 
   @property
+  def predictor(self) -> predictor_lib.Predictor:
+    """The model's spec and normalization (what an evaluation of its state needs)."""
+    return self._predictor
+
+  @property
+  def model_state(self):
+    """(trained state, λ): the model's parameters and its encoding's scale."""
+    return self._model_state
+
+  @property
   def image_size(self) -> int:
     return int(self.config.image_size)
 

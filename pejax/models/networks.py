@@ -10,6 +10,9 @@ one. Call with `train=True` to normalize with
 batch statistics and update the running averages, `train=False` to use the running averages.
 `mask` (broadcastable to the input, e.g. (N, 1, 1, 1) bool) picks the examples whose batch
 statistics count in training; the others are normalized with them but do not change them.
+`features(...)` returns the intermediate feature maps the logits are computed from (the
+U-Net's encoder levels and bottleneck, the small CNN's layers), through the same code as the
+call (`pejax.evaluation.probe` reads position off them).
 """
 
 from __future__ import annotations
@@ -122,18 +125,23 @@ class UNet(nnx.Module):
                              DoubleConv(w + w, w, **kwargs)])
     self.score = score_conv(w, num_classes, conv_impl=conv_impl, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x, train: bool = False, mask=None, coords=None):
+  def features(self, x, train: bool = False, mask=None, coords=None) -> list:
+    """The encoder's outputs, one per level before its pooling, then the bottleneck's: the
+    skip features the decoder takes and its input (NHWC, finest first)."""
     _, height, width, _ = x.shape
     multiple = 2**UNET_DEPTH
     if height % multiple or width % multiple:
       raise ValueError(f'U-Net input of {height}×{width}: both sides must be divisible by '
                        f'{multiple} (it halves the image {UNET_DEPTH} times).')
-    skips = []
+    levels = []
     for level in self.encoder:
       x = level(x, train, mask, coords)
-      skips.append(x)
+      levels.append(x)
       x = max_pool_2x2(x)
-    x = self.bottleneck(x, train, mask, coords)
+    return levels + [self.bottleneck(x, train, mask, coords)]
+
+  def __call__(self, x, train: bool = False, mask=None, coords=None):
+    *skips, x = self.features(x, train, mask, coords)
     for level, skip in zip(self.decoder, reversed(skips)):
       x = level(jnp.concatenate([upsample_bilinear_2x(x), skip], axis=-1), train, mask, coords)
     return self.score(x)
@@ -156,10 +164,16 @@ class SmallCNN(nnx.Module):
     self.layers = nnx.List([ConvBNReLU(a, b, **kwargs) for a, b in zip(channels[:-1], channels[1:])])
     self.score = score_conv(width, num_classes, conv_impl=conv_impl, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x, train: bool = False, mask=None, coords=None):
+  def features(self, x, train: bool = False, mask=None, coords=None) -> list:
+    """The output of every 3×3 layer (NHWC, first layer first); the last one is scored."""
+    levels = []
     for layer in self.layers:
       x = layer(x, train, mask, coords)
-    return self.score(x)
+      levels.append(x)
+    return levels
+
+  def __call__(self, x, train: bool = False, mask=None, coords=None):
+    return self.score(self.features(x, train, mask, coords)[-1])
 
 
 MODELS = {'unet': UNet, 'cnn4': SmallCNN}

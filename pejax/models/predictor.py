@@ -59,11 +59,16 @@ class Predictor:
   """Label maps from images in [0, 1]: normalize, PE, model, argmax.
 
   Hashable and called as `predictor((state, pe_scale), images)`, so one compiled evaluation
-  serves every state of the same architecture.
+  serves every state of the same architecture; `change` (`encoding.EncodingChange`) changes
+  the coordinate channels while the images stay.
   """
   spec: steps.StepSpec
   normalizer: Normalizer
 
-  def __call__(self, model_state, images):
+  @property
+  def uses_encoding(self) -> bool:
+    return self.spec.use_pe
+
+  def __call__(self, model_state, images, change=None):
     state, pe_scale = model_state
-    return steps.predict(self.spec, state, self.normalizer(images), pe_scale)
+    return steps.predict(self.spec, state, self.normalizer(images), pe_scale, change)

@@ -18,7 +18,7 @@ import optax
 from flax import nnx
 
 from pejax.models import dice
-from pejax.models.encoding import add_coordinate_channels, coordinate_channels
+from pejax.models.encoding import EncodingChange, add_coordinate_channels, coordinate_channels
 
 
 @flax.struct.dataclass
@@ -71,32 +71,34 @@ def init_train_state(spec: StepSpec, params, batch_stats, rng) -> TrainState:
                     rng=jax.random.key_data(rng) if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key) else rng)
 
 
-def model_inputs(spec: StepSpec, images, pe_scale):
-  """The network's input: the images, with the coordinate channels where they enter there."""
+def model_inputs(spec: StepSpec, images, pe_scale, change: EncodingChange | None = None):
+  """The network's input: the images, with the coordinate channels (changed by `change`) where
+  they enter there."""
   if spec.use_pe and spec.pe_layers == 'input':
-    images = add_coordinate_channels(images, pe_scale, spec.pe_kind, spec.pe_bands)
+    images = add_coordinate_channels(images, pe_scale, spec.pe_kind, spec.pe_bands, change)
   return images.astype(spec.compute_dtype) if spec.compute_dtype is not None else images
 
 
-def layer_coordinates(spec: StepSpec, pe_scale):
+def layer_coordinates(spec: StepSpec, pe_scale, change: EncodingChange | None = None):
   """The `coords` function of a model whose every 3×3 convolution takes coordinate channels
   (pe_layers='all'), or None."""
   if not (spec.use_pe and spec.pe_layers == 'all'):
     return None
   # Made in float32 (exact pixel indices at any size) and cast to the activations' dtype.
   return lambda height, width: coordinate_channels(height, width, pe_scale, jnp.float32,
-                                                   spec.pe_kind, spec.pe_bands)
+                                                   spec.pe_kind, spec.pe_bands, change)
 
 
 def apply_model(spec: StepSpec, params, batch_stats, images, pe_scale, train: bool,
-                mask=None):
+                mask=None, change: EncodingChange | None = None):
   """Logits (float32) and the BatchNorm statistics after this call; in training, BatchNorm's
-  batch statistics are over the examples where `mask` (N,) is True (all when None)."""
+  batch statistics are over the examples where `mask` (N,) is True (all when None).
+  `change` changes the coordinate channels (the robustness grid's encoding conditions)."""
   model = nnx.merge(spec.graphdef, params, batch_stats)
   if mask is not None:
     mask = mask.reshape((-1,) + (1,) * (images.ndim - 1))
-  logits = model(model_inputs(spec, images, pe_scale), train=train, mask=mask,
-                 coords=layer_coordinates(spec, pe_scale))
+  logits = model(model_inputs(spec, images, pe_scale, change), train=train, mask=mask,
+                 coords=layer_coordinates(spec, pe_scale, change))
   return logits.astype(jnp.float32), nnx.state(model, nnx.BatchStat).to_pure_dict()
 
 
@@ -154,9 +156,11 @@ def pad_to_size(predictions, height, width):
                                (columns // 2, columns - columns // 2)))
 
 
-def predict(spec: StepSpec, state: TrainState, images, pe_scale):
+def predict(spec: StepSpec, state: TrainState, images, pe_scale,
+            change: EncodingChange | None = None):
   """Predicted label maps (N, H, W) int32 in evaluation mode, at the input's size."""
-  logits, _ = apply_model(spec, state.params, state.batch_stats, images, pe_scale, train=False)
+  logits, _ = apply_model(spec, state.params, state.batch_stats, images, pe_scale, train=False,
+                          change=change)
   predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)
   return pad_to_size(predictions, images.shape[1], images.shape[2])
 

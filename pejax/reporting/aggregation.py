@@ -48,6 +48,14 @@ class Setting:
     return float(self.settings['pe_scale']) if self.settings.get('use_pe') else None
 
   @property
+  def encoding(self) -> tuple[str, str, int | None] | None:
+    """(pe_kind, pe_layers, pe_bands or None), or None without PE."""
+    if self.pe is None:
+      return None
+    return (self.settings.get('pe_kind', 'linear'), self.settings.get('pe_layers', 'input'),
+            self.settings.get('pe_bands'))
+
+  @property
   def num_train_examples(self) -> int | None:
     return self.settings.get('num_train_examples')
 
@@ -106,7 +114,7 @@ class Setting:
   @property
   def label(self) -> str:
     return ', '.join(filter(None, [
-        self.dataset, self.model, self.padding, pe_label(self.pe),
+        self.dataset, self.model, self.padding, encoding_label(self),
         None if self.num_train_examples is None else f'{self.num_train_examples} images',
         None if self.position_jitter is None else f'jitter {self.position_jitter:g}']))
 
@@ -136,10 +144,12 @@ def _setting_order(setting: Setting) -> tuple:
           setting.padding != 'zeros', str(setting.padding),
           setting.num_train_examples is not None, -(setting.num_train_examples or 0),
           -1.0 if setting.position_jitter is None else setting.position_jitter,
-          pe_rank(setting.pe))
+          pe_rank(setting.pe), str(setting.encoding))
 
 
 ANY = object()
+# (pe_kind, pe_layers, pe_bands) of the paper's encoding: linear channels at the input.
+PAPER_ENCODING = ('linear', 'input', None)
 
 
 def select(settings: Sequence[Setting], **conditions) -> list[Setting]:
@@ -149,10 +159,13 @@ def select(settings: Sequence[Setting], **conditions) -> list[Setting]:
 
 
 def standard(settings: Sequence[Setting], dataset: str, model: str = 'unet', *,
-             padding='zeros', num_train_examples=None, position_jitter=None) -> list[Setting]:
-  """The paper's default setting (zero padding, all data, default jitter) of a dataset/model."""
-  return select(settings, dataset=dataset, model=model, padding=padding,
-                num_train_examples=num_train_examples, position_jitter=position_jitter)
+             padding='zeros', num_train_examples=None, position_jitter=None,
+             encoding=PAPER_ENCODING) -> list[Setting]:
+  """The paper's default setting (zero padding, all data, default jitter, no PE or the paper's
+  encoding) of a dataset/model. `encoding=ANY` also takes the other encodings."""
+  chosen = select(settings, dataset=dataset, model=model, padding=padding,
+                  num_train_examples=num_train_examples, position_jitter=position_jitter)
+  return [s for s in chosen if encoding is ANY or s.encoding in (None, encoding)]
 
 
 def has_shifts(setting: Setting) -> bool:
@@ -162,6 +175,16 @@ def has_shifts(setting: Setting) -> bool:
 
 def pe_label(pe: float | None) -> str:
   return 'no PE' if pe is None else f'PE λ={pe:g}'
+
+
+def encoding_label(setting: Setting) -> str:
+  """`pe_label`, naming the encoding and where it enters where they are not the paper's:
+  'PE λ=1', 'centered λ=1', 'fourier K=4 λ=1', 'PE λ=1, every layer'."""
+  if setting.encoding is None or setting.encoding == PAPER_ENCODING:
+    return pe_label(setting.pe)
+  kind, layers, bands = setting.encoding
+  name = 'PE' if kind == 'linear' else kind + (f' K={bands}' if kind == 'fourier' else '')
+  return f'{name} λ={setting.pe:g}' + (', every layer' if layers == 'all' else '')
 
 
 def datasets_of(settings: Sequence[Setting]) -> list[str]:

@@ -39,9 +39,9 @@ import numpy as np
 
 from pejax.evaluation import convergence
 from pejax.reporting import paired_statistics
-from pejax.reporting.aggregation import (ANY, Setting, datasets_of, has_shifts, paired_differences,
-                                         paired_values, pe_label, pe_of_interest, pe_sorted, select,
-                                         standard)
+from pejax.reporting.aggregation import (ANY, Setting, datasets_of, encoding_label, has_shifts,
+                                         paired_differences, paired_values, pe_label,
+                                         pe_of_interest, pe_sorted, select, standard)
 from pejax.evaluation.grid_results import NOISES, noise_dice, noise_drop, shift_dice
 from pejax.reporting.paired_statistics import combine, paired_effect, verdict
 
@@ -140,37 +140,37 @@ NOISE_DROP = (_image_noise_drop, lambda run: noise_drop(run.robustness))
 SHIFT_DICE = (_image_shift_dice, lambda run: shift_dice(run.robustness))
 
 
-def _compare(a: Setting, b: Setting, quantity, label: str, margin: float = 0.0
+def compare(a: Setting, b: Setting, quantity, label: str, margin: float = 0.0
              ) -> tuple[str, str]:
   """The verdict of "A − B > margin" for a quantity, and its numbers."""
   effect = paired_effect(paired_differences(a, b, *quantity))
   return verdict(effect, margin), f'{label} {effect.describe()}'
 
 
-def _result(comparisons: Sequence[tuple[str, str]], means: str, used: Sequence[Setting]
+def claim_result(comparisons: Sequence[tuple[str, str]], means: str, used: Sequence[Setting]
             ) -> tuple[str, str, list[Setting]]:
   return combine([status for status, _ in comparisons]), '; '.join(
       [means] + [numbers for _, numbers in comparisons]), list(used)
 
 
-def _means(settings: Sequence[Setting], quantity, name: str) -> str:
+def means_line(settings: Sequence[Setting], quantity, name: str) -> str:
   values = [np.nanmean(paired_values([s], *quantity)) for s in settings]
-  return f'{name}: ' + ', '.join(f'{pe_label(s.pe)} {v:.3f}' for s, v in zip(settings, values))
+  return f'{name}: ' + ', '.join(f'{encoding_label(s)} {v:.3f}' for s, v in zip(settings, values))
 
 
 def _check_noise(settings, dataset):
   chosen = [s for s in pe_sorted(standard(settings, dataset, 'unet')) if s.robust_runs]
   if len(chosen) < 2 or chosen[0].pe is not None:
     return NOT_MEASURED, 'needs U-Net runs without PE and with PE, with robustness grids', []
-  comparisons = [_compare(chosen[0], chosen[-1], NOISE_DROP,
+  comparisons = [compare(chosen[0], chosen[-1], NOISE_DROP,
                           f'drop no PE − {pe_label(chosen[-1].pe)}')]
   # "More with larger λ": no step along λ may raise the drop (reversed, interval below 0); with
   # two settings the one step is the comparison above.
   for before, after in zip(chosen, chosen[1:]) if len(chosen) > 2 else ():
-    status, numbers = _compare(before, after, NOISE_DROP,
+    status, numbers = compare(before, after, NOISE_DROP,
                                f'drop {pe_label(before.pe)} − {pe_label(after.pe)}')
     comparisons.append((FAILS if status == FAILS else HOLDS, numbers))
-  return _result(comparisons, _means(chosen, NOISE_DROP, 'noise drop'), chosen)
+  return claim_result(comparisons, means_line(chosen, NOISE_DROP, 'noise drop'), chosen)
 
 
 def _check_clean_cost(settings, dataset):
@@ -178,8 +178,8 @@ def _check_clean_cost(settings, dataset):
   if len(chosen) < 2 or chosen[0].pe is not None:
     return NOT_MEASURED, 'needs U-Net runs without and with PE', []
   compared = [chosen[0], chosen[-1]]
-  return _result([_compare(*compared, CLEAN, f'clean Dice no PE − {pe_label(chosen[-1].pe)}')],
-                 _means(compared, CLEAN, 'clean Dice'), compared)
+  return claim_result([compare(*compared, CLEAN, f'clean Dice no PE − {pe_label(chosen[-1].pe)}')],
+                 means_line(compared, CLEAN, 'clean Dice'), compared)
 
 
 def _check_padding(settings, dataset):
@@ -202,7 +202,7 @@ def _check_padding(settings, dataset):
   means = (f'noise Dice zero/reflection padding: no PE {np.nanmean(values["zeros_nope"]):.3f}/'
            f'{np.nanmean(values["reflect_nope"]):.3f}, {pe_label(pe)} '
            f'{np.nanmean(values["zeros_pe"]):.3f}/{np.nanmean(values["reflect_pe"]):.3f}')
-  return _result([(verdict(without), f'gap (zero − reflection) without PE {without.describe()}'),
+  return claim_result([(verdict(without), f'gap (zero − reflection) without PE {without.describe()}'),
                   (verdict(closing), f'gap without PE − gap with {pe_label(pe)} '
                                      f'{closing.describe()}')],
                  means, compared.values())
@@ -212,8 +212,8 @@ def _check_shift(settings, dataset):
   chosen = [s for s in pe_sorted(standard(settings, dataset, 'unet')) if has_shifts(s)]
   if len(chosen) < 2 or chosen[0].pe is not None:
     return NOT_MEASURED, 'needs U-Net runs without and with PE, with a shift grid', []
-  return _result([_compare(chosen[0], s, SHIFT_DICE, f'no PE − {pe_label(s.pe)}')
-                  for s in chosen[1:]], _means(chosen, SHIFT_DICE, 'mean Dice over shifts'),
+  return claim_result([compare(chosen[0], s, SHIFT_DICE, f'no PE − {pe_label(s.pe)}')
+                  for s in chosen[1:]], means_line(chosen, SHIFT_DICE, 'mean Dice over shifts'),
                  chosen)
 
 
@@ -224,7 +224,7 @@ def _check_small_cnn(settings, dataset):
   with_pe = select(chosen, pe=pe) if pe is not None else []
   if not without or not with_pe:
     return NOT_MEASURED, 'needs small-CNN runs without and with PE', []
-  lifted = _compare(with_pe[0], without[0], CLEAN, f'clean Dice {pe_label(pe)} − no PE',
+  lifted = compare(with_pe[0], without[0], CLEAN, f'clean Dice {pe_label(pe)} − no PE',
                     margin=FAR_MARGIN)
   # The averaged mask of a run's training set is fixed: PE's per-image Dice against its mean,
   # seed by seed (both from `paired_values`, so in the same order).
@@ -232,9 +232,9 @@ def _check_small_cnn(settings, dataset):
   masks = paired_values(with_pe, None,
                         lambda run: (run.results.test_averaged_mask or {}).get('dice'))[0]
   above = paired_effect(dice - masks)
-  means = _means([without[0], with_pe[0]], CLEAN, 'clean Dice') + (
+  means = means_line([without[0], with_pe[0]], CLEAN, 'clean Dice') + (
       f', averaged mask {np.nanmean(masks):.3f}')
-  return _result([lifted, (verdict(above), f'{pe_label(pe)} − averaged mask '
+  return claim_result([lifted, (verdict(above), f'{pe_label(pe)} − averaged mask '
                            f'{above.describe()}')], means, [without[0], with_pe[0]])
 
 
@@ -247,13 +247,13 @@ def _check_small_data(settings, dataset):
     without = select(subsets, num_train_examples=size, pe=None)
     with_pe = select(subsets, num_train_examples=size, pe=pe)
     if without and with_pe and pe is not None:
-      comparisons.append(_compare(with_pe[0], without[0], CLEAN,
+      comparisons.append(compare(with_pe[0], without[0], CLEAN,
                                   f'{size} images, {pe_label(pe)} − no PE'))
-      means.append(f'{size} images ' + _means([without[0], with_pe[0]], CLEAN, 'clean Dice'))
+      means.append(f'{size} images ' + means_line([without[0], with_pe[0]], CLEAN, 'clean Dice'))
       used += [without[0], with_pe[0]]
   if not comparisons:
     return NOT_MEASURED, 'needs U-Net runs on training subsets, without and with PE', []
-  return _result(comparisons, '; '.join(means), used)
+  return claim_result(comparisons, '; '.join(means), used)
 
 
 CLAIMS = (
@@ -308,8 +308,9 @@ def _not_learnt(settings: Sequence[Setting], dataset: str) -> str | None:
 
 
 def evaluate_claims(settings: Sequence[Setting],
-                    learnt_reference: Sequence[Setting] | None = None) -> list[Verdict]:
-  """One verdict per claim of the paper and dataset among `settings`.
+                    learnt_reference: Sequence[Setting] | None = None,
+                    claims: Sequence[Claim] = CLAIMS) -> list[Verdict]:
+  """One verdict per claim (default: the paper's) and dataset among `settings`.
 
   A dataset's claims are not assessed if no setting of `learnt_reference` (default:
   `settings`; the report passes every part, so that e.g. small-CNN runs at another scale are
@@ -318,7 +319,7 @@ def evaluate_claims(settings: Sequence[Setting],
   reference = settings if learnt_reference is None else learnt_reference
   not_learnt = {dataset: _not_learnt(reference, dataset) for dataset in datasets_of(settings)}
   verdicts = []
-  for claim in CLAIMS:
+  for claim in claims:
     for dataset in datasets_of(settings):
       status, numbers, used = claim.check(settings, dataset)
       if not_learnt[dataset] and status != NOT_MEASURED:
@@ -354,7 +355,7 @@ PADDING_NAMES = {'zeros': 'zero', 'reflect': 'reflection'}
 
 def setting_name(setting: Setting, among: Sequence[Setting]) -> str:
   """The shortest label that tells `setting` apart from the others compared with it."""
-  parts = [pe_label(setting.pe)]
+  parts = [encoding_label(setting)]
   if len({s.padding for s in among}) > 1:
     parts.insert(0, f'{PADDING_NAMES.get(setting.padding, setting.padding)} padding')
   if len({s.num_train_examples for s in among}) > 1 and setting.num_train_examples:

@@ -28,6 +28,8 @@ from pejax.reporting.aggregation import Setting, datasets_of, group_runs
 from pejax.reporting.claims import CLAIMS, NOT_MEASURED
 from pejax.errors import RunNotFoundError
 from pejax.reporting.paper_comparison import scale_label
+from pejax.reporting.beyond_paper import encodings_section, verdict_section
+from pejax.reporting.probe_section import probe_section
 from pejax.reporting.sections import SECTIONS, Context, other_section, title_of
 
 
@@ -155,7 +157,8 @@ def write_report(workdir: str, *, title: str | None = None) -> str:
       ctx = Context(workdir, f'_part{index + 1}', '###', settings)
     else:
       ctx = Context(workdir, '', '##', settings)
-    for section in SECTIONS + (other_section,):
+    for section in SECTIONS + (encodings_section, probe_section, verdict_section,
+                               other_section):
       lines += section(ctx, members)
     figures += [os.path.basename(figure) for figure in ctx.figures]
   text = '\n'.join(lines).rstrip('\n') + '\n'

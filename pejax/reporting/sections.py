@@ -123,7 +123,7 @@ class Context:
     self.shown.update(id(s) for s in settings)
 
 
-def _section(ctx: Context, title: str, out: list[str], *intro: str) -> list[str]:
+def section(ctx: Context, title: str, out: list[str], *intro: str) -> list[str]:
   """A section: its heading and introductory paragraphs above `out`, or nothing if `out` is
   empty (its runs do not exist)."""
   if not out:
@@ -131,7 +131,7 @@ def _section(ctx: Context, title: str, out: list[str], *intro: str) -> list[str]
   return [f'{ctx.heading} {title}', ''] + [line for text in intro for line in (text, '')] + out
 
 
-def _block(ctx: Context, shown: Sequence[Setting], caption: str, *parts: list[str]
+def block(ctx: Context, shown: Sequence[Setting], caption: str, *parts: list[str]
            ) -> list[str]:
   """One dataset's block of a section: a caption paragraph, then tables and figures; the
   settings in it count as shown."""
@@ -196,7 +196,7 @@ def _clean_tables(ctx: Context, settings: Sequence[Setting], model: str, paper_t
 def _table1_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
   out = _clean_tables(ctx, settings, 'unet', PAPER_TABLE1, 'U-Net, zero padding, all training '
                       'data; clean test Dice (mean ± std over seeds, n seeds).')
-  return _section(ctx, 'Table 1: clean test Dice, U-Net with and without PE', out)
+  return section(ctx, 'Table 1: clean test Dice, U-Net with and without PE', out)
 
 
 def _corruption_table(settings: Sequence[Setting], label: Callable[[Setting], str]) -> list[str]:
@@ -246,13 +246,13 @@ def _corruptions_section(ctx: Context, settings: Sequence[Setting]) -> list[str]
       model_title = MODEL_TITLES.get(model, model)
       title = f'{title_of(dataset)}, {model_title}: Dice under corruptions ({figure}-like)'
       average = Setting({}, [run for s in chosen for run in s.runs]).averaged_mask()
-      out += _block(ctx, chosen,
+      out += block(ctx, chosen,
                     f'**{title}** — zero padding, all training data; mean ± std over seeds '
                     '(band), severity 0 = clean; dashed line: averaged mask.',
                     _corruption_figure(ctx, chosen, f'fig{figure[-1]}_{dataset}_{model}', title,
                                        _pe_style, lambda s: pe_label(s.pe), average),
                     _corruption_table(chosen, lambda s: pe_label(s.pe)))
-  return _section(ctx, 'Figures 2 and 3: Dice versus corruption severity', out,
+  return section(ctx, 'Figures 2 and 3: Dice versus corruption severity', out,
                   'Noise drop = clean Dice minus the mean Dice under Gaussian and shot noise at '
                   'severity 5. Paper (Fig. 2): without PE the U-Net degrades quickly under noise; PE '
                   'mitigates it, more with larger λ, at some cost on clean images.')
@@ -261,7 +261,7 @@ def _corruptions_section(ctx: Context, settings: Sequence[Setting]) -> list[str]
 def _small_cnn_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
   out = _clean_tables(ctx, settings, 'cnn4', PAPER_SMALL_CNN, 'small CNN (4 conv layers), zero '
                       'padding, all training data; clean test Dice.')
-  return _section(ctx, 'Small CNN (Sec. 3.2)', out,
+  return section(ctx, 'Small CNN (Sec. 3.2)', out,
                   'Paper: without PE ≈ 0.5 (JSRT), < 0.1 (ACDC); with PE λ=256 ≈ 0.9 (JSRT), ≈ 0.55 '
                   '(ACDC).')
 
@@ -305,11 +305,11 @@ def _table2_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
           value = PAPER_TABLE2[source].get(size, {}).get(column)
           paper += [format_paper(value)] + (versus_paper(stat, value) if compared else [])
       rows.append(row + paper)
-    out += _block(ctx, chosen, f'**{title_of(dataset)}** — U-Net, zero padding; clean test Dice '
+    out += block(ctx, chosen, f'**{title_of(dataset)}** — U-Net, zero padding; clean test Dice '
                   'by training-set size.',
                   markdown_table(header, rows) + _analogue_note(dataset, source)
                   + (scale_note(chosen) if source else []))
-  return _section(ctx, 'Table 2: training-set size', out,
+  return section(ctx, 'Table 2: training-set size', out,
                   'Paper (JSRT): with 10 or 5 training images PE helps the U-Net.')
 
 
@@ -343,7 +343,7 @@ def _padding_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
       rows = [[label(s), format_stat(s.test()), s.test().n] for s in chosen]
       out += markdown_table(['setting', 'clean', 'n'], rows)
     ctx.mark(chosen)
-  return _section(ctx, 'Figure 4: zero versus reflection padding', out,
+  return section(ctx, 'Figure 4: zero versus reflection padding', out,
                   'Paper: no difference on clean images; on JSRT reflection padding without PE is less '
                   'robust to noise than zero padding and PE closes the gap; no meaningful difference '
                   'on ACDC.')
@@ -380,13 +380,13 @@ def _shift_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
              format_stat(s.per_run(grid_results.shift_dice)),
              format_stat(s.per_run(grid_results.extreme_shift_dice)),
              len(s.robust_runs)] for s in chosen]
-    out += _block(ctx, chosen,
+    out += block(ctx, chosen,
                   f'**{title}** — zero padding, all training data; mean ± std over seeds; dashed gray: '
                   'the averaged mask, which stays where the training anatomy was.',
                   [f'![{title}]({name})', ''],
                   markdown_table(['setting', 'no shift', 'mean over shifts ≠ 0',
                                   'largest ±shift', 'n'], rows))
-  return _section(ctx, 'Figure 5: shifted test images', out,
+  return section(ctx, 'Figure 5: shifted test images', out,
                   'Paper: under x-shifts the U-Net without PE does better than with PE.')
 
 
@@ -417,7 +417,7 @@ def _examples_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
     out += [f'**{title}** — test image {first["image_id"]} (the first with every class), as '
             f'each model saw it; zero padding, all training data ({seeds}). Under the shift the '
             'truth moves with the image.', '', f'![{title}]({name})', '']
-  return _section(ctx, 'Example predictions', out)
+  return section(ctx, 'Example predictions', out)
 
 
 def _jitter_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
@@ -455,13 +455,13 @@ def _jitter_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
     title = f'{title_of(dataset)}: PE benefit versus position jitter'
     name = ctx.figure_name(f'jitter_{dataset}')
     figures.plot_jitter(os.path.join(ctx.workdir, name), lines, title)
-    out += _block(ctx, used,
+    out += block(ctx, used,
                   f'**{title}** — zero padding, all training data; PE benefit = clean Dice with '
                   f'{pe_label(pe)} minus without PE, paired by seed (mean ± std over seeds).',
                   [f'![{title}]({name})', ''],
                   markdown_table(['model', 'jitter', 'no PE', pe_label(pe), 'PE benefit',
                                   'n (no PE / PE)'], rows))
-  return _section(ctx, 'Beyond the paper: position jitter', out,
+  return section(ctx, 'Beyond the paper: position jitter', out,
                   'The phantoms vary how far the anatomy moves between images; the more it moves, '
                   'the less absolute position tells. Not in the paper: no paper values.')
 

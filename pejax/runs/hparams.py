@@ -14,7 +14,11 @@ Metrics: the scalar tags a run writes,
   with the robustness grid, at the final step:
   robustness_noise_dice   mean test Dice under Gaussian and shot noise at the top severity,
   robustness_noise_drop   test Dice on the clean images minus robustness_noise_dice,
-  robustness_shift_dice   mean test Dice over the grid's nonzero shifts.
+  robustness_shift_dice   mean test Dice over the grid's nonzero shifts;
+  and for a run with PE (where the grid has its encoding conditions):
+  robustness_encoding_shift_dice    mean test Dice over the nonzero shifts of the coordinate
+                                    channels alone (the image unmoved),
+  robustness_encoding_removed_dice  test Dice with each coordinate channel replaced by its mean.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from pejax.evaluation import grid_results
 NOISE_DICE = 'robustness_noise_dice'
 NOISE_DROP = 'robustness_noise_drop'
 SHIFT_DICE = 'robustness_shift_dice'
+ENCODING_SHIFT_DICE = 'robustness_encoding_shift_dice'
+ENCODING_REMOVED_DICE = 'robustness_encoding_removed_dice'
 
 
 def setting_values(config) -> dict[str, bool | int | float | str]:
@@ -69,6 +75,9 @@ def metric_tags(config, class_names: Sequence[str]) -> list[str]:
       tags += [NOISE_DICE, NOISE_DROP]
     if _has_shifts(config.robustness):
       tags.append(SHIFT_DICE)
+    if config.use_pe and config.robustness.encoding_conditions:
+      tags += ([ENCODING_SHIFT_DICE] if _has_shifts(config.robustness) else []) + [
+          ENCODING_REMOVED_DICE]
   return tags
 
 
@@ -80,6 +89,10 @@ def robustness_scalars(grid: Mapping) -> dict[str, float]:
     scalars[NOISE_DROP] = grid_results.noise_drop(grid)
   if any(int(k) for k in grid.get(grid_results.shift_condition(grid), {})):
     scalars[SHIFT_DICE] = grid_results.shift_dice(grid)
+  if grid_results.has_encoding_conditions(grid):
+    scalars[ENCODING_REMOVED_DICE] = grid_results.encoding_removed_dice(grid)
+    if any(int(k) for k in grid.get(grid_results.encoding_shift_condition(grid), {})):
+      scalars[ENCODING_SHIFT_DICE] = grid_results.encoding_shift_dice(grid)
   return scalars
 
 

@@ -82,8 +82,10 @@ def _write_robustness(workdir: str, writer, config, grid: dict, averaged_mask_di
   run_files.write_robustness(workdir, grid, grid_results.result_rows(grid))
   label = config.model + (f' PE λ={config.pe_scale:g}' if config.use_pe else ' no PE')
   curve = [{'label': label, 'result': grid}]
-  shift_curves = curve + ([figures.averaged_mask_curve(grid['averaged_mask'])]
-                          if 'averaged_mask' in grid else [])
+  shift_curves = curve + ([figures.encoding_shift_curve(grid, label)]
+                          if grid_results.encoding_shift_condition(grid) else [])
+  shift_curves += ([figures.averaged_mask_curve(grid['averaged_mask'])]
+                   if 'averaged_mask' in grid else [])
   images = {
       'robustness_corruptions': figures.plot_corruptions(
           curve, os.path.join(workdir, 'robustness_corruptions.png'),

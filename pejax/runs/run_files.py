@@ -38,6 +38,10 @@ HISTORY_FILE = 'history.json'
 REPORT_FILE = 'report.md'
 # The figures the last report wrote, so that the next one can remove those it does not write.
 FIGURES_FILE = 'report_figures.json'
+# The position probe (`pejax.evaluation.probe`): its result and figure, in a run's folder (the
+# figure also in a sweep's, one line per run).
+PROBE_FILE = 'probe.json'
+PROBE_FIGURE = 'probe.png'
 
 
 HISTORY_CURVES = ('train_loss', 'eval_dice', 'epoch_seconds', 'train_seconds')
@@ -237,6 +241,13 @@ def scan_runs(workdir: str) -> tuple[list[RunRecord], list[str]]:
       subfolders.clear()
       unfinished.append(os.path.relpath(folder, workdir))
   return runs, unfinished
+
+
+def read_probe(folder: str) -> dict | None:
+  """The position probe's result of a run folder, or None where it was not probed (a damaged
+  file is warned about and counts as absent)."""
+  path = storage.join(folder, PROBE_FILE)
+  return read_json_or_none(path) if storage.exists(path) else None
 
 
 def read_per_image_dice(folder: str) -> dict | None:
