@@ -10,6 +10,7 @@ holds for any weights); the files on a small CNN trained for 2 epochs with the p
 import glob
 import json
 import os
+import shutil
 
 import jax.numpy as jnp
 import ml_collections
@@ -18,7 +19,7 @@ import pytest
 import tensorflow as tf
 
 from helpers import small_run_config
-from pejax import configuration, train
+from pejax import configuration, probing, train
 from pejax.errors import SettingError
 from pejax.evaluation import probe, probe_results
 from pejax.models import spec as spec_lib
@@ -156,7 +157,9 @@ def test_probe_mode_writes_what_training_wrote_and_the_report_shows_it(trained):
 
   text = open(report.write_report(workdir)).read()
   section = text[text.index('## Position information (probe)'):]
-  assert f'| {os.path.basename(workdir)} | 1 (layer_1) | 32×32 |' in section
+  # One row per (setting, level): the mean over the setting's probed seeds (here one).
+  assert '| phantom_chest, cnn4, zeros, PE λ=1, 60 images | 1 (layer_1) | 32×32 |' in section, \
+      section
   figure = section.split('](')[1].split(')')[0]
   assert os.path.getsize(os.path.join(workdir, figure)) > 1000
 
@@ -173,3 +176,21 @@ def test_probe_mode_without_a_trained_run_is_one_line_and_writes_nothing(tmp_pat
   line = error_line(run_command(['main.py', '--mode=probe']))
   assert line.startswith('pejax: error: --mode=probe needs --workdir'), line
   assert os.listdir(tmp_path) == ['empty']
+
+
+def test_probe_mode_on_a_sweep_folder_probes_every_run_with_the_given_settings(trained,
+                                                                                tmp_path):
+  workdir, _ = trained
+  sweep = tmp_path / 'sweep'
+  for name in ('run_a', 'run_b'):
+    shutil.copytree(workdir, sweep / name)
+    os.remove(sweep / name / run_files.PROBE_FILE)
+  (sweep / 'unfinished').mkdir()   # no trained run below it: not probed, no error
+  cfg = configuration.default_probe_config()
+  cfg.update(steps=20, num_images=2, noise_images=2)
+  written = probing.probe_workdir(str(sweep), cfg)
+  assert sorted(os.path.relpath(path, sweep) for path in written) == [
+      os.path.join('run_a', run_files.PROBE_FILE), os.path.join('run_b', run_files.PROBE_FILE)]
+  for name in ('run_a', 'run_b'):
+    assert run_files.read_probe(str(sweep / name))['settings']['steps'] == 20
+  assert os.path.getsize(sweep / run_files.PROBE_FIGURE) > 1000

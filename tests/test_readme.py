@@ -31,6 +31,12 @@ RUN = {
     'python main.py --config=... --workdir=W --mode=evaluate':
         ['python', 'main.py', '--config=configs/unet_pe.py:quick',
          '--workdir=runs/unet_pe_quick', '--mode=evaluate', *REDUCED],
+    'python main.py --mode=probe --workdir=runs/unet_pe_quick':
+        ['python', 'main.py', '--mode=probe', '--workdir=runs/unet_pe_quick'],
+    'python main.py --mode=probe --workdir=runs/unet_pe_quick --config=configs/unet_pe.py '
+    '--config.probe.steps=500 --config.probe.num_images=32':
+        ['python', 'main.py', '--mode=probe', '--workdir=runs/unet_pe_quick',
+         '--config=configs/unet_pe.py', '--config.probe.steps=50', '--config.probe.num_images=4'],
     'python main.py --mode=predict --workdir=runs/unet_pe_quick --input=scans/ '
     '--input=a.png,b.nii.gz --output=predicted/':
         ['python', 'main.py', '--mode=predict', '--workdir=runs/unet_pe_quick', '--input=scans/',
@@ -94,6 +100,15 @@ SKIP = {
     'pejax --config=paper/phantom_all --workdir=runs/phantom_paper':
         'six hours; the console command runs above',
     'python benchmarks/gpu_check.py --out=gpu_check_results': 'needs a GPU',
+    'python main.py --mode=probe --workdir=runs/phantom_encodings':
+        'needs the phantom encodings sweep (about 75 minutes); probing a sweep folder runs in '
+        'tests/test_probe.py',
+    'python main.py --config=configs/unet_pe.py:quick --config.probe.enabled=True':
+        'training that probes each run: tests/test_probe.py',
+    'python main.py --config=configs/paper/phantom_encodings.py --workdir=runs/phantom_encodings':
+        'about 75 minutes; every sweep config runs in miniature in tests/test_sweep.py',
+    'python main.py --config=configs/paper/laptop_encodings.py --workdir=runs/laptop_encodings':
+        'needs JSRT and ACDC',
     'python benchmarks/schedule_study.py --workdir=runs/schedule_study':
         '94 minutes; its chains run in tests/test_train.py',
     'gcloud storage cp -r /tmp/tfds/* gs://BUCKET/tfds/': 'Google Cloud',

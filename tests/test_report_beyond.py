@@ -3,6 +3,7 @@ about encodings, on fake runs whose numbers decide each claim."""
 
 import os
 
+from pejax import storage
 from pejax.reporting import report
 from pejax.reporting.beyond_paper import drop_correlation
 
@@ -72,3 +73,54 @@ def test_drop_correlation():
   assert drop_correlation(grid) == 1.0
   flat = robustness_result(0.9, 0.1, 0.2, CHEST, encoding_drop=0.0)
   assert drop_correlation(flat) != drop_correlation(flat)   # NaN: no drop to track
+
+
+def probe_json(first, last, constant=None, levels=5):
+  """A probe.json whose content-free SPC rises linearly from `first` to `last` over the
+  levels (and `constant` on constant images, default the same)."""
+  entries = []
+  for index in range(levels):
+    spc = first + (last - first) * index / (levels - 1)
+    scores = lambda v: {'spc_x': v, 'spc_y': v, 'mae_x': 0.1, 'mae_y': 0.1}
+    entries.append({'level': index + 1,
+                    'name': f'encoder_{index + 1}' if index < levels - 1 else 'bottleneck',
+                    'height': 64 >> index, 'width': 64 >> index, 'channels': 16,
+                    'content_free': scores(spc), 'constant': scores(spc if constant is None
+                                                                    else constant),
+                    'noise': scores(spc), 'images': scores(0.9)})
+  return {'levels': entries}
+
+
+def write_probed(root, name, probe, seeds=3, **kwargs):
+  write_setting(root, name, 0.95, seeds=seeds, **kwargs)
+  for seed in range(seeds):
+    storage.write_json(os.path.join(root, f'{name}_seed{seed}', 'probe.json'), probe(seed))
+
+
+def test_probe_claims(tmp_path):
+  root = str(tmp_path)
+  common = dict(dataset='phantom_chest', model='unet')
+  jitter = lambda seed: 0.01 * (seed - 1)
+  write_probed(root, 'zeros', lambda s: probe_json(0.3 + jitter(s), 0.9), padding='zeros',
+               **common)
+  write_probed(root, 'reflect', lambda s: probe_json(0.6, 0.8 + jitter(s)), padding='reflect',
+               **common)
+  write_probed(root, 'circular', lambda s: probe_json(0.1, 0.2 + jitter(s), constant=0.0),
+               padding='circular', **common)
+  write_probed(root, 'pe', lambda s: probe_json(0.995 + jitter(s) / 5, 0.9), pe=1.0,
+               padding='zeros', **common)
+  text = open(report.write_report(root)).read()
+  assert '**holds**' in verdict_line(text, '- **Without PE, zero, reflect')
+  assert '**holds**' in verdict_line(text, '- **With PE, the first level')
+  table = text[text.index('## Position information (probe)'):]
+  assert '| phantom_chest, unet, circular, no PE | 1 (encoder_1) | 64×64 | 0.100 / 0.100 | ' \
+         '0.000 / 0.000 | 0.900 / 0.900 | 3 |' in table
+
+  # A circular network that holds position on constant images, and PE below the ceiling.
+  write_probed(root, 'circular', lambda s: probe_json(0.1, 0.2, constant=0.3 + jitter(s)),
+               padding='circular', **common)
+  write_probed(root, 'pe', lambda s: probe_json(0.9 + jitter(s), 0.9), pe=1.0,
+               padding='zeros', **common)
+  text = open(report.write_report(root)).read()
+  assert '**does not hold**' in verdict_line(text, '- **Without PE, zero, reflect')
+  assert '**does not hold**' in verdict_line(text, '- **With PE, the first level')

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 from pejax.drawing import new_figure, save_figure
 
 AXES = ('x', 'y')
@@ -40,6 +42,30 @@ def scalars(result: Mapping) -> dict[str, float]:
   return {f'probe_{kind}_{metric}_{axis}/level_{level["level"]}': level[kind][f'{metric}_{axis}']
           for level in result['levels'] for kind in kinds_of(result)
           for metric in ('spc', 'mae') for axis in AXES}
+
+
+def mean_result(results: Sequence[Mapping]) -> dict:
+  """The mean over several runs' results (e.g. the seeds of one setting) of every level's
+  numbers, in the layout of one result; the levels and kinds of the first."""
+  first = results[0]
+  levels = []
+  for index, level in enumerate(first['levels']):
+    mean = {key: value for key, value in level.items() if not isinstance(value, Mapping)}
+    for kind in kinds_of(first):
+      mean[kind] = {name: float(np.mean([r['levels'][index][kind][name] for r in results]))
+                    for name in level[kind]}
+    levels.append(mean)
+  return {'levels': levels, 'runs': len(results)}
+
+
+def level_spc(result: Mapping, kind: str, level: int | None = None) -> float:
+  """SPC of one kind of input at a level (1 = the finest; None = the level where it is
+  highest), the mean of x and y."""
+  values = [(entry['level'], (entry[kind]['spc_x'] + entry[kind]['spc_y']) / 2)
+            for entry in result['levels'] if kind in entry]
+  if level is None:
+    return max(value for _, value in values)
+  return dict(values)[level]
 
 
 def spc_curve(result: Mapping, kind: str, axis: str) -> tuple[list[int], list[float]]:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from pejax.evaluation import figures, grid_results
+from pejax.evaluation.probe_results import level_spc
 from pejax.evaluation.grid_results import ENCODING_REMOVED, ENCODING_SHIFT_PREFIX
 from pejax.reporting import claims
 from pejax.reporting.aggregation import (ANY, PAPER_ENCODING, Setting, datasets_of,
@@ -28,10 +29,13 @@ from pejax.reporting.claims import (CLEAN, FAILS, HOLDS, INCONCLUSIVE, NOISE_DRO
 from pejax.reporting.paired_statistics import paired_effect, verdict
 from pejax.reporting.sections import (Context, block, format_stat, markdown_table, section,
                                       title_of)
+from pejax.runs import run_files
 
 # Differences of Dice within this are "alike" (a tenth of the paper's clean cost of λ = 256 on
 # ACDC, 0.015, and about the seed std of its Table 1).
 EQUIVALENT = 0.01
+# The padding modes of the leak claim, in the order of its comparisons.
+LEAK_PADDINGS = ('zeros', 'reflect', 'replicate', 'circular')
 
 
 # ------------------------------------------------------------------------ quantities per run
@@ -72,10 +76,12 @@ DROP_CORRELATION = (None, lambda run: drop_correlation(run.robustness))
 # ------------------------------------------------------------------------------------ claims
 
 
-def encoding_settings(settings: Sequence[Setting], dataset: str) -> list[Setting]:
+def encoding_settings(settings: Sequence[Setting], dataset: str, with_grids: bool = True
+                      ) -> list[Setting]:
   """The U-Net settings of a dataset at zero padding and all data, every encoding, with grids
-  (no PE first, then by encoding and λ)."""
-  chosen = [s for s in standard(settings, dataset, 'unet', encoding=ANY) if s.robust_runs]
+  (or all), no PE first, then by encoding and λ."""
+  chosen = [s for s in standard(settings, dataset, 'unet', encoding=ANY)
+            if s.robust_runs or not with_grids]
   return sorted(chosen, key=lambda s: (s.pe is not None, s.encoding != PAPER_ENCODING,
                                       str(s.encoding), s.pe or 0.0))
 
@@ -92,7 +98,12 @@ def _find(chosen: Sequence[Setting], kind: str, scale: float, layers: str = 'inp
 def equivalent(a: Setting, b: Setting, quantity, label: str, margin: float = EQUIVALENT
                ) -> tuple[str, str]:
   """The verdict of "|A − B| < margin" for a quantity, and its numbers."""
-  effect = paired_effect(paired_differences(a, b, *quantity))
+  return equivalent_to_zero(paired_differences(a, b, *quantity), label, margin)
+
+
+def equivalent_to_zero(values, label: str, margin: float) -> tuple[str, str]:
+  """The verdict of "|mean| < margin" for paired values (seeds, images), and its numbers."""
+  effect = paired_effect(values)
   if not (math.isfinite(effect.low) and math.isfinite(effect.high)):
     status = INCONCLUSIVE
   elif -margin < effect.low and effect.high < margin:
@@ -180,6 +191,80 @@ def _check_tracking(settings, dataset):
                                               'Dice with the encoding shifted only'), chosen)
 
 
+# The position probe (probe.json of each run): SPC, the mean of x and y.
+# Without PE a padding "leaks" position where a read-out recovers its order this well from
+# content-free inputs at the network's most informative level; on constant inputs a circular
+# network must stay within ±`NO_POSITION` of none.
+LEAK_SPC = 0.5
+NO_POSITION = 0.05
+# With PE at the input the first level holds position at the probe's ceiling.
+CEILING_SPC = 0.99
+
+
+def _probe_value(kind: str, level: int | None = None):
+  """A per-run quantity of `aggregation.paired_values`: a run's probe SPC (`level_spc`)."""
+  def measure(run):
+    result = run_files.read_probe(run.path)
+    return None if not result or not result.get('levels') else level_spc(result, kind, level)
+  return None, measure
+
+
+def _deepest_encoder_level(run) -> int | None:
+  result = run_files.read_probe(run.path)
+  names = [level['name'] for level in result['levels']] if result else []
+  return len(names) - 1 if names and names[-1] == 'bottleneck' else len(names) or None
+
+
+def _probed(setting: Setting) -> bool:
+  return all(run_files.read_probe(run.path) for run in setting.runs)
+
+
+def _check_padding_leak(settings, dataset):
+  chosen = [s for s in standard(settings, dataset, 'unet', padding=ANY)
+            if s.pe is None and _probed(s)]
+  comparisons, used = [], []
+  for setting in sorted(chosen, key=lambda s: LEAK_PADDINGS.index(s.padding)
+                        if s.padding in LEAK_PADDINGS else len(LEAK_PADDINGS)):
+    label = f'{setting.padding} padding'
+    if setting.padding == 'circular':
+      values = paired_values([setting], *_probe_value('constant'))[0]
+      comparisons.append(equivalent_to_zero(values, f'{label}: best SPC, constant inputs',
+                                            NO_POSITION))
+    else:
+      values = paired_values([setting], *_probe_value('content_free'))[0]
+      effect = paired_effect(values)
+      comparisons.append((verdict(effect, LEAK_SPC),
+                          f'{label}: best SPC, content-free {effect.describe()}'))
+    used.append(setting)
+    if setting.padding == 'zeros':  # and it rises with depth
+      deepest = _deepest_encoder_level(setting.runs[0])
+      rise = (paired_values([setting], *_probe_value('content_free', deepest))[0]
+              - paired_values([setting], *_probe_value('content_free', 1))[0])
+      effect = paired_effect(rise)
+      comparisons.append((verdict(effect), f'{label}: SPC level {deepest} − level 1, '
+                                           f'content-free {effect.describe()}'))
+  if not any(s.padding == 'circular' for s in used) or len(used) < 2:
+    return NOT_MEASURED, ('needs probed U-Net runs without PE with circular and another '
+                          'padding'), []
+  return claim_result(comparisons, 'best content-free SPC: ' + ', '.join(
+      f'{s.padding} {np.nanmean(paired_values([s], *_probe_value("content_free"))):.3f}'
+      for s in used), used)
+
+
+def _check_probe_ceiling(settings, dataset):
+  chosen = [s for s in encoding_settings(settings, dataset, with_grids=False)
+            if s.pe is not None and _probed(s)]
+  if not chosen:
+    return NOT_MEASURED, 'needs probed U-Net runs with PE', []
+  comparisons = []
+  for setting in chosen:
+    effect = paired_effect(paired_values([setting], *_probe_value('content_free', 1))[0])
+    comparisons.append((verdict(effect, CEILING_SPC),
+                        f'{encoding_label(setting)}: level-1 SPC, content-free '
+                        f'{effect.describe()}'))
+  return claim_result(comparisons, f'ceiling {CEILING_SPC}', chosen)
+
+
 CLAIMS = (
     Claim('encoding_range', 'At equal span the range does not matter: linear [0, 2] and '
           'centered [−1, 1] behave alike',
@@ -197,6 +282,17 @@ CLAIMS = (
           'and to shifts',
           f'U-Net, zero padding, all data, equal λ; radial/Fourier − linear in noise drop and '
           f'mean Dice over shifts ≠ 0, each within ±{EQUIVALENT}', _check_other_kinds),
+    Claim('padding_leak', 'Without PE, zero, reflect and replicate padding leak absolute '
+          'position into the network, more with depth; circular padding (a torus) leaks none',
+          f'U-Net without PE, each padding mode, all data; the position probe\'s '
+          f'SPC (mean of x and y) at the level where it is highest: on content-free inputs > '
+          f'{LEAK_SPC} for each non-circular padding, on constant inputs within ±{NO_POSITION} '
+          f'for circular padding; zero padding: SPC at the deepest encoder level − level 1 > 0 '
+          f'(t-intervals over seeds)', _check_padding_leak),
+    Claim('probe_ceiling', 'With PE, the first level holds position at the probe\'s ceiling',
+          f'U-Net, zero padding, all data, every encoding; level-1 SPC (mean of x and y) on '
+          f'content-free inputs > {CEILING_SPC} (t-interval over seeds)',
+          _check_probe_ceiling),
     Claim('encoding_shift_tracks_shift', 'The Dice drop when only the encoding shifts tracks '
           'the drop under a real shift',
           'U-Net, zero padding, all data, every PE setting; per run, Pearson\'s r over the '

@@ -8,6 +8,7 @@ import os
 from collections.abc import Sequence
 
 from pejax.evaluation import probe_results
+from pejax.evaluation.probe_results import mean_result
 from pejax.reporting.aggregation import Setting
 from pejax.reporting.sections import Context, markdown_table
 from pejax.runs import run_files
@@ -28,24 +29,29 @@ def _spc(level: dict, kind: str) -> str:
   return '—' if not scores else f'{scores["spc_x"]:.3f} / {scores["spc_y"]:.3f}'
 
 
-def _label(run: run_files.RunRecord) -> str:
-  """A run's folder below the report's; its own name where the report is of the run alone."""
-  return run.name if run.name != '.' else os.path.basename(os.path.normpath(run.path))
+def probe_results_of(setting: Setting) -> list[dict]:
+  """The probe results of a setting's runs (seeds) that were probed."""
+  return [result for run in setting.runs
+          if (result := run_files.read_probe(run.path)) and result.get('levels')]
 
 
 def probe_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
-  """The section, or nothing when no run of this part was probed."""
-  probed = [(_label(run), result) for setting in settings for run in setting.runs
-            if (result := run_files.read_probe(run.path)) and result.get('levels')]
+  """The section, or nothing when no run of this part was probed: one row per (setting, level)
+  and one line per setting, the mean over its probed seeds."""
+  probed = [(setting, mean_result(results)) for setting in settings
+            if (results := probe_results_of(setting))]
   if not probed:
     return []
-  rows = [[name, f'{level["level"]} ({level["name"]})', f'{level["height"]}×{level["width"]}',
-           _spc(level, 'content_free'), _spc(level, 'images')]
-          for name, result in probed for level in result['levels']]
-  table = markdown_table(['run', 'level', 'size', 'SPC x / y, content-free', 'SPC x / y, images'],
-                         rows)
+  rows = [[setting.label, f'{level["level"]} ({level["name"]})',
+           f'{level["height"]}×{level["width"]}', _spc(level, 'content_free'),
+           _spc(level, 'constant'), _spc(level, 'images'), result['runs']]
+          for setting, result in probed for level in result['levels']]
+  table = markdown_table(['setting', 'level', 'size', 'SPC x / y, content-free',
+                          'SPC x / y, constant', 'SPC x / y, images', 'n'], rows)
   # Not the sweep's probe.png of --mode=probe, which a later report must not remove.
   name = ctx.figure_name('probe_levels')
-  probe_results.plot_probe([{'label': label, 'result': result} for label, result in probed],
-                           os.path.join(ctx.workdir, name))
-  return [f'{ctx.heading} {TITLE}', '', INTRO, ''] + table + [f'![{TITLE}]({name})', '']
+  probe_results.plot_probe([{'label': setting.label, 'result': result}
+                            for setting, result in probed], os.path.join(ctx.workdir, name))
+  ctx.mark([setting for setting, _ in probed])
+  return ([f'{ctx.heading} {TITLE}', '', INTRO + ' Each row and line: the mean over the '
+           'setting\'s probed seeds (n).', ''] + table + [f'![{TITLE}]({name})', ''])
