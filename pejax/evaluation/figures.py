@@ -91,10 +91,10 @@ def encoding_shift_curve(grid: Mapping, label: str, std: Mapping | None = None,
 
 def plot_shifts(curves: Sequence[Mapping], path: str, *, metric: str = 'dice',
                 references: Sequence[tuple[str, float]] = (), title: str | None = None,
-                ) -> np.ndarray:
+                legend_outside: bool = False) -> np.ndarray:
   """Dice versus shift in pixels, as in the paper's Figure 5. Saves a PNG at `path`, returns
-  its RGB pixels."""
-  figure = new_figure(5.5, 4)
+  its RGB pixels. `legend_outside`: the legend right of the axes (for many curves)."""
+  figure = new_figure(9.5 if legend_outside else 5.5, 4.5 if legend_outside else 4)
   axis = figure.subplots()
   name = 'shift_x'
   for curve in curves:
@@ -106,7 +106,10 @@ def plot_shifts(curves: Sequence[Mapping], path: str, *, metric: str = 'dice',
   axis.set_xlabel(f'shift along {name.removeprefix("shift_")} (pixels)')
   axis.set_ylabel(_metric_label(metric))
   axis.grid(alpha=0.3)
-  axis.legend(fontsize='small')
+  if legend_outside:
+    axis.legend(fontsize='small', loc='center left', bbox_to_anchor=(1.02, 0.5))
+  else:
+    axis.legend(fontsize='small')
   if title:
     axis.set_title(title)
   figure.tight_layout()

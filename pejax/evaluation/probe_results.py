@@ -96,8 +96,12 @@ def plot_probe(curves: Sequence[Mapping], path: str, title: str | None = None):
         axis.set_ylabel(f'SPC ({axis_name})')
       if row == len(AXES) - 1:
         axis.set_xlabel('level (finest first)')
-  axes[0][-1].legend(fontsize='small', loc='lower right')
+  # Below the panels, so that no line of any panel is hidden behind it.
+  handles, labels = axes[0][0].get_legend_handles_labels()
+  rows = -(-len(labels) // 3)
+  figure.set_size_inches(figure.get_figwidth(), figure.get_figheight() + 0.25 * rows)
+  figure.legend(handles, labels, fontsize='small', loc='lower center', ncol=min(3, len(labels)))
   if title:
     figure.suptitle(title)
-  figure.tight_layout()
+  figure.tight_layout(rect=(0, 0.25 * rows / figure.get_figheight() + 0.02, 1, 1))
   return save_figure(figure, path)

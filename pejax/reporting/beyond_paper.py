@@ -340,9 +340,9 @@ def encodings_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
       if with_conditions:
         curves.append(figures.encoding_shift_curve(mean, label, std, style))
     name = ctx.figure_name(f'encodings_{dataset}_shift')
-    figures.plot_shifts(curves, os.path.join(ctx.workdir, name),
-                        title=f'{title_of(dataset)}, U-Net: image shifted (solid), encoding '
-                              'shifted only (dotted)')
+    figures.plot_shifts(curves, os.path.join(ctx.workdir, name), legend_outside=True,
+                        title=f'{title_of(dataset)}, U-Net: Dice versus shift (dotted: the '
+                              'encoding shifted only)')
     out += block(ctx, chosen,
                  f'**{title}** — zero padding, all training data; mean ± std [95% interval] '
                  'over seeds. Noise drop: clean Dice − mean Dice under Gaussian and shot noise '
