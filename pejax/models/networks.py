@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pejax.choices import UNET_DEPTH
+from pejax.models import fused
 from pejax.models.layers import PaddedConv, check_padding_mode, conv_primitive
 
 # PyTorch's BatchNorm2d defaults (momentum 0.1 there is 0.9 here), as the paper used PyTorch.
@@ -42,7 +43,19 @@ class ConvBNReLU(nnx.Module):
   def __call__(self, x, train: bool, mask=None, coords=None):
     if self.coord_channels:
       x = with_coordinates(x, coords)
-    return jax.nn.relu(self.norm(self.conv(x), use_running_average=not train, mask=mask))
+    x = self.conv(x)
+    if train and x.dtype == jnp.float32:
+      return self._batch_norm_relu(x, mask)
+    return jax.nn.relu(self.norm(x, use_running_average=not train, mask=mask))
+
+  def _batch_norm_relu(self, x, mask):
+    """What `relu(self.norm(x, use_running_average=False, mask=mask))` computes, running
+    averages included, with the fewer passes of `fused.batch_norm_relu`."""
+    norm = self.norm
+    y, mean, variance = fused.batch_norm_relu(x, norm.scale[...], norm.bias[...], mask, norm.epsilon)
+    norm.mean[...] = jax.lax.stop_gradient(norm.momentum * norm.mean[...] + (1 - norm.momentum) * mean)
+    norm.var[...] = jax.lax.stop_gradient(norm.momentum * norm.var[...] + (1 - norm.momentum) * variance)
+    return y
 
 
 def with_coordinates(x, coords):
@@ -72,11 +85,6 @@ def score_conv(in_features, num_classes, *, conv_impl, dtype, rngs):
   """The final 1×1 convolution (with bias), through the same convolution implementation."""
   return nnx.Conv(in_features, num_classes, (1, 1), padding='VALID', dtype=dtype,
                   conv_general_dilated=conv_primitive(conv_impl), rngs=rngs)
-
-
-def max_pool_2x2(x):
-  n, h, w, c = x.shape
-  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 def upsample_bilinear_2x(x):
@@ -137,7 +145,7 @@ class UNet(nnx.Module):
     for level in self.encoder:
       x = level(x, train, mask, coords)
       levels.append(x)
-      x = max_pool_2x2(x)
+      x = fused.max_pool_2x2(x)
     return levels + [self.bottleneck(x, train, mask, coords)]
 
   def __call__(self, x, train: bool = False, mask=None, coords=None):
