@@ -6,6 +6,7 @@
   python benchmarks/benchmark.py --xla_flags=none --conv_impls=xla      # XLA:CPU defaults: the slow "before"
   python benchmarks/benchmark.py --only_stacked --stacked=1,4,12   # many models by jax.vmap
   python benchmarks/benchmark.py --only_conv_layer --xla_flags=none  # one convolution's three passes
+  python benchmarks/benchmark.py --layer_shapes --sizes=64,128  # every layer shape's three passes
   python benchmarks/benchmark.py --dtypes=float32,bfloat16
 
 The JAX side is `pejax.models.steps.train_step` / `eval_step` (jitted with the spec static), the PyTorch
@@ -66,6 +67,9 @@ def parse_args(argv=None):
   parser.add_argument('--conv_layer', action='store_true',
                       help='Also time one 3×3 conv 64→64 at 128² (forward, input and weight gradient).')
   parser.add_argument('--only_conv_layer', action='store_true')
+  parser.add_argument('--layer_shapes', action='store_true',
+                      help='Instead of the steps, time every distinct 3×3 convolution of --models at '
+                           '--sizes: forward, input and weight gradient, JAX against PyTorch.')
   parser.add_argument('--warmup', type=int, default=2)
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--seconds', type=float, default=60.0,
@@ -292,14 +296,17 @@ def environment(torch_module, flags):
   import flax
   import jax
   import jaxlib
+  from pejax.models import cpu_conv
   cpu = platform.processor()
+  vector_flags = sorted(f for f in cpu_conv.cpu_flags() if f.startswith(('avx', 'amx', 'fma')))
   try:
     with open('/proc/cpuinfo') as f:
       cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
   except (OSError, StopIteration):
     pass
   return {
-      'date': time.strftime('%Y-%m-%d %H:%M %Z'), 'cpu': cpu, 'cores': os.cpu_count(),
+      'date': time.strftime('%Y-%m-%d %H:%M %Z'), 'cpu': cpu, 'cpu kind': cpu_conv.cpu_kind(),
+      'cpu vector flags': ' '.join(vector_flags), 'cores': os.cpu_count(),
       'devices': str(jax.devices()), 'python': platform.python_version(),
       'jax': jax.__version__, 'jaxlib': jaxlib.__version__, 'flax': flax.__version__,
       'torch': torch_module.__version__ if torch_module else None,
@@ -364,46 +371,99 @@ def benchmark_steps(args, torch_module, peak):
   return rows
 
 
-def benchmark_conv_layer(args, torch_module, peak):
-  """One 3×3 convolution, 64→64 channels at 128², batch 20: forward, input and weight gradient."""
+PASSES = ('forward', 'input gradient', 'weight gradient')
+
+
+def conv_pass_timers(batch: int, conv_impls: list[str], torch_module, cin: int, cout: int,
+                     size: int) -> dict:
+  """One 3×3 convolution, cin→cout at size², zero padding 1 inside the convolution (as the
+  models' layers): {(side, pass): Timed} for each JAX implementation ('jax <impl>') and for
+  PyTorch ('torch'), passes as in PASSES."""
   import jax
   import jax.numpy as jnp
   import numpy as np
   from pejax.models.layers import CONV_IMPLEMENTATIONS
-  batch, size, channels = args.batch, 128, 64
   rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.normal(size=(batch, size + 2, size + 2, channels)), jnp.float32)
-  w = jnp.asarray(rng.normal(size=(3, 3, channels, channels)) * 0.05, jnp.float32)
-  g = jnp.asarray(rng.normal(size=(batch, size, size, channels)), jnp.float32)
-  timed = []
-  for conv_impl in args.conv_impls.split(','):
-    conv = functools.partial(CONV_IMPLEMENTATIONS[conv_impl], window_strides=(1, 1), padding='VALID',
-                             dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    passes = {
-        'forward': (jax.jit(conv), (x, w)),
-        'input gradient': (jax.jit(lambda x, w, g, conv=conv: jax.vjp(conv, x, w)[1](g)[0]), (x, w, g)),
-        'weight gradient': (jax.jit(lambda x, w, g, conv=conv: jax.vjp(conv, x, w)[1](g)[1]), (x, w, g)),
-    }
-    for name, (function, arguments) in passes.items():
-      timed.append(Timed(f'jax {conv_impl} {name}',
-                         lambda f=function, a=arguments: jax.block_until_ready(f(*a))))
+  x = jnp.asarray(rng.normal(size=(batch, size, size, cin)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(3, 3, cin, cout)) * 0.05, jnp.float32)
+  g = jnp.asarray(rng.normal(size=(batch, size, size, cout)), jnp.float32)
+  timed = {}
+  for conv_impl in conv_impls:
+    conv = functools.partial(CONV_IMPLEMENTATIONS[conv_impl], window_strides=(1, 1),
+                             padding=((1, 1), (1, 1)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    functions = (jax.jit(lambda x, w, g, conv=conv: conv(x, w)),
+                 jax.jit(lambda x, w, g, conv=conv: jax.vjp(conv, x, w)[1](g)[0]),
+                 jax.jit(lambda x, w, g, conv=conv: jax.vjp(conv, x, w)[1](g)[1]))
+    for name, function in zip(PASSES, functions):
+      timed[(f'jax {conv_impl}', name)] = Timed(
+          f'jax {conv_impl} {name}', lambda f=function: jax.block_until_ready(f(x, w, g)))
   if torch_module is not None:
-    functional = torch_module.nn.functional
-    tx = torch_module.randn(batch, channels, size + 2, size + 2)
-    tw = torch_module.randn(channels, channels, 3, 3) * 0.05
-    tg = torch_module.randn(batch, channels, size, size)
-    timed += [
-        Timed('torch forward', lambda: functional.conv2d(tx, tw)),
-        Timed('torch input gradient', lambda: torch_module.nn.grad.conv2d_input(tx.shape, tw, tg)),
-        Timed('torch weight gradient', lambda: torch_module.nn.grad.conv2d_weight(tx, tw.shape, tg)),
-    ]
+    functional, grad = torch_module.nn.functional, torch_module.nn.grad
+    tx = torch_module.randn(batch, cin, size, size)
+    tw = torch_module.randn(cout, cin, 3, 3) * 0.05
+    tg = torch_module.randn(batch, cout, size, size)
+    functions = (lambda: functional.conv2d(tx, tw, padding=1),
+                 lambda: grad.conv2d_input(tx.shape, tw, tg, padding=1),
+                 lambda: grad.conv2d_weight(tx, tw.shape, tg, padding=1))
+    for name, function in zip(PASSES, functions):
+      timed[('torch', name)] = Timed(f'torch {name}', function)
+  return timed
+
+
+def benchmark_conv_layer(args, torch_module, peak):
+  """One 3×3 convolution, 64→64 channels at 128², batch 20: forward, input and weight gradient."""
+  channels, size = 64, 128
+  timed = list(conv_pass_timers(args.batch, args.conv_impls.split(','), torch_module,
+                                channels, channels, size).values())
   time_in_turns(timed, args.warmup, args.repeats, args.seconds)
-  flops = 2 * 9 * channels * channels * size * size * batch
+  flops = 2 * 9 * channels * channels * size * size * args.batch
   rows = [{'convolution': item.name, 'ms': f'{item.median * 1e3:.0f}',
            'GFLOP/s': f'{flops / item.median / 1e9:.1f}',
            'of peak': f'{flops / item.median / 1e9 / peak:.0%}', 'cores busy': f'{item.cores_busy:.2f}',
            'others busy': f'{item.others_busy:.2f}', 'seconds': item.seconds} for item in timed]
   print_table(rows, [c for c in rows[0] if c != 'seconds'])
+  return rows
+
+
+def benchmark_layer_shapes(args, torch_module):
+  """Every distinct 3×3 convolution of --models at --sizes, each pass timed in JAX (the first
+  of --conv_impls) and PyTorch, in turns. `count` is how often the shape occurs in the model;
+  the model's row adds the shapes up weighted by it, without the first layer's input gradient,
+  which a training step does not compute."""
+  jax_side = 'jax ' + args.conv_impls.split(',')[0]
+  sides = [jax_side] + (['torch'] if torch_module is not None else [])
+  rows = []
+  for model in args.models.split(','):
+    for size in (int(s) for s in args.sizes.split(',')):
+      layers = [layer for layer in conv_layers(model, 1 if args.pe == 'off' else 3, args.width, size)
+                if layer[0] == 3]
+      totals = dict.fromkeys(((side, name) for side in sides for name in PASSES), 0.0)
+      for _, cin, cout, height, _ in dict.fromkeys(layers):
+        count = sum(1 for layer in layers if layer[1:4] == (cin, cout, height))
+        timed = conv_pass_timers(args.batch, [jax_side.split()[1]], torch_module, cin, cout, height)
+        time_in_turns(list(timed.values()), args.warmup, args.repeats, args.seconds)
+        row = {'model': model, 'size': size, 'layer': f'{cin}→{cout} at {height}²', 'count': count}
+        for name in PASSES:
+          medians = {side: timed[(side, name)].median * 1e3 for side in sides}
+          first_input_gradient = name == 'input gradient' and layers[0][1:4] == (cin, cout, height)
+          for side in sides:
+            row[f'{name}: {side.split()[0]} ms'] = f'{medians[side]:.1f}'
+            totals[(side, name)] += 0.0 if first_input_gradient else count * medians[side]
+          if 'torch' in sides:
+            row[f'{name}: torch / jax'] = f'{medians["torch"] / medians[jax_side]:.2f}'
+        row['others busy'] = f'{max(item.others_busy for item in timed.values()):.2f}'
+        rows.append(row)
+        print(' | '.join(f'{k} {v}' for k, v in row.items()), flush=True)
+      total = {'model': model, 'size': size, 'layer': 'whole model', 'count': len(layers)}
+      for name in PASSES:
+        for side in sides:
+          total[f'{name}: {side.split()[0]} ms'] = f'{totals[(side, name)]:.0f}'
+        if 'torch' in sides:
+          total[f'{name}: torch / jax'] = f'{totals[("torch", name)] / totals[(jax_side, name)]:.2f}'
+      total['others busy'] = ''
+      rows.append(total)
+  print()
+  print_table(rows, list(rows[-1]))
   return rows
 
 
@@ -476,7 +536,10 @@ def main(argv=None):
   if args.conv_layer or args.only_conv_layer:
     results['conv_layer'] = benchmark_conv_layer(args, torch_module, peak)
     print()
-  if not (args.only_stacked or args.only_conv_layer):
+  if args.layer_shapes:
+    results['layer_shapes'] = benchmark_layer_shapes(args, torch_module)
+    print()
+  if not (args.only_stacked or args.only_conv_layer or args.layer_shapes):
     results['steps'] = benchmark_steps(args, torch_module, peak)
   if args.stacked:
     print()

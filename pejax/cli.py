@@ -68,19 +68,19 @@ _FLAG_HOLDERS: dict = {}
 
 
 def use_fast_cpu_convolutions() -> None:
-  """Turns off XLA:CPU's YNNPACK convolutions, which are slow here (BENCHMARKS.md).
+  """Turns off XLA:CPU's YNNPACK convolutions where they were measured slow (BENCHMARKS.md):
+  the rule of `cpu_conv.recommended_xla_flags()`, by jaxlib release and CPU kind (an unknown
+  flag would stop XLA, so only on the release whose flag it is).
 
-  XLA reads XLA_FLAGS once, when its CPU backend starts, so this runs before any computation;
-  only on the jaxlib release whose flag it is (an unknown flag would stop XLA). Set
-  PEJAX_DEFAULT_XLA_FLAGS=0 to leave XLA_FLAGS alone.
+  XLA reads XLA_FLAGS once, when its CPU backend starts, so this runs before any computation.
+  Set PEJAX_DEFAULT_XLA_FLAGS=0 to leave XLA_FLAGS alone.
   """
-  import jaxlib
-  if (os.environ.get('PEJAX_DEFAULT_XLA_FLAGS', '1') == '0'
-      or not jaxlib.__version__.startswith('0.10.')):
+  if os.environ.get('PEJAX_DEFAULT_XLA_FLAGS', '1') == '0':
     return
   from pejax.models import cpu_conv
-  os.environ['XLA_FLAGS'] = (
-      f"{os.environ.get('XLA_FLAGS', '')} {cpu_conv.recommended_xla_flags()}".strip())
+  flags = cpu_conv.recommended_xla_flags()
+  if flags:
+    os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
 
 
 def config_folders() -> list:

@@ -175,7 +175,8 @@ def test_registered_as_conv_impl():
     conv_primitive('gpu')
 
 
-@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='XLA:CPU options')
+@pytest.mark.skipif(jax.default_backend() != 'cpu' or not cpu_conv.ynnpack_convolutions_are_slow(),
+                    reason='XLA:CPU options, on the jaxlib releases and CPUs they are for')
 def test_recommended_options_keep_convolutions_out_of_ynnpack():
   x, w, _ = random_arrays(8, *SHAPES[0])
   default = jax.jit(reference_conv).lower(x, w).compile().as_text()
@@ -185,6 +186,31 @@ def test_recommended_options_keep_convolutions_out_of_ynnpack():
   assert '__ynn_fusion' in default or 'convolution(' in default  # later jaxlibs may differ
   assert 'ynn_fusion_type=-individual_convolution' in cpu_conv.recommended_xla_flags()
   assert cpu_conv.recommended_compiler_options('gpu') == {}
+
+
+@pytest.mark.parametrize('jaxlib_version, kind, slow', [
+    ('0.10.2', 'x86-64 AVX-512', True),   # measured slow: both x86-64 kinds
+    ('0.10.0', 'x86-64 AVX2', True),
+    ('0.10.2', 'x86-64', True),           # features unread (no /proc/cpuinfo)
+    ('0.10.2', 'aarch64', False),         # not measured: XLA's defaults
+    ('0.11.0', 'x86-64 AVX-512', False),  # later releases keep YNNPACK convolutions to int8
+    ('0.1.0', 'x86-64 AVX2', False),
+])
+def test_ynnpack_rule_by_jaxlib_release_and_cpu_kind(jaxlib_version, kind, slow):
+  assert cpu_conv.ynnpack_convolutions_are_slow(jaxlib_version, kind) is slow
+
+
+def test_cpu_kind_from_the_flags_linux_lists(tmp_path):
+  cpuinfo = tmp_path / 'cpuinfo'
+  cpuinfo.write_text('processor\t: 0\nmodel name\t: AMD EPYC\n'
+                     'flags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw avx512_bf16\n\nprocessor\t: 1\n')
+  flags = cpu_conv.cpu_flags(str(cpuinfo))
+  assert {'avx2', 'avx512f', 'avx512_bf16'} <= flags
+  assert cpu_conv.cpu_kind('x86_64', flags) == 'x86-64 AVX-512'
+  assert cpu_conv.cpu_kind('x86_64', flags - {'avx512f'}) == 'x86-64 AVX2'
+  assert cpu_conv.cpu_kind('AMD64', frozenset()) == 'x86-64'
+  assert cpu_conv.cpu_kind('aarch64', flags) == 'aarch64'
+  assert cpu_conv.cpu_flags(str(tmp_path / 'absent')) == frozenset()
 
 
 @pytest.mark.parametrize('padding', ['zeros', 'reflect'])

@@ -2,12 +2,13 @@
 
 What it works around on XLA:CPU (jaxlib 0.10; the numbers are in BENCHMARKS.md):
 
-- XLA:CPU hands float32 convolutions to YNNPACK by default, which is slow here for the forward
+- XLA:CPU hands float32 convolutions to YNNPACK by default, which is slow for the forward
   convolution and much slower for the weight gradient (which XLA writes as a convolution with
   an H×W window and the batch as input features). Later XLA versions restrict YNNPACK
   convolutions to int8 for this reason. `recommended_xla_flags()` /
   `recommended_compiler_options()` turn them off and keep YNNPACK for matrix products and
-  reductions; nothing else changes.
+  reductions; nothing else changes. The rule is keyed on what was measured: jaxlib 0.10.x on
+  x86-64, with AVX2 and with AVX-512 alike (`cpu_kind()`); elsewhere XLA's defaults stay.
 - `jax.vmap` over stacked models (sweeps) turns each convolution into a feature-grouped one,
   which XLA:CPU runs slower than the same convolutions one model after the other.
   `conv_general_dilated` below (registered as conv_impl='cpu' in `pejax.models.layers`) runs
@@ -25,6 +26,7 @@ applies to one compiled function instead: `jax.jit(f, compiler_options=...)`, at
 from __future__ import annotations
 
 import functools
+import platform
 
 import jax
 import jax.numpy as jnp
@@ -43,21 +45,61 @@ _NO_YNNPACK_CONVOLUTION_OPTIONS = {
 _NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2))
 
 
-def recommended_xla_flags() -> str:
-  """Flags to append to `XLA_FLAGS` before JAX starts (see the module docstring).
+# Where YNNPACK's float32 convolutions were measured slower than XLA's own (BENCHMARKS.md):
+# jaxlib releases (version prefix) and the CPU kinds of `cpu_kind()`. An x86-64 CPU whose
+# features cannot be read (no /proc/cpuinfo) counts as x86-64: both kinds measured want it.
+SLOW_YNNPACK_CONVOLUTIONS = {'0.10.': ('x86-64 AVX-512', 'x86-64 AVX2', 'x86-64')}
 
-  Only XLA:CPU reads them; other backends ignore them.
-  """
-  return _NO_YNNPACK_CONVOLUTION_FLAG
+_X86_64 = ('x86_64', 'amd64', 'x64')
+
+
+def cpu_flags(cpuinfo: str = '/proc/cpuinfo') -> frozenset[str]:
+  """The CPU's feature flags as Linux lists them ('avx2', 'avx512f', ...); empty if unknown."""
+  try:
+    with open(cpuinfo) as f:
+      line = next((line for line in f if line.startswith(('flags', 'Features'))), '')
+  except OSError:
+    return frozenset()
+  return frozenset(line.partition(':')[2].split())
+
+
+def cpu_kind(machine: str | None = None, flags: frozenset[str] | None = None) -> str:
+  """'x86-64 AVX-512', 'x86-64 AVX2', 'x86-64' (features unknown or older), or the machine
+  name for other architectures (e.g. 'aarch64'): the kinds the rules here tell apart."""
+  machine = (machine or platform.machine()).lower()
+  if machine not in _X86_64:
+    return machine
+  flags = cpu_flags() if flags is None else flags
+  return ('x86-64 AVX-512' if 'avx512f' in flags else 'x86-64 AVX2' if 'avx2' in flags
+          else 'x86-64')
+
+
+def ynnpack_convolutions_are_slow(jaxlib_version: str | None = None, kind: str | None = None) -> bool:
+  """Whether this jaxlib on this CPU is one where YNNPACK convolutions were measured slow."""
+  if jaxlib_version is None:
+    import jaxlib
+    jaxlib_version = jaxlib.__version__
+  kind = cpu_kind() if kind is None else kind
+  return any(jaxlib_version.startswith(release) and kind in kinds
+             for release, kinds in SLOW_YNNPACK_CONVOLUTIONS.items())
+
+
+def recommended_xla_flags() -> str:
+  """Flags to append to `XLA_FLAGS` before JAX starts (see the module docstring); empty where
+  the rule does not apply. Only XLA:CPU reads them; other backends ignore them."""
+  return _NO_YNNPACK_CONVOLUTION_FLAG if ynnpack_convolutions_are_slow() else ''
 
 
 def recommended_compiler_options(backend: str | None = None) -> dict[str, str]:
   """`compiler_options` for `jax.jit` with the same effect as `recommended_xla_flags()`.
 
-  Empty for backends other than CPU. Overrides any YNNPACK fusion types set in `XLA_FLAGS`.
+  Empty for backends other than CPU and where the rule does not apply. Overrides any YNNPACK
+  fusion types set in `XLA_FLAGS`.
   """
   backend = backend or jax.default_backend()
-  return dict(_NO_YNNPACK_CONVOLUTION_OPTIONS) if backend == 'cpu' else {}
+  if backend != 'cpu' or not ynnpack_convolutions_are_slow():
+    return {}
+  return dict(_NO_YNNPACK_CONVOLUTION_OPTIONS)
 
 
 # --- a VALID, stride-1 NHWC convolution with its own gradient and batching rules -----------------
