@@ -78,7 +78,21 @@ def parse_args(argv=None):
   if parser.parse_args(argv).quick:  # quick changes the defaults; explicit options still win
     parser.set_defaults(sizes='64', steps='train', conv_impls='cpu', warmup=1, repeats=3,
                         seconds=15.0)
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  from pejax.models.networks import MODELS  # JAX reads XLA_FLAGS later, when its backend starts
+  unknown = [m for m in args.models.split(',') if m not in MODELS]
+  if unknown:
+    parser.error(f'--models={args.models}: {", ".join(unknown)} is not a model; '
+                 f'use {" and/or ".join(MODELS)}.')
+  try:
+    sizes = [int(s) for s in args.sizes.split(',')]
+  except ValueError:
+    sizes = [0]
+  if any(size <= 0 for size in sizes):
+    parser.error(f'--sizes={args.sizes}: give image sides in pixels, e.g. --sizes=64,128.')
+  if 'unet' in args.models.split(',') and any(size % 16 for size in sizes):
+    parser.error(f'--sizes={args.sizes}: the U-Net halves the image 4 times; use multiples of 16.')
+  return args
 
 
 def set_xla_flags(choice: str) -> str:
