@@ -24,6 +24,7 @@ upsampling, loss, Adam) is not counted. "peak" is a 2048² float32 matmul measur
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import functools
 import gc
@@ -312,15 +313,17 @@ def environment(torch_module, flags):
   import jaxlib
   from pejax.models import cpu_conv
   cpu = platform.processor()
-  vector_flags = sorted(f for f in cpu_conv.cpu_flags() if f.startswith(('avx', 'amx', 'fma')))
+  flags_of_cpu = cpu_conv.cpu_flags()
+  vector_flags = sorted(f for f in flags_of_cpu if f.startswith(('avx', 'amx', 'fma')))
   try:
     with open('/proc/cpuinfo') as f:
       cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
   except (OSError, StopIteration):
     pass
   return {
-      'date': time.strftime('%Y-%m-%d %H:%M %Z'), 'cpu': cpu, 'cpu kind': cpu_conv.cpu_kind(),
-      'cpu vector flags': ' '.join(vector_flags), 'cores': os.cpu_count(),
+      'date': time.strftime('%Y-%m-%d %H:%M %Z'), 'cpu': cpu,
+      'cpu kind': cpu_conv.cpu_kind(flags=flags_of_cpu), 'cpu vector flags': ' '.join(vector_flags),
+      'cores': os.cpu_count(),
       'devices': str(jax.devices()), 'python': platform.python_version(),
       'jax': jax.__version__, 'jaxlib': jaxlib.__version__, 'flax': flax.__version__,
       'torch': torch_module.__version__ if torch_module else None,
@@ -444,7 +447,8 @@ def benchmark_layer_shapes(args, torch_module):
   of --conv_impls) and PyTorch, in turns. `count` is how often the shape occurs in the model;
   the model's row adds the shapes up weighted by it, without the first layer's input gradient,
   which a training step does not compute."""
-  jax_side = 'jax ' + args.conv_impls.split(',')[0]
+  conv_impl = args.conv_impls.split(',')[0]
+  jax_side = f'jax {conv_impl}'
   sides = [jax_side] + (['torch'] if torch_module is not None else [])
   rows = []
   for model in args.models.split(','):
@@ -452,14 +456,14 @@ def benchmark_layer_shapes(args, torch_module):
       layers = [layer for layer in conv_layers(model, 1 if args.pe == 'off' else 3, args.width, size)
                 if layer[0] == 3]
       totals = dict.fromkeys(((side, name) for side in sides for name in PASSES), 0.0)
-      for _, cin, cout, height, _ in dict.fromkeys(layers):
-        count = sum(1 for layer in layers if layer[1:4] == (cin, cout, height))
-        timed = conv_pass_timers(args.batch, [jax_side.split()[1]], torch_module, cin, cout, height)
+      for layer, count in collections.Counter(layers).items():
+        _, cin, cout, height, _ = layer
+        timed = conv_pass_timers(args.batch, [conv_impl], torch_module, cin, cout, height)
         time_in_turns(list(timed.values()), args.warmup, args.repeats, args.seconds)
         row = {'model': model, 'size': size, 'layer': f'{cin}→{cout} at {height}²', 'count': count}
         for name in PASSES:
           medians = {side: timed[(side, name)].median * 1e3 for side in sides}
-          first_input_gradient = name == 'input gradient' and layers[0][1:4] == (cin, cout, height)
+          first_input_gradient = name == 'input gradient' and layer == layers[0]
           for side in sides:
             row[f'{name}: {side.split()[0]} ms'] = f'{medians[side]:.1f}'
             totals[(side, name)] += 0.0 if first_input_gradient else count * medians[side]

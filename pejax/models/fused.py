@@ -25,16 +25,20 @@ from jax import lax
 _PIXELS = (0, 1, 2)  # NHWC: statistics over images and pixels, one per channel
 
 
-def _moments(x, mask):
-  """Per-channel mean and (biased, clipped at 0) variance over the examples `mask` selects,
-  and how many values they average."""
-  if mask is None:
+def _example_weights(x, mask):
+  """`mask` (N, 1, 1, 1) bool as float weights of `x`'s examples; None for all examples."""
+  return None if mask is None else jnp.broadcast_to(mask, (x.shape[0], 1, 1, 1)).astype(x.dtype)
+
+
+def _moments(x, weights):
+  """Per-channel mean and (biased, clipped at 0) variance over the examples `weights` selects
+  (all when None), and how many values they average."""
+  if weights is None:
     count = jnp.asarray(x.shape[0] * x.shape[1] * x.shape[2], x.dtype)
     selected = x
   else:
-    weight = jnp.broadcast_to(mask, (x.shape[0], 1, 1, 1)).astype(x.dtype)
-    count = jnp.sum(weight) * (x.shape[1] * x.shape[2])
-    selected = x * weight
+    count = jnp.sum(weights) * (x.shape[1] * x.shape[2])
+    selected = x * weights
   mean = jnp.sum(selected, _PIXELS) / count
   mean_of_squares = jnp.sum(selected * x, _PIXELS) / count
   return mean, jnp.maximum(0.0, mean_of_squares - mean * mean), count
@@ -52,20 +56,21 @@ def batch_norm_relu(x, scale, bias, mask, epsilon):
   `x` is NHWC float32; `scale`, `bias` per channel; `mask` (N, 1, 1, 1) bool or None picks the
   examples whose statistics count (all are normalized with them), as `nnx.BatchNorm(mask=)`.
   """
-  mean, variance, _ = _moments(x, mask)
+  mean, variance, _ = _moments(x, _example_weights(x, mask))
   return _normalize_relu(x, mean, lax.rsqrt(variance + epsilon), scale, bias), mean, variance
 
 
 def _batch_norm_relu_forward(x, scale, bias, mask, epsilon):
-  mean, variance, count = _moments(x, mask)
+  weights = _example_weights(x, mask)
+  mean, variance, count = _moments(x, weights)
   inverse_std = lax.rsqrt(variance + epsilon)
   y = _normalize_relu(x, mean, inverse_std, scale, bias)
-  return (y, mean, variance), (x, y, mean, inverse_std, scale, mask, count)
+  return (y, mean, variance), (x, y, mean, inverse_std, scale, weights, count)
 
 
 def _batch_norm_relu_backward(epsilon, residuals, cotangents):
   del epsilon
-  x, y, mean, inverse_std, scale, mask, count = residuals
+  x, y, mean, inverse_std, scale, weights, count = residuals
   output_grad, mean_grad, variance_grad = cotangents
   dz = jnp.where(y > 0, output_grad, 0)             # through the ReLU (0 at 0, as jax.nn.relu)
   dz_sum = jnp.sum(dz, _PIXELS)
@@ -77,8 +82,8 @@ def _batch_norm_relu_backward(epsilon, residuals, cotangents):
   per_mean = mean_grad / count - factor * dz_sum / count
   per_centered = 2.0 * variance_grad / count - factor * inverse_std * dz_normalized_sum / count
   statistics_part = per_mean + (x - mean) * per_centered
-  if mask is not None:
-    statistics_part = statistics_part * jnp.broadcast_to(mask, (x.shape[0], 1, 1, 1)).astype(x.dtype)
+  if weights is not None:
+    statistics_part = statistics_part * weights
   return factor * dz + statistics_part, dz_normalized_sum, dz_sum, None
 
 
