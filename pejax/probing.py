@@ -1,5 +1,10 @@
-"""`--mode=probe`: the position probe (`pejax.evaluation.probe`) of a trained run's latest
-checkpoint, or of every finished run below a sweep's folder.
+"""`--mode=probe`: the position probe (`pejax.evaluation.probe`) of a finished run's trained
+network, or of every finished run below a sweep's folder.
+
+A run is probed under its lock (`run_lock`: never while it trains), only when finished and only
+when its latest checkpoint is the step its results.json describes, on the data it recorded
+(data.json, `pejax.data.identity`); probe.json names that step, and the report shows no probe of
+another step as the run's.
 
 Each run is restored as `pejax.load` restores it (settings, normalization and state from the
 checkpoint) and its probe written into its folder (`pejax.runs.probe_outputs`): probe.json,
@@ -12,13 +17,15 @@ from __future__ import annotations
 
 import os
 
+import ml_collections
 from absl import logging
 
-from pejax import configuration, storage
-from pejax.errors import RunNotFoundError
+from pejax import choices, configuration, storage
+from pejax.data import identity
+from pejax.errors import CheckpointError, RunNotFoundError, SettingsMismatchError
 from pejax.evaluation import probe
 from pejax.inference import predict
-from pejax.runs import checkpoints, event_writers, probe_outputs, run_files
+from pejax.runs import checkpoints, event_writers, probe_outputs, run_files, run_lock
 
 
 def trained_runs(workdir: str) -> list[str]:
@@ -39,15 +46,61 @@ def trained_runs(workdir: str) -> list[str]:
   return found
 
 
+def finished_results(run_folder: str) -> run_files.Results:
+  """The results.json of a finished run; RunNotFoundError (nothing written) for a run that is
+  still training, was interrupted or was never evaluated: its probe would describe a checkpoint
+  that is not the run's."""
+  results = run_files.read_results_or_none(run_folder)
+  if results is None or not results.finished:
+    state = ('has no results.json' if results is None else
+             f'trained {results.epochs} of {results.config.get("num_epochs")} epochs')
+    raise RunNotFoundError(
+        f'--mode=probe: the run in {run_folder} is not finished (it {state}): its latest '
+        'checkpoint is not the trained network. Finish it with its training command (which '
+        'continues it), then probe it.')
+  return results
+
+
+def run_dataset(run_folder: str, config, results: run_files.Results) -> str:
+  """The dataset setting that reads the data the run was trained on: for a dataset in nnU-Net's
+  format its recorded folder (data.json; results.json's for runs made before it), checked to
+  hold the files the run recorded, not what the configured path names from the current folder."""
+  recorded = run_files.read_data_record(run_folder)
+  trained_on = (recorded or {}).get('source') or results.dataset_source
+  if not choices.is_nnunet(config.dataset) or not trained_on:
+    return config.dataset
+  dataset = choices.NNUNET_PREFIX + trained_on
+  if not os.path.isdir(trained_on):
+    raise SettingsMismatchError(
+        f'--mode=probe: {run_folder} was trained on {trained_on}, which no longer exists. If the '
+        'dataset folder moved, record its new place with --mode=evaluate --workdir='
+        f'{run_folder} --config=... --config.dataset=nnunet:<the folder\'s new path>, then probe.')
+  identity.check_source(run_folder, recorded, dataset)
+  return dataset
+
+
 def probe_folder(run_folder: str, cfg=None, label: str | None = None) -> dict:
-  """Probes the latest checkpoint of one run and writes the probe into its folder; returns
-  the result."""
-  model = predict.load(run_folder)
+  """Probes the trained network of one finished run, holding the run's lock, and writes the
+  probe into its folder; returns the result."""
+  with run_lock.hold([run_folder]):
+    results = finished_results(run_folder)
+    model = predict.load(run_folder)
+    if model.step != results.steps:
+      raise CheckpointError(
+          f'--mode=probe: the latest checkpoint of {run_folder} is step {model.step}, but its '
+          f'results.json describes step {results.steps}: evaluate it again (--mode=evaluate) '
+          'or restore the checkpoint results.json was made from, then probe.')
+    config = ml_collections.ConfigDict(model.config.to_dict())
+    config.dataset = run_dataset(run_folder, config, results)
+    return _probe_model(run_folder, model, config, cfg, label)
+
+
+def _probe_model(run_folder, model, config, cfg, label) -> dict:
   cfg = cfg if cfg is not None else configuration.probe_config_of(model.config)
   configuration.validate_probe_config(cfg)
   label = label or os.path.basename(os.path.normpath(run_folder))
   logging.info('Probing %s (epoch %d) ...', run_folder, model.epoch)
-  result = probe.probe_run(model.predictor, model.model_state, model.config, cfg)
+  result = probe.probe_run(model.predictor, model.model_state, config, cfg)
   result.update(run=label, epoch=model.epoch, step=model.step)
   writer = event_writers.create_metric_writer(run_folder, just_logging=False)
   try:

@@ -31,7 +31,7 @@ from clu import periodic_actions
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from pejax import configuration, sweep
-from pejax.data import datasets, input_pipeline
+from pejax.data import datasets, identity, input_pipeline
 from pejax.evaluation import convergence, probe
 from pejax.evaluation.evaluator import Evaluator, dice_table
 from pejax.models import epochs
@@ -113,6 +113,9 @@ def _train_group(configs, workdirs, *, mesh, run_data, evaluate_only):
   started = [folder.check_settings(run.workdir, run.config) for run in runs]
   if evaluate_only:
     folder.require_runs([run.workdir for run in runs], started)
+  recorded = [run_files.read_data_record(run.workdir) for run in runs]
+  for run, record in zip(runs, recorded):
+    identity.check_splits(run.workdir, record, run_data.data_record)
 
   spec, init_state = model_spec(first, run_data.dataset.num_classes,
                                 run_data.dataset.image_channels)
@@ -122,12 +125,15 @@ def _train_group(configs, workdirs, *, mesh, run_data, evaluate_only):
   num_params = count_parameters(initial[0].params)
   is_writer = jax.process_index() == 0
   checkpoint_bytes = 4 * (num_params * 3 + 1024) * (first.max_checkpoints_to_keep + 1)
-  for run, was_started in zip(runs, started):
+  for run, was_started, record in zip(runs, started, recorded):
     run.example_ids = input_pipeline.training_subset(run_data.num_train, run.config.num_train_examples,
                                            run.config.seed)
     folder.check_writable(run.workdir, checkpoint_bytes + 64 * 2**20)
     if is_writer and not was_started:
       folder.write_config(run.workdir, run.config)
+    # A new run, a run recorded before data.json, a dataset folder that moved: as used now.
+    if is_writer and record != run_data.data_record:
+      run_files.write_data_record(run.workdir, run_data.data_record)
     run.checkpoints = checkpoints.manager(run.workdir, first.max_checkpoints_to_keep)
     run.description = provenance.model_description(
         configuration.settings_dict(run.config), ('background',) + run_data.dataset.class_names,
@@ -177,6 +183,13 @@ def _train_group(configs, workdirs, *, mesh, run_data, evaluate_only):
     run.writer.close()
     run.checkpoints.close()
   return results
+
+
+def check_data_source(workdir: str, config) -> None:
+  """Refuses, before its data are built or read, a dataset source that is not the one the run
+  in `workdir` was trained on (`identity.check_source`; `train_group`'s callers check it, and
+  `_train_group` checks the splits once the data are read)."""
+  identity.check_source(workdir, run_files.read_data_record(workdir), config.dataset)
 
 
 def _evaluate_and_write(run, state, evaluator, timings, trained) -> dict[str, Any]:
@@ -333,10 +346,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   Returns the results. A finished run is not retrained: its results are returned as they are
   (with `evaluate_only=True` the latest checkpoint is evaluated again instead).
   """
-  validate(config)
   folder.check_location(workdir)
+  # Before the settings' checks, which would only say that a recorded folder is missing.
+  check_data_source(workdir, config)
+  validate(config)
   run_lock.check_shared(workdir)
-  if (run_files.is_finished(workdir) and not evaluate_only
+  if (run_files.is_finished(workdir, config) and not evaluate_only
       and folder.check_settings(workdir, config)):
     logging.info('The run in %s is finished; not retraining it (results.json).', workdir)
     return run_files.read_results(workdir).to_json()
@@ -366,13 +381,15 @@ def train_sweep(config: ml_collections.ConfigDict, workdir: str, *, evaluate_onl
   # Everything is checked before any compute: settings, and that no finished run would be
   # overwritten by a run with other settings.
   for name, run_config in every_run:
+    check_data_source(os.path.join(workdir, name), run_config)
     try:
       validate(run_config)
     except SettingError as error:
       raise SettingError(f'sweep run {name}: {error}') from None
     folder.check_settings(os.path.join(workdir, name), run_config)
   run_lock.check_shared(workdir)
-  finished = {name for name, _ in runs if run_files.is_finished(os.path.join(workdir, name))}
+  finished = {name for name, run_config in runs
+              if run_files.is_finished(os.path.join(workdir, name), run_config)}
   pending = [(n, c) for n, c in runs if (n in finished) == evaluate_only]
   total = len(runs)
   logging.info('Sweep %s%s: %d runs, %d finished, %d to %s%s.', workdir,

@@ -20,12 +20,12 @@ import tensorflow as tf
 
 from helpers import small_run_config
 from pejax import configuration, probing, train
-from pejax.errors import SettingError
+from pejax.errors import RunNotFoundError, SettingError, WorkdirBusyError
 from pejax.evaluation import probe, probe_results
 from pejax.models import spec as spec_lib
 from pejax.models.predictor import Normalizer, Predictor
 from pejax.reporting import report
-from pejax.runs import run_files
+from pejax.runs import run_files, run_lock
 from test_entry_points import error_line, run_command
 
 SIZE = 32
@@ -194,3 +194,64 @@ def test_probe_mode_on_a_sweep_folder_probes_every_run_with_the_given_settings(t
   for name in ('run_a', 'run_b'):
     assert run_files.read_probe(str(sweep / name))['settings']['steps'] == 20
   assert os.path.getsize(sweep / run_files.PROBE_FIGURE) > 1000
+
+
+# ------------------------------------------------------- a probe describes the trained network
+
+
+def copied_run(trained, tmp_path) -> str:
+  workdir, _ = trained
+  copy = str(tmp_path / 'run')
+  shutil.copytree(workdir, copy)
+  return copy
+
+
+def test_probe_mode_refuses_an_unfinished_run_and_writes_nothing(trained, tmp_path):
+  workdir = copied_run(trained, tmp_path)
+  os.remove(os.path.join(workdir, run_files.PROBE_FILE))
+  results = json.load(open(os.path.join(workdir, run_files.RESULTS_FILE)))
+  results['epochs'] = 1  # as --mode=evaluate of an interrupted run leaves it
+  json.dump(results, open(os.path.join(workdir, run_files.RESULTS_FILE), 'w'))
+  with pytest.raises(RunNotFoundError, match=r'is not finished \(it trained 1 of 2 epochs\)'):
+    probing.probe_workdir(workdir)
+  assert not os.path.exists(os.path.join(workdir, run_files.PROBE_FILE))
+
+
+def test_probe_mode_waits_for_no_training_it_refuses_a_locked_run(trained, tmp_path):
+  workdir = copied_run(trained, tmp_path)
+  lock = run_lock.RunLock(workdir)
+  lock.acquire()  # as a training of the run holds it
+  try:
+    with pytest.raises(WorkdirBusyError):
+      probing.probe_workdir(workdir)
+  finally:
+    lock.release()
+
+
+def test_a_run_whose_probe_was_not_written_is_unfinished_and_probed_again(trained, data_dir,
+                                                                          tmp_path):
+  workdir = copied_run(trained, tmp_path)
+  config = small_run_config(data_dir, num_epochs=2, eval_every_epochs=2, num_train_examples=60)
+  config.probe.update(enabled=True, num_images=4, noise_images=4, steps=100)
+  assert run_files.is_finished(workdir, config)
+  os.remove(os.path.join(workdir, run_files.PROBE_FILE))  # as a kill -9 during the probe
+  assert not run_files.is_finished(workdir, config)
+  assert not run_files.is_finished(workdir)  # its own settings enable the probe too
+  train.train_and_evaluate(config, workdir)  # the same command again
+  probed = run_files.read_probe(workdir)
+  assert probed['step'] == run_files.read_results(workdir).steps == trained[1]['step']
+  assert run_files.is_finished(workdir, config)
+
+
+def test_the_report_shows_no_probe_of_another_step_as_the_runs(trained, tmp_path):
+  workdir = copied_run(trained, tmp_path)
+  path = os.path.join(workdir, run_files.PROBE_FILE)
+  stale = dict(json.load(open(path)), step=3)
+  json.dump(stale, open(path, 'w'))
+  text = open(report.write_report(workdir)).read()
+  section = text[text.index('## Position information (probe)'):]
+  assert '| 1 (layer_1) |' not in section
+  assert 'its probe.json describes step 3, the trained network is step' in section
+  os.remove(path)  # the probe enabled, none written: named too
+  text = open(report.write_report(workdir)).read()
+  assert 'its probe is enabled but was not written' in text

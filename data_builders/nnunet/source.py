@@ -233,28 +233,33 @@ def _splits_locations(folder: str) -> list[str]:
   return locations
 
 
-def fingerprint(folder: str) -> str:
-  """Hex SHA-256 of every source file's relative path, size and modification time (dataset.json,
-  splits_final.json in either place, everything under imagesTr, labelsTr, imagesTs, labelsTs):
-  a changed, added or removed file gives another fingerprint, so the dataset is built again."""
+def source_files(folder: str) -> list[tuple[str, str]]:
+  """(key, path) of every source file of a dataset folder, sorted by key: dataset.json,
+  splits_final.json in either place (the one in $nnUNet_preprocessed keyed
+  '$nnUNet_preprocessed/splits_final.json'), and everything under imagesTr, labelsTr, imagesTs
+  and labelsTs keyed by its path relative to the folder, '/'-separated."""
   folder = os.path.abspath(folder)
-  entries = []
-
-  def add(path, key):
-    status = os.stat(path)
-    entries.append((key, status.st_size, status.st_mtime_ns))
-
   if not os.path.isfile(os.path.join(folder, DATASET_JSON)):
     read_description(folder)  # says what is missing
-  add(os.path.join(folder, DATASET_JSON), DATASET_JSON)
+  files = [(DATASET_JSON, os.path.join(folder, DATASET_JSON))]
   for index, path in enumerate(_splits_locations(folder)):
     if os.path.isfile(path):
-      add(path, SPLITS_FILE if index == 0 else f'$nnUNet_preprocessed/{SPLITS_FILE}')
+      files.append((SPLITS_FILE if index == 0 else f'$nnUNet_preprocessed/{SPLITS_FILE}', path))
   for name in SOURCE_FOLDERS:
-    for root, _, files in os.walk(os.path.join(folder, name)):
-      for file_name in files:
+    for root, _, names in os.walk(os.path.join(folder, name)):
+      for file_name in names:
         path = os.path.join(root, file_name)
-        add(path, os.path.relpath(path, folder).replace(os.sep, '/'))
+        files.append((os.path.relpath(path, folder).replace(os.sep, '/'), path))
+  return sorted(files)
+
+
+def fingerprint(folder: str) -> str:
+  """Hex SHA-256 of every source file's key, size and modification time (`source_files`): a
+  changed, added or removed file gives another fingerprint, so the dataset is built again."""
+  entries = []
+  for key, path in source_files(folder):
+    status = os.stat(path)
+    entries.append((key, status.st_size, status.st_mtime_ns))
   return hashlib.sha256(json.dumps(sorted(entries)).encode()).hexdigest()
 
 

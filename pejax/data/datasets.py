@@ -90,10 +90,16 @@ DATASETS = choices.DATASETS
 ALL_PHASES = 'all'
 
 
-@functools.cache
 def dataset_spec(name: str) -> DatasetSpec:
   if choices.is_nnunet(name):
-    return _nnunet_spec(name)
+    # Resolved each time: a relative path or a name in $nnUNet_raw names the folder it names
+    # now, never one an earlier call in this process resolved from another current folder.
+    return _nnunet_spec(name, nnunet_source.resolve_folder(name[len(choices.NNUNET_PREFIX):]))
+  return _named_spec(name)
+
+
+@functools.cache
+def _named_spec(name: str) -> DatasetSpec:
   if name not in _NORMALIZATION:
     raise errors.SettingError(f'Unknown dataset {name!r}; expected one of {sorted(DATASETS)} or '
                               f'{choices.NNUNET_PREFIX}<a dataset folder in nnU-Net\'s format>.')
@@ -109,9 +115,9 @@ def dataset_spec(name: str) -> DatasetSpec:
                      sizes, not is_phantom(name))
 
 
-def _nnunet_spec(name: str) -> DatasetSpec:
+@functools.cache
+def _nnunet_spec(name: str, folder: str) -> DatasetSpec:
   """The spec of an nnU-Net-format dataset, from its dataset.json (nothing is built)."""
-  folder = nnunet_source.resolve_folder(name[len(choices.NNUNET_PREFIX):])
   description = nnunet_source.read_description(folder)
   return DatasetSpec(name, tuple(description.class_names[1:]), len(description.class_names),
                      'channels', None, manual_download=False,

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from pejax.data import datasets
+from pejax.data import datasets, identity
 from pejax.models.predictor import Normalizer
 
 
@@ -184,6 +184,9 @@ class RunData:
   # An nnU-Net-format dataset's `datasets.nnunet_inputs` (how its files became examples, which
   # prediction on a new case repeats); None for the other datasets.
   nnunet_inputs: dict | None = None
+  # What data these are (`identity.record`): the runs trained on them record it, and a later
+  # command on those runs checks its data against it.
+  data_record: dict | None = None
 
 
 def load_arguments(config: Any) -> dict[str, Any]:
@@ -205,8 +208,8 @@ def load_run_data(config: Any, mesh: Mesh) -> RunData:
   load_kwargs = load_arguments(config)
   datasets.prepare_shared(config.dataset, **load_kwargs)
   splits = datasets.load_splits(config.dataset, **load_kwargs)
-  inputs = (datasets.nnunet_inputs(datasets.prepare(config.dataset, **load_kwargs))
-            if spec.normalization == 'channels' else None)
+  builder = datasets.prepare(config.dataset, **load_kwargs)
+  inputs = datasets.nnunet_inputs(builder) if spec.normalization == 'channels' else None
   num_train = len(splits['train'].images)
   train_images = place_rows(splits['train'].images, mesh)
   normalizer = fit_normalizer(spec.normalization, train_images, num_train,
@@ -217,4 +220,5 @@ def load_run_data(config: Any, mesh: Mesh) -> RunData:
                  num_train=num_train, normalizer=normalizer,
                  validation=place_eval_split(splits['validation'], config.eval_batch_size, mesh),
                  test=place_eval_split(splits['test'], config.eval_batch_size, mesh),
-                 nnunet_inputs=inputs)
+                 nnunet_inputs=inputs,
+                 data_record=identity.record(config.dataset, builder, splits, inputs))

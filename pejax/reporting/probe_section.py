@@ -30,9 +30,27 @@ def _spc(level: dict, kind: str) -> str:
 
 
 def probe_results_of(setting: Setting) -> list[dict]:
-  """The probe results of a setting's runs (seeds) that were probed."""
+  """The probe results of a setting's runs (seeds) that were probed at their final step (a probe
+  of another checkpoint is not the run's: `unprobed_runs` names it)."""
   return [result for run in setting.runs
-          if (result := run_files.read_probe(run.path)) and result.get('levels')]
+          if (result := run_files.read_probe(run.path)) and result.get('levels')
+          and result.get('step') == run.results.steps]
+
+
+def unprobed_runs(settings: Sequence[Setting]) -> list[str]:
+  """'<run>: why' for each run whose probe the section does not show although it has a
+  probe.json or its settings enable the probe."""
+  missing = []
+  for setting in settings:
+    for run in setting.runs:
+      result = run_files.read_probe(run.path)
+      if result is not None and result.get('levels'):
+        if result.get('step') != run.results.steps:
+          missing.append(f'{run.name}: its probe.json describes step {result.get("step")}, the '
+                         f'trained network is step {run.results.steps}')
+      elif (run.config.get('probe') or {}).get('enabled'):
+        missing.append(f'{run.name}: its probe is enabled but was not written')
+  return missing
 
 
 def probe_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
@@ -40,8 +58,12 @@ def probe_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
   and one line per setting, the mean over its probed seeds."""
   probed = [(setting, mean_result(results)) for setting in settings
             if (results := probe_results_of(setting))]
+  missing = unprobed_runs(settings)
+  note = ([f'Not shown, {len(missing)} run{"" if len(missing) == 1 else "s"} without a probe of '
+           f'the trained network ({"; ".join(missing)}): probe again with --mode=probe '
+           '--workdir=<the run\'s folder>.', ''] if missing else [])
   if not probed:
-    return []
+    return [f'{ctx.heading} {TITLE}', ''] + note if note else []
   rows = [[setting.label, f'{level["level"]} ({level["name"]})',
            f'{level["height"]}×{level["width"]}', _spc(level, 'content_free'),
            _spc(level, 'constant'), _spc(level, 'images'), result['runs']]
@@ -54,4 +76,4 @@ def probe_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
                             for setting, result in probed], os.path.join(ctx.workdir, name))
   ctx.mark([setting for setting, _ in probed])
   return ([f'{ctx.heading} {TITLE}', '', INTRO + ' Each row and line: the mean over the '
-           'setting\'s probed seeds (n).', ''] + table + [f'![{TITLE}]({name})', ''])
+           'setting\'s probed seeds (n).', ''] + table + [f'![{TITLE}]({name})', ''] + note)

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 from absl import logging
 
-from pejax import configuration, storage
+from pejax import choices, configuration, storage
 from pejax.errors import DamagedFileError, RunNotFoundError, SettingsMismatchError, WorkdirError
 from pejax.runs import checkpoints
-from pejax.runs.run_files import CONFIG_FILE
+from pejax.runs.run_files import CONFIG_FILE, DATA_FILE
 from pejax.storage import read_json, write_json
 
 
@@ -88,6 +88,8 @@ def check_settings(workdir: str, config) -> bool:
   current = configuration.result_settings(config)
   there = configuration.result_settings(stored)
   differing = sorted(k for k in set(there) | set(current) if there.get(k) != current.get(k))
+  if 'dataset' in differing and _checked_by_data_record(workdir, there, current):
+    differing.remove('dataset')
   if differing:
     details = '; '.join(f'{k}: {there.get(k)!r} there, {current.get(k)!r} now' for k in differing)
     raise SettingsMismatchError(
@@ -96,6 +98,15 @@ def check_settings(workdir: str, config) -> bool:
   if recovered:
     _write_on_process_zero(path, stored)
   return True
+
+
+def _checked_by_data_record(workdir: str, there: dict, current: dict) -> bool:
+  """Whether the run's dataset is judged by its data.json rather than by the setting's text:
+  for datasets in nnU-Net's format, where one folder has many spellings (relative, absolute, a
+  name in $nnUNet_raw) and one spelling names other folders from other places, the recorded
+  files decide (`pejax.data.identity.check_source`)."""
+  return (choices.is_nnunet(str(there.get('dataset'))) and choices.is_nnunet(str(current.get('dataset')))
+          and storage.exists(storage.join(workdir, DATA_FILE)))
 
 
 def _write_on_process_zero(path: str, value) -> None:

@@ -42,6 +42,9 @@ FIGURES_FILE = 'report_figures.json'
 # figure also in a sweep's, one line per run).
 PROBE_FILE = 'probe.json'
 PROBE_FIGURE = 'probe.png'
+# The identity of the data the run was trained on (`pejax.data.identity.record`): its dataset,
+# builder, source folder and files, and the cases of each split.
+DATA_FILE = 'data.json'
 
 
 HISTORY_CURVES = ('train_loss', 'eval_dice', 'epoch_seconds', 'train_seconds')
@@ -65,12 +68,34 @@ def write_history(workdir: str, history: Mapping[str, list]) -> None:
   write_json(storage.join(workdir, HISTORY_FILE), dict(history))
 
 
-def is_finished(workdir: str) -> bool:
-  """Whether the run in `workdir` was trained to its last epoch and evaluated. results.json
-  of an unfinished run (`--mode=evaluate` of an interrupted one) does not make it finished, and
-  a damaged one is warned about and counts as unfinished (training evaluates the run again)."""
+def read_data_record(workdir: str) -> dict | None:
+  """The run's data.json, or None for a new run or one recorded before pejax kept it (a
+  damaged file is an error: the run's data must not be guessed)."""
+  path = storage.join(workdir, DATA_FILE)
+  return read_json(path) if storage.exists(path) else None
+
+
+def write_data_record(workdir: str, record: Mapping[str, Any]) -> None:
+  write_json(storage.join(workdir, DATA_FILE), dict(record))
+
+
+def is_finished(workdir: str, config=None) -> bool:
+  """Whether the run in `workdir` was trained to its last epoch and evaluated, and, where its
+  probe is enabled (in `config`, else in the run's own settings), probed at its final step.
+  results.json of an unfinished run (`--mode=evaluate` of an interrupted one) does not make it
+  finished, and a damaged one is warned about and counts as unfinished (training evaluates the
+  run again)."""
   results = read_results_or_none(workdir)
-  return results is not None and results.finished
+  if results is None or not results.finished:
+    return False
+  probe = (config if config is not None else results.config).get('probe') or {}
+  return not probe.get('enabled') or probe_step(workdir) == results.steps
+
+
+def probe_step(workdir: str) -> int | None:
+  """The checkpoint step the run's probe.json describes; None where there is none."""
+  probe = read_probe(workdir)
+  return None if probe is None or probe.get('step') is None else int(probe['step'])
 
 
 # ------------------------------------------------------------------------------ results
