@@ -311,3 +311,20 @@ def test_load_warns_about_nothing(run, caplog):
   caplog.set_level('WARNING')
   pejax.load(run[0])
   assert not [record for record in caplog.records if record.levelname == 'WARNING'], caplog.text
+
+
+@pytest.mark.slow
+def test_a_folder_follows_links_to_folders_once_and_a_link_cycle_ends(run, model, tmp_path):
+  _, _, test, _ = run
+  inputs, elsewhere = tmp_path / 'scans', tmp_path / 'elsewhere'
+  (inputs / 'own').mkdir(parents=True)
+  elsewhere.mkdir()
+  save_png(inputs / 'own' / 'a.png', test.images[0, ..., 0], 8)
+  save_png(elsewhere / 'b.png', test.images[1, ..., 0], 8)
+  (inputs / 'linked').symlink_to(elsewhere, target_is_directory=True)
+  (inputs / 'own' / 'back_up').symlink_to(inputs, target_is_directory=True)  # a cycle
+  (elsewhere / 'again').symlink_to(elsewhere, target_is_directory=True)  # another
+  rows = predict_lib.predict_files(model, [str(inputs)], str(tmp_path / 'out'))
+  assert [row['input'] for row in rows] == [str(inputs / 'linked' / 'b.png'),
+                                            str(inputs / 'own' / 'a.png')]
+  assert all(row['status'] == 'ok' for row in rows)

@@ -98,6 +98,8 @@ def _read_nifti(path: str, reorient: bool):
   try:
     image = nibabel.load(path)
     if reorient:  # NibabelIOWithReorient: to the closest canonical (RAS) orientation
+      if len(image.shape) == 2:  # a 2-D image is one slice; nibabel reorients three axes
+        image = type(image)(np.asarray(image.dataobj)[..., None], image.affine, image.header)
       image = nibabel.as_closest_canonical(image)
     data = np.asarray(image.get_fdata(dtype=np.float64))
     zooms = [float(z) for z in image.header.get_zooms()]

@@ -38,7 +38,7 @@ from pejax.errors import SettingError, SourceFileError
 SPLITS = planning.SPLITS
 METADATA_KEYS = ('source_folder', 'fingerprint', 'dataset_name', 'channel_names', 'class_names',
                  'file_ending', 'ndim', 'slicing_axis', 'normalization', 'splits', 'split_rule',
-                 'image_size')
+                 'image_size', 'reader')
 
 
 @dataclasses.dataclass(eq=False)  # configs compare by identity, as TFDS's own do
@@ -91,8 +91,10 @@ def read_metadata(builder) -> dict:
 class Builder(tfds.core.GeneratorBasedBuilder):
   """2-D slices (or images) of a dataset in nnU-Net's raw format, with its label values."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.',
+                   '1.1.0': "The metadata names the nnU-Net reader the files were read with "
+                            "('reader'), which prediction repeats."}
 
   def __init__(self, *, file_format=None, **kwargs):
     # The project reads with `as_data_source`, which needs ArrayRecord: make it the default.
@@ -145,6 +147,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         'normalization': [dict(record) for record in plan.normalization],
         'splits': {split: list(ids) for split, ids in plan.splits.items()},
         'split_rule': plan.split_rule, 'image_size': config.image_size,
+        'reader': description.reader,
     })
     print(plan.summary())
     logging.info('%s', plan.summary())

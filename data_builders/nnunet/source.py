@@ -315,12 +315,14 @@ def read_case_image(paths: Sequence[str], description: Description):
   image = np.concatenate(arrays)
   expected = len(description.channel_names)
   if len(image) != expected:
-    nxt = os.path.join(os.path.dirname(paths[0]), re.sub(
-        r'_\d{4}(?=\.)', f'_{len(paths):04d}', os.path.basename(paths[0]), count=1))
+    name = os.path.basename(paths[0])
+    nxt = os.path.join(os.path.dirname(paths[0]),
+                       re.sub(r'_\d{4}(?=\.)', f'_{len(paths):04d}', name, count=1))
+    # A file not named <case>_0000<ending> has no next channel file to name.
+    missing = f' ({nxt} is missing)' if len(image) < expected and nxt != paths[0] else ''
     raise SourceFileError(
         f'{", ".join(paths)} hold {len(image)} channels but dataset.json lists {expected} '
-        f'(channel_names){" (" + nxt + " is missing)" if len(image) < expected else ""}: '
-        'add the missing channel files, or fix channel_names.')
+        f'(channel_names){missing}: add the missing channel files, or fix channel_names.')
   geometry = dataclasses.replace(geometry, channel_paths=tuple(channel_paths))
   return image, geometry.spacing, geometry
 

@@ -140,11 +140,12 @@ def is_phantom(name: str) -> bool:
 def nnunet_inputs(builder) -> dict:
   """How a built nnU-Net-format dataset's examples were made from its files, as prediction on a
   new case repeats it: per image channel its [0, 1] window and normalization ('normalization',
-  `data_builders.nnunet.source`), the channel names, the file ending, 2-D or 3-D, and the axis
-  3-D cases are sliced along."""
+  `data_builders.nnunet.source`), the channel names, the file ending, 2-D or 3-D, the axis
+  3-D cases are sliced along, and the nnU-Net reader the files were read with (its orientation
+  rule)."""
   metadata = nnunet_dataset_builder.read_metadata(builder)
   return {key: metadata[key] for key in
-          ('normalization', 'channel_names', 'file_ending', 'ndim', 'slicing_axis')}
+          ('normalization', 'channel_names', 'file_ending', 'ndim', 'slicing_axis', 'reader')}
 
 
 def _make_builder(spec: DatasetSpec, image_size: int, position_jitter, data_dir):

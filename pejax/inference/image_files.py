@@ -1,5 +1,7 @@
-"""Scans in and label masks out, for prediction on one's own images: PNG and JPEG (8- and 16-bit),
-raw JSRT `.IMG`, NIfTI (2-D images and 3-D volumes, read slice by slice) and DICOM (pydicom).
+"""Scans in and label masks out, for prediction on one's own images: PNG, JPEG, BMP and TIFF (8- and
+16-bit, through Pillow), raw JSRT `.IMG`, NIfTI (2-D images and 3-D volumes, read slice by slice)
+and DICOM (pydicom). A model trained on a dataset in nnU-Net's format reads its inputs with that
+dataset's reader instead (`pejax.inference.predict`); this module finds them and checks their size.
 
 Orientation. A NIfTI array is (x, y[, z]); slice z is shown and predicted as `data[:, :, z].T`
 (rows along y, columns along x), as the ACDC builder stores its slices. DICOM frames are
@@ -8,8 +10,9 @@ carried to the output unchanged.
 
 Intensities reach the model in [0, 1] as the training data saw them (`intensities01`):
   'jsrt_raw'    raw JSRT `.IMG`: `1 - v / 4095` (the JSRT builder's reader);
-  'displayed'   PNG / JPEG: as displayed, `v / 255` (8-bit) or `v / 65535` (16-bit); colour is
-                converted to gray; no inversion (the JSRT builder's rule for PNG copies);
+  'displayed'   PNG / JPEG / BMP / TIFF: as displayed, `v / 255` (8-bit) or `v / 65535` (16-bit); colour is
+                converted to gray; no inversion (the JSRT builder's rule for PNG copies); a
+                TIFF of floating-point values takes 'percentile';
   'percentile'  NIfTI / DICOM: each volume (each file) clipped at its 0.5 and 99.5 percentiles
                 and scaled to [0, 1] (`data_builders.conventions.scale_intensities`, as
                 the ACDC builder); DICOM values after the modality LUT (rescale slope /
@@ -20,15 +23,19 @@ any format.
 
 Masks are written in the input's format and geometry: NIfTI labels with the input's affine and
 header (uint8), DICOM labels as a derived image with the input's geometry tags, and PNG (a
-palette image whose pixel values are the class indices) for PNG, JPEG and `.IMG` inputs (a
-lossy JPEG would change labels). Every file is written to a temporary name and renamed, in a
+palette image whose pixel values are the class indices) for PNG, JPEG, BMP, TIFF and `.IMG` inputs
+(a lossy JPEG would change labels). Every file is written to a temporary name and renamed, in a
 local folder or a bucket (`gs://`, one upload per file).
 
 What predict refuses, file by file, before decoding the pixels where the header tells the size
 (`InputFileError` naming the file): more than `MAX_PIXELS` pixels (all slices together; for
 PNG and JPEG through PIL's decompression-bomb check set to that limit), more than `MAX_SLICES`
 slices, a side under `MIN_SIDE` pixels or no slice, a NIfTI of more than three dimensions or
-of complex or colour values, and (once decoded) any NaN or infinite value.
+of complex or colour values, a TIFF of several pages, and (once decoded) any NaN or infinite
+value.
+
+A folder given as input is searched through links to folders too, each real folder once: a link
+that leads back into a folder already searched (a cycle) is passed over and logged.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from typing import Any
 
 import numpy as np
 from etils import epath
+from absl import logging
 from PIL import Image
 
 from data_builders import conventions
@@ -53,9 +61,11 @@ from pejax import storage, drawing
 from pejax.errors import InputFileError, SettingError
 
 INTENSITY_MODES = ('auto', 'percentile', 'as_is')
-_SUFFIX_KINDS = {'.png': 'png', '.jpg': 'jpeg', '.jpeg': 'jpeg', '.img': 'jsrt_raw',
-                 '.nii': 'nifti', '.nii.gz': 'nifti', '.dcm': 'dicom', '.dicom': 'dicom'}
-_AUTO_INTENSITY = {'png': 'displayed', 'jpeg': 'displayed', 'jsrt_raw': 'jsrt_raw',
+_SUFFIX_KINDS = {'.png': 'png', '.jpg': 'jpeg', '.jpeg': 'jpeg', '.bmp': 'bmp', '.tif': 'tiff',
+                 '.tiff': 'tiff', '.img': 'jsrt_raw', '.nii': 'nifti', '.nii.gz': 'nifti',
+                 '.dcm': 'dicom', '.dicom': 'dicom'}
+PICTURE_KINDS = ('png', 'jpeg', 'bmp', 'tiff')  # read through Pillow
+_AUTO_INTENSITY = {**{kind: 'displayed' for kind in PICTURE_KINDS}, 'jsrt_raw': 'jsrt_raw',
                    'nifti': 'percentile', 'dicom': 'percentile'}
 OVERLAY_MAX_SIDE = 1024  # a quick look, not a copy of a 2048² radiograph
 OVERLAY_MAX_SLICES = 16
@@ -79,13 +89,15 @@ OUTPUT_SUFFIXES = ('_labels.png', '_labels.nii.gz', '_labels.dcm', '_overlay.png
 class Scan:
   """One input file, read."""
   path: epath.Path
-  kind: str                  # 'png', 'jpeg', 'jsrt_raw', 'nifti' or 'dicom'
+  kind: str                  # 'png', 'jpeg', 'bmp', 'tiff', 'jsrt_raw', 'nifti' or 'dicom'
   values: np.ndarray         # (Z, H, W) float32 as stored (2-D images: Z = 1)
   is_volume: bool            # a 3-D NIfTI or a multi-frame DICOM
   spacing: tuple[float, float, float] | None  # mm (slice, row, column), slice NaN for 2-D
   source: Any = None         # the nibabel image or pydicom dataset, for writing the mask
-  # `values` times this are the stored integers of a PNG or JPEG (65535 or 255); 1 otherwise.
+  # `values` times this are the stored integers of a picture (65535 or 255); 1 otherwise.
   stored_scale: float = 1.0
+  # A picture of floating-point values (a TIFF): no display range, scaled as a volume's.
+  floating: bool = False
 
   @property
   def stem(self) -> str:
@@ -145,10 +157,24 @@ def find_inputs(arguments, output=None) -> list[epath.Path]:
 def _files_in(folder: epath.Path, skipped: str | None) -> list[epath.Path]:
   files = []
   # storage.walk, not a recursive glob (thousands of requests on a bucket); top-down, so that
-  # the output folder is pruned, not searched.
-  for parent, subfolders, names in storage.walk(str(folder)):
-    subfolders[:] = [name for name in subfolders
-                     if _folder_key(storage.join(parent, name)) != skipped]
+  # the output folder is pruned, not searched. Locally, links to folders are followed (users
+  # gather cases from several places by linking them), each real folder once.
+  remote = storage.is_remote(str(folder))
+  walk = storage.walk(str(folder)) if remote else os.walk(str(folder), followlinks=True)
+  searched = {_folder_key(folder)}
+  for parent, subfolders, names in walk:
+    kept = []
+    for name in sorted(subfolders):
+      key = _folder_key(storage.join(parent, name))
+      if key == skipped:
+        continue
+      if key in searched:
+        logging.info('%s: passed over, it leads to %s, which is searched already (a link).',
+                     storage.join(parent, name), key)
+        continue
+      searched.add(key)
+      kept.append(name)
+    subfolders[:] = kept
     files.extend(epath.Path(parent) / name for name in names if not is_output_name(name))
   return [path for path in sorted(files) if kind_of(path) is not None]
 
@@ -161,9 +187,9 @@ def read_scan(path) -> Scan:
   kind = kind_of(path)
   if kind is None:
     raise InputFileError(
-        f'{path}: unsupported format; give PNG, JPEG, raw JSRT .IMG, NIfTI (.nii, .nii.gz) or '
-        'DICOM files.')
-  readers = {'png': _read_picture, 'jpeg': _read_picture, 'jsrt_raw': _read_jsrt_raw,
+        f'{path}: unsupported format; give PNG, JPEG, BMP, TIFF, raw JSRT .IMG, NIfTI (.nii, '
+        '.nii.gz) or DICOM files.')
+  readers = {**{picture: _read_picture for picture in PICTURE_KINDS}, 'jsrt_raw': _read_jsrt_raw,
              'nifti': _read_nifti, 'dicom': _read_dicom}
   try:
     scan = readers[kind](path)
@@ -233,21 +259,53 @@ def _pillow_pixel_limit():
     Image.MAX_IMAGE_PIXELS = previous
 
 
+def check_size(path) -> None:
+  """Refuses, from its header alone, a local picture or NIfTI file too large or too small to
+  predict (`_check_size`): for readers that decode the whole file at once."""
+  path = epath.Path(path)
+  kind = kind_of(path)
+  try:
+    if kind == 'nifti':
+      import nibabel
+      _check_nifti_header(path, nibabel.load(str(path)).header)
+    elif kind in PICTURE_KINDS:
+      with path.open('rb') as f:
+        _open_picture(path, f)
+  except InputFileError:
+    raise
+  except Exception as error:  # each library raises its own types for damaged files
+    raise InputFileError(f'{path}: cannot be read as {kind} ({type(error).__name__}: '
+                         f'{error}).') from error
+
+
+def _open_picture(path: epath.Path, f) -> Image.Image:
+  """The picture of the open file `f`, its header read and its size checked, one frame."""
+  try:
+    with _pillow_pixel_limit():
+      image = Image.open(f)  # reads the header only; the check is PIL's, here
+  except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+    f.seek(0)
+    previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+      width, height = Image.open(f).size  # the header again, for the message
+    finally:
+      Image.MAX_IMAGE_PIXELS = previous
+    raise _too_many_pixels(path, _size_text(width, height, None)) from None
+  _check_size(path, *image.size)
+  frames = getattr(image, 'n_frames', 1)
+  if frames > 1:  # reading the first alone would silently drop the others
+    raise InputFileError(f'{path}: {frames} pages (frames); pejax predicts one 2-D image per '
+                         'picture file: save each page as its own file, or a volume as NIfTI.')
+  return image
+
+
 def _read_picture(path: epath.Path) -> Scan:
   with path.open('rb') as f:
-    try:
-      with _pillow_pixel_limit():
-        image = Image.open(f)  # reads the header only; the check is PIL's, here
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-      f.seek(0)
-      previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-      try:
-        width, height = Image.open(f).size  # the header again, for the message
-      finally:
-        Image.MAX_IMAGE_PIXELS = previous
-      raise _too_many_pixels(path, _size_text(width, height, None)) from None
-    _check_size(path, *image.size)
+    image = _open_picture(path, f)
     image.load()
+  if image.mode == 'F':
+    return Scan(path, _SUFFIX_KINDS[_suffix(path.name)], np.asarray(image, np.float32)[None],
+                False, None, floating=True)
   values = conventions.displayed_intensities(image)
   return Scan(path, _SUFFIX_KINDS[_suffix(path.name)], values[None], False, None,
               stored_scale=conventions.stored_maximum(image))
@@ -346,7 +404,9 @@ def intensities01(scan: Scan, mode: str = 'auto') -> tuple[np.ndarray, str]:
   """(Z, H, W) float32 intensities in [0, 1] of a scan and the rule applied (module docstring)."""
   if mode not in INTENSITY_MODES:
     raise ValueError(f'intensity {mode!r}: use one of {INTENSITY_MODES}.')
-  rule = _AUTO_INTENSITY[scan.kind] if mode == 'auto' else mode
+  rule = mode
+  if mode == 'auto':
+    rule = 'percentile' if scan.floating else _AUTO_INTENSITY[scan.kind]
   if rule == 'percentile':
     return conventions.scale_intensities(scan.values), rule
   values = scan.values

@@ -16,6 +16,13 @@ Images of another size than the model's are resized to it as the dataset's build
 its images (area averaging for chest X-rays, bilinear for cardiac MRI and the phantoms); the
 class probabilities are resized back to the input's size (bilinear) and the labels are their
 argmax. At the model's own size the labels are exactly those of the evaluation.
+
+A model trained on a dataset in nnU-Net's format reads each input case with that dataset's own
+reader (`data_builders.nnunet.source.read_case_image`: NibabelIOWithReorient's turn to the
+closest canonical orientation, a colour picture's channels in one file, .png / .bmp / .tif through
+Pillow), and its mask is turned back to the file's own orientation, so that it overlays the input
+voxel for voxel. The reader is recorded with the checkpoint; one written before it was is read as
+its dataset's dataset.json says, where that folder is still found, and refused otherwise.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import functools
 import json
 import math
 import os
+import tempfile
 from typing import Any
 
 import jax
@@ -39,13 +47,14 @@ from absl import logging
 
 from data_builders import conventions
 from data_builders.nnunet import source as nnunet_source
-from pejax import configuration, storage
+from pejax import choices, configuration, storage
 from pejax.inference import image_files
 from pejax.models import predictor as predictor_lib
 from pejax.models import spec as spec_lib
 from pejax.models import steps
-from pejax.runs import checkpoints
-from pejax.errors import CheckpointError, InputFileError, RunNotFoundError
+from pejax.runs import checkpoints, run_files
+from pejax.errors import (CheckpointError, InputFileError, PejaxError, RunNotFoundError,
+                          SourceFileError)
 
 STATE_ITEM = 'default'  # the item name CheckpointManager gives a single saved state
 STEP_METADATA = '_CHECKPOINT_METADATA'  # the file Orbax writes the step's metadata to
@@ -147,6 +156,7 @@ class Segmenter:
     self.image_channels = int(description.get('image_channels', 1))
     # Datasets in nnU-Net's format: how a case's files become the model's examples.
     self.nnunet_inputs: dict | None = description.get('nnunet_inputs')
+    self._nnunet_reader: str | None = None
     self.software: dict = description.get('software', {})
     self.source = source
     spec, _ = spec_lib.model_spec(self.config, len(self.class_names), self.image_channels)
@@ -163,6 +173,14 @@ class Segmenter:
   def model_state(self):
     """(trained state, λ): the model's parameters and its encoding's scale."""
     return self._model_state
+
+  @property
+  def nnunet_reader(self) -> str:
+    """The nnU-Net reader of the model's training files (`data_builders.nnunet.source.READERS`);
+    CheckpointError where it cannot be known."""
+    if self._nnunet_reader is None:
+      self._nnunet_reader = _recorded_reader(self)
+    return self._nnunet_reader
 
   @property
   def image_size(self) -> int:
@@ -280,12 +298,13 @@ def _class_sizes(labels: np.ndarray, class_names, spacing) -> dict[str, Any]:
 def predict_file(model: Segmenter, path, output: str, taken: set[str], intensity: str = 'auto',
                  batch_size: int = 16) -> dict[str, Any]:
   """Predicts one file and writes its mask and overlay into `output`; returns its CSV row."""
-  scan = image_files.read_scan(path)
   if model.nnunet_inputs:
-    images01, rule = _nnunet_images01(model, scan), 'nnunet'
+    scan, images01, labels = _predict_nnunet_case(model, epath.Path(path), batch_size)
+    rule = 'nnunet'
   else:
+    scan = image_files.read_scan(path)
     images01, rule = image_files.intensities01(scan, intensity)
-  labels = model(images01, batch_size=batch_size).labels
+    labels = model(images01, batch_size=batch_size).labels
   stem = storage.join(output, image_files.output_stem(scan, taken))
   mask = image_files.write_mask(scan, labels, stem + '_labels')
   overlay = image_files.write_overlay(images01, labels, stem + '_overlay.png')
@@ -298,6 +317,184 @@ def predict_file(model: Segmenter, path, output: str, taken: set[str], intensity
   return row
 
 
+# -------------------------------------------------------------- models of nnU-Net-format datasets
+
+
+def _recorded_reader(model: Segmenter) -> str:
+  """The reader the model's dataset was built with: recorded with the checkpoint; for one written
+  before it was, NaturalImage2DIO in 2-D (pejax's only 2-D reader) and for volumes the reader
+  dataset.json of the training folder names, where that folder is still found."""
+  inputs = model.nnunet_inputs
+  if inputs.get('reader'):
+    return str(inputs['reader'])
+  if int(inputs['ndim']) == 2:
+    return 'NaturalImage2DIO'
+  folders = _training_folders(model)
+  for folder in folders:
+    try:
+      description = nnunet_source.read_description(folder)
+    except PejaxError:
+      continue
+    # The same dataset still: another one under that name would give another orientation.
+    if (description.file_ending == inputs['file_ending']
+        and list(description.channel_names) == list(inputs['channel_names'])):
+      return description.reader
+  looked = ', '.join(os.path.join(folder, nnunet_source.DATASET_JSON) for folder in folders)
+  where = (f'no dataset.json of its training data is found at {looked}' if looked
+           else 'the checkpoint does not say where its training data were')
+  raise CheckpointError(
+      f'{model.source}: the model was trained on NIfTI volumes before pejax recorded the nnU-Net '
+      'reader with its checkpoints, and the reader decides the orientation its inputs are read '
+      f'in (NibabelIOWithReorient turns them to the closest canonical one); {where}. Put the '
+      'dataset folder back where it was trained from, or train the model again with this '
+      'version of pejax, which records the reader.')
+
+
+def _training_folders(model: Segmenter) -> list[str]:
+  """Where the model's training dataset may still be: its run's results.json (the run folder
+  holding the checkpoint), and the dataset setting where it names a folder without the current
+  folder's help (an absolute path, or a name in $nnUNet_raw)."""
+  folders = []
+  step = epath.Path(model.source)
+  results = step.parent.parent / run_files.RESULTS_FILE
+  if step.parent.name == checkpoints.CHECKPOINT_FOLDER and results.exists():
+    try:
+      folders.append(str(json.loads(results.read_text())['dataset_source']))
+    except (ValueError, KeyError, TypeError, OSError):
+      pass  # a damaged results.json: the setting may still say
+  setting = str(model.config.get('dataset', ''))
+  if choices.is_nnunet(setting):
+    named = setting[len(choices.NNUNET_PREFIX):]
+    if os.path.isabs(named):
+      folders.append(os.path.normpath(named))
+    elif not named.startswith(('.', '~')) and '/' not in named:
+      try:
+        folders.append(nnunet_source.resolve_folder(named))
+      except PejaxError:
+        pass  # $nnUNet_raw unset or without it: not found
+  return list(dict.fromkeys(folders))
+
+
+def _nnunet_description(model: Segmenter, file_ending: str) -> nnunet_source.Description:
+  """The parts of the training dataset's description its reader needs."""
+  inputs = model.nnunet_inputs
+  return nnunet_source.Description(
+      folder='', name='', channel_names=tuple(inputs['channel_names']),
+      class_names=model.class_names, file_ending=file_ending, num_training=0,
+      ndim=int(inputs['ndim']), reader=model.nnunet_reader)
+
+
+def _file_ending(path: epath.Path, model: Segmenter) -> str:
+  """The file's ending among those the model's reader reads; InputFileError for another."""
+  ndim = int(model.nnunet_inputs['ndim'])
+  endings = nnunet_source.NATURAL_IMAGE_ENDINGS if ndim == 2 else nnunet_source.NIFTI_ENDINGS
+  ending = next((e for e in endings if path.name.lower().endswith(e)), None)
+  if ending is None:
+    raise InputFileError(
+        f'{path}: the model was trained on {model.nnunet_inputs["file_ending"]} files of a dataset '
+        f"in nnU-Net's format (read with nnU-Net's {model.nnunet_reader}); give its cases as "
+        f'{" or ".join(endings)} files, as its training data were.')
+  return path.name[len(path.name) - len(ending):]
+
+
+def _case_files(path: epath.Path, model: Segmenter, description) -> list[str]:
+  """The channel files of the case of `path`: the file alone where it holds every channel (one
+  channel, a colour picture) or is not named as nnU-Net names channel files, else
+  `<case>_0000<ending>`, `_0001`, ... beside it (`source.channel_files`)."""
+  ending = description.file_ending
+  match = nnunet_source.CHANNEL_FILE_STEM.match(path.name[:len(path.name) - len(ending)])
+  if model.image_channels == 1 or match is None:
+    return [str(path)]
+  return nnunet_source.channel_files(str(path.parent), match.group('case'), description)
+
+
+def _local_copies(paths: list[str], folder: str) -> list[str]:
+  """Files of a bucket copied into `folder` (the readers open local files); local ones as given."""
+  copies = []
+  for path in paths:
+    if storage.is_remote(path):
+      copies.append(os.path.join(folder, os.path.basename(path)))
+      storage.download(path, copies[-1])
+    else:
+      copies.append(path)
+  return copies
+
+
+def _predict_nnunet_case(model: Segmenter, path: epath.Path, batch_size: int):
+  """(scan to write the mask as, (Z, H, W, C) images in [0, 1], (Z, H, W) labels) of the case of
+  `path`, read with the model's dataset's reader; Z, H, W in the file's own orientation."""
+  if not path.exists():
+    raise InputFileError(f'{path}: no such file.')
+  inputs = model.nnunet_inputs
+  ending = _file_ending(path, model)
+  if inputs['ndim'] == 3 and inputs['slicing_axis'] != 0:
+    raise InputFileError(
+        f'{path}: the model was trained on slices across axis {inputs["slicing_axis"]} of '
+        "its volumes (nnU-Net's axis order z, y, x); prediction on files slices across z only. "
+        'Resample the case so that its largest spacing is along z.')
+  description = _nnunet_description(model, ending)
+  with tempfile.TemporaryDirectory(prefix='pejax-predict-') as folder:
+    try:
+      if storage.is_remote(str(path)):
+        # Channel 0 and the files named as its other channels, where the bucket has them.
+        remote = [str(path)] + [str(sibling) for c in range(1, model.image_channels)
+                                if (sibling := _channel_path(path, c, ending)) and sibling.exists()]
+        local = _local_copies(remote, folder)
+        paths = _case_files(epath.Path(local[0]), model, description)
+      else:
+        paths = _case_files(path, model, description)
+      for channel_path in paths:
+        image_files.check_size(channel_path)
+      image, _, _ = nnunet_source.read_case_image(paths, description)
+      original = _nifti_header_image(paths[0]) if inputs['ndim'] == 3 else None
+    except SourceFileError as error:
+      channels = f'{model.image_channels} channel{"s" if model.image_channels > 1 else ""}'
+      raise InputFileError(
+          f'{path}: not a case the model can take (it takes {channels}, '
+          f'{", ".join(inputs["channel_names"])}, read as its training cases were): {error}'
+      ) from error
+  if not np.isfinite(image).all():
+    raise InputFileError(f'{path}: holds NaN or infinite values; replace them in the file (e.g. '
+                         'with the background value) and predict it again.')
+  images01 = nnunet_source.unit_range(np.moveaxis(image, 0, -1), inputs['normalization'])
+  if inputs['ndim'] == 2:
+    images01 = images01[None]
+  labels = model(images01, batch_size=batch_size).labels  # (z, y, x) as the reader gave them
+  if inputs['ndim'] == 2:
+    kind = image_files.kind_of(path) or 'png'
+    return image_files.Scan(path, kind, labels.astype(np.float32), False, None), images01, labels
+  if description.reader == 'NibabelIOWithReorient':
+    images01, labels = _to_file_orientation(original, images01, labels)
+  zooms = [float(z) for z in original.header.get_zooms()[:3]] + [math.nan] * 3
+  is_volume = labels.shape[0] > 1
+  spacing = (zooms[2] if is_volume else math.nan, zooms[1], zooms[0])
+  return (image_files.Scan(path, 'nifti', labels.astype(np.float32), is_volume, spacing, original),
+          images01, labels)
+
+
+def _nifti_header_image(path: str):
+  """The file's NIfTI image as stored (its header and affine; the voxels stay on disk)."""
+  import nibabel
+  image = nibabel.load(path)  # the header only; a temporary copy may be removed after this
+  return nibabel.Nifti1Image(np.broadcast_to(np.uint8(0), image.shape[:3]), image.affine,
+                             nibabel.Nifti1Header.from_header(image.header))
+
+
+def _to_file_orientation(original, images01: np.ndarray, labels: np.ndarray):
+  """Images (z, y, x, C) and labels (z, y, x) read in the closest canonical orientation
+  (NibabelIOWithReorient) turned back to the orientation `original` stores its voxels in."""
+  from nibabel import orientations
+  to_file = orientations.ornt_transform(orientations.axcodes2ornt(('R', 'A', 'S')),
+                                        orientations.io_orientation(original.affine))
+
+  def turned(array):  # via nibabel's (x, y, z) order
+    xyz = np.moveaxis(np.asarray(array), (0, 1, 2), (2, 1, 0))
+    return np.ascontiguousarray(np.moveaxis(orientations.apply_orientation(xyz, to_file),
+                                            (0, 1, 2), (2, 1, 0)))
+
+  return turned(images01), turned(labels)
+
+
 def _channel_path(path: epath.Path, channel: int, file_ending: str) -> epath.Path | None:
   """The file of `channel` of the case whose channel-0 file is `path` (nnU-Net's
   `<case>_0000<ending>`), or None when `path` is not so named."""
@@ -306,43 +503,25 @@ def _channel_path(path: epath.Path, channel: int, file_ending: str) -> epath.Pat
   match = nnunet_source.CHANNEL_FILE_STEM.match(path.name[:len(path.name) - len(file_ending)])
   if match is None:
     return None
-  return path.parent / f"{match.group('case')}_{channel:04d}{file_ending}"
-
-
-def _nnunet_images01(model: Segmenter, scan: image_files.Scan) -> np.ndarray:
-  """(Z, H, W, C) intensities in [0, 1] of a case in nnU-Net's layout, made as the model's
-  training data were (`data_builders.nnunet.source.unit_range`); the other channels' files are
-  found beside channel 0's."""
-  inputs = model.nnunet_inputs
-  if inputs['ndim'] == 3 and inputs['slicing_axis'] != 0:
-    raise InputFileError(
-        f'{scan.path}: the model was trained on slices across axis {inputs["slicing_axis"]} of '
-        "its volumes (nnU-Net's axis order z, y, x); prediction on files slices across z only. "
-        'Resample the case so that its largest spacing is along z.')
-  scans = [scan]
-  for channel in range(1, model.image_channels):
-    sibling = _channel_path(scan.path, channel, inputs['file_ending'])
-    if sibling is None:
-      raise InputFileError(
-          f'{scan.path}: the model takes {model.image_channels} channels, so give the file of '
-          f"channel 0 named as nnU-Net names it, <case>_0000{inputs['file_ending']}, with the "
-          'other channels beside it.')
-    scans.append(image_files.read_scan(sibling))
-    if scans[-1].values.shape != scan.values.shape:
-      raise InputFileError(f'{sibling}: shape {scans[-1].values.shape} differs from channel 0 '
-                           f'({scan.values.shape}, {scan.path}); the channels of a case must match.')
-  raw = np.stack([s.values.astype(np.float64) * s.stored_scale for s in scans], axis=-1)
-  return nnunet_source.unit_range(raw, inputs['normalization'])
+  ending = path.name[len(path.name) - len(file_ending):]  # as the file spells it
+  return path.parent / f"{match.group('case')}_{channel:04d}{ending}"
 
 
 def _channel_zero_files(model: Segmenter, paths):
   """Where the model takes several channels, the cases' channel-0 files (the others are read
   with them)."""
-  if model.image_channels < 2:
+  if model.image_channels < 2 or not model.nnunet_inputs:
     return paths
-  ending = model.nnunet_inputs['file_ending'] if model.nnunet_inputs else ''
-  return [path for path in paths
-          if (sibling := _channel_path(path, 0, ending)) is None or sibling == path]
+  kept = []
+  for path in paths:
+    try:
+      ending = _file_ending(path, model)
+    except InputFileError:
+      kept.append(path)  # not a case file: predicting it says why
+      continue
+    if (sibling := _channel_path(path, 0, ending)) is None or sibling == path:
+      kept.append(path)
+  return kept
 
 
 def predict_files(model: Segmenter, inputs, output: str, intensity: str = 'auto',
@@ -357,6 +536,8 @@ def predict_files(model: Segmenter, inputs, output: str, intensity: str = 'auto'
   """
   from tqdm import tqdm  # a progress bar only where files are predicted
   output = image_files.output_folder(output)
+  if model.nnunet_inputs:
+    model.nnunet_reader  # noqa: B018  (a reader that cannot be known stops here, not per file)
   paths = _channel_zero_files(model, image_files.find_inputs(inputs, output=output))
   if not paths:
     raise InputFileError(f'no input files in {", ".join(map(str, inputs))}.')
