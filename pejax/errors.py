@@ -5,7 +5,8 @@ A user's mistake or a bad file ends `main.py` / the `pejax` command (every mode)
 `pejax: error: ...`, naming the file or setting and what to do, and exit status 1; anything
 else is a bug and keeps its traceback. `PejaxError` marks a user's error; `translate` also
 recognizes the library errors whose meaning pejax knows (a full, read-only or forbidden disk, a
-damaged JSON file, an image too large to open, TFDS's missing manual folder);
+damaged JSON file, an image too large to open, TFDS's missing manual folder, a Cloud Storage
+endpoint that cannot be connected to);
 `exit_on_user_error` (and `parse_flags`, for absl's flags) is what every entry point runs in.
 
 Each class also derives from the built-in error it refines, so callers that catch e.g.
@@ -17,8 +18,11 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import logging
 import os
 import re
+import threading
+import time
 from collections.abc import Callable, Iterator
 
 
@@ -76,6 +80,11 @@ class DiskError(PejaxError, OSError):
   not write there."""
 
 
+class StorageUnreachableError(PejaxError, RuntimeError):
+  """The Cloud Storage endpoint of a gs:// path cannot be reached (network, endpoint, proxy).
+  Not an OSError: callers that take an OSError for a missing file must not swallow it."""
+
+
 class OtherProcessError(PejaxError, RuntimeError):
   """Another process of a multi-process run failed at a step all of them take; this one stops
   too, naming that failure."""
@@ -86,17 +95,64 @@ class OtherProcessError(PejaxError, RuntimeError):
 
 def exit_on_user_error(function: Callable) -> Callable:
   """Wraps an entry point: a user's error (`translate`) ends the program with one line,
-  `pejax: error: ...`, and exit status 1; a bug propagates with its traceback."""
+  `pejax: error: ...`, and exit status 1; a bug propagates with its traceback.
+
+  That line comes last: Orbax's background threads of a checkpoint being written, which fail
+  with the same error (a full disk), are let finish first, and the libraries' logs of a user's
+  error keep their line but not its traceback (`quiet_library_tracebacks`)."""
   @functools.wraps(function)
   def entry_point(*args, **kwargs):
+    quiet_library_tracebacks()
     try:
       return function(*args, **kwargs)
     except Exception as error:
       user_error = translate(error)
       if user_error is None:
         raise
+      wait_for_background_writes()
       raise SystemExit(message(user_error)) from None
   return entry_point
+
+
+# The loggers through which libraries report errors of their background work: absl's (Orbax),
+# gcsfs's, and asyncio's (an Orbax future whose error nobody read, when it is collected: at
+# exit, after the program's last line).
+_LIBRARY_LOGGERS = ('absl', 'gcsfs', 'asyncio')
+_BACKGROUND_SECONDS = 30
+
+
+class _UserErrorTracebacks(logging.Filter):
+  """Keeps a library's log line of an error a user can fix (`translate`), without its traceback:
+  the program's last line says what it is and what to do; asyncio's note of such an error left
+  unread is dropped. A bug's traceback is kept."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    if error is None or is_own_code(record.pathname) or translate(error) is None:
+      return True
+    if record.name == 'asyncio':
+      return False
+    record.exc_info, record.exc_text = None, None
+    return True
+
+
+def quiet_library_tracebacks() -> None:
+  """Installs `_UserErrorTracebacks` on the libraries' loggers (once)."""
+  for name in _LIBRARY_LOGGERS:
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, _UserErrorTracebacks) for f in logger.filters):
+      logger.addFilter(_UserErrorTracebacks())
+
+
+def wait_for_background_writes(seconds: float = _BACKGROUND_SECONDS) -> None:
+  """Lets Orbax's background threads (a checkpoint being written) end, for up to `seconds`:
+  otherwise they log their failure after the program's last line."""
+  deadline = time.monotonic() + seconds
+  for thread in threading.enumerate():
+    target = getattr(thread, '_target', None)
+    module = getattr(target, '__module__', None) or type(thread).__module__ or ''
+    if thread is not threading.current_thread() and module.startswith('orbax'):
+      thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def parse_flags(argv: list[str], describe: Callable | None = None) -> list[str]:
@@ -173,12 +229,19 @@ def translate(error: BaseException) -> PejaxError | None:
     text = str(link)
     for code in _DISK_TEXTS:
       if os.strerror(code) in text:
-        where = _quoted_path(text) or _named_file(link) or 'a file being written'
-        return DiskError(_DISK_ADVICE[code].format(where=where, reason=one_line(text)[:300]))
+        where = _quoted_path(text) or _named_file(link)
+        # The library's text repeats the path, often twice: the system's words suffice with it.
+        reason = os.strerror(code) if where else one_line(text)[:300]
+        return DiskError(_DISK_ADVICE[code].format(where=where or 'a file being written',
+                                                   reason=reason))
   return None
 
 
 def _translate_one(error: BaseException) -> PejaxError | None:
+  if _is_connection_error(error):
+    host, port = getattr(error, 'host', None), getattr(error, 'port', None)
+    return unreachable(_named_file(error) or 'a gs:// path',
+                       f'{host}:{port}' if host else 'its endpoint', error)
   if isinstance(error, OSError) and error.errno in _DISK_ADVICE:
     where = error.filename or _named_file(error) or 'a file being written'
     return DiskError(_DISK_ADVICE[error.errno].format(
@@ -201,6 +264,23 @@ def _translate_one(error: BaseException) -> PejaxError | None:
           'files of the dataset there, or give their folder with --manual_dir '
           f'(config.manual_dir). {str(error)[match.end():].lstrip(". ")}')
   return None
+
+
+def unreachable(location, endpoint: str, error: BaseException) -> StorageUnreachableError:
+  """Cloud Storage at `endpoint` could not be connected to for `location` (`error`)."""
+  emulator = os.environ.get('STORAGE_EMULATOR_HOST')
+  where = f'STORAGE_EMULATOR_HOST={emulator}' if emulator else 'no proxy or firewall blocks it'
+  return StorageUnreachableError(
+      f'{location}: Cloud Storage cannot be reached at {endpoint} ({one_line(error)[:200]}): '
+      f'check the network connection and the endpoint ({where}), and the credentials '
+      '(gcloud auth application-default login); then run the same command again.')
+
+
+def _is_connection_error(error: BaseException) -> bool:
+  """aiohttp's failure to connect at all (refused, no such host), as gcsfs raises it after its
+  retries; not an HTTP error answered by the server."""
+  return (type(error).__module__.startswith('aiohttp')
+          and any(kind.__name__ == 'ClientConnectorError' for kind in type(error).__mro__))
 
 
 def damaged_file(where, error: BaseException) -> DamagedFileError:
@@ -239,14 +319,21 @@ def _quoted_path(text: str) -> str | None:
   return match.group(1) if match else None
 
 
+# The arguments that name the file a function works on: pejax's own (`storage.write_atomically`,
+# `read_json`, a builder's reader, `storage.exists`), and the libraries' that write a run's files
+# (Orbax's metadata store: `file_path`; etils' Path methods: the path itself).
+_OWN_FILE_NAMES = ('path', 'filename', 'location')
+_LIBRARY_FILE_NAMES = ('file_path', 'filename', 'self')
+
+
 def _named_file(error: BaseException) -> str | None:
-  """The file an error without a file name was about: the `path` (or `filename`) argument of
-  the innermost pejax function it passed through (`storage.write_atomically`, `read_json`, a
-  builder's reader)."""
+  """The file an error without a file name was about: the path argument of the innermost
+  function it passed through that names one (`_OWN_FILE_NAMES`, `_LIBRARY_FILE_NAMES`), also in
+  a background thread whose error was raised again."""
   for frame, _ in reversed(list(frames(error))):
-    if is_own_code(frame.f_code.co_filename):
-      for name in ('path', 'filename'):
-        value = frame.f_locals.get(name)
-        if isinstance(value, str | os.PathLike):
-          return os.fspath(value)
+    own = is_own_code(frame.f_code.co_filename)
+    for name in _OWN_FILE_NAMES if own else _LIBRARY_FILE_NAMES:
+      value = frame.f_locals.get(name)
+      if isinstance(value, os.PathLike) or (isinstance(value, str) and name != 'self'):
+        return os.fspath(value)
   return None

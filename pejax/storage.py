@@ -14,7 +14,9 @@ Which write is atomic where: in a local folder a file is written to a temporary 
 over the target (`write_atomically`); in a bucket an object appears only once its upload
 is complete, so `write_object` uploads the finished bytes in one request and readers see the old
 object or the new one. Any other scheme (`s3://`, `file://`, a mistyped `gs:/`) is refused at
-start, never treated as a local folder.
+start, never treated as a local folder, and so is a path too long for the files pejax writes
+below it. An endpoint that cannot be connected to ends the first gs:// call at once, naming the
+object (`check_reachable`), instead of gcsfs's half-minute of retries per request.
 """
 
 from __future__ import annotations
@@ -59,16 +61,31 @@ def is_remote(path) -> bool:
   return str(path).startswith(f'{SCHEME}://')
 
 
+# The longest name and path Linux file systems take (NAME_MAX, PATH_MAX), and Cloud Storage's
+# longest object name; what pejax writes below a folder (checkpoints/<epoch>.orbax-checkpoint-
+# tmp-<id>/default/ocdbt.process_0/d/<hash>, ...) needs `_ROOM_BELOW` more.
+_NAME_BYTES = 255
+_PATH_BYTES = 4096
+_OBJECT_NAME_BYTES = 1024
+_ROOM_BELOW = 256
+# The settings that name a single file; all others name a folder pejax writes or reads below.
+_FILE_SETTINGS = ('path', '--input')
+
+
 def check_location(path, what: str) -> None:
   """Raises SettingError, naming `what` (a flag or setting), for a path pejax cannot write:
-  a scheme other than gs://, or a gs:// path without a bucket."""
+  a scheme other than gs://, a gs:// path without a bucket, or a path too long for its file
+  system (or bucket) to hold the files pejax writes below it."""
   if path is None:
     return
   text = str(path)
   match = _URL.match(text)
   if not match:
+    _check_length(text, what, os.fsencode(os.path.abspath(text)).split(b'/'), _PATH_BYTES)
     return
   if is_remote(text) and text[len(SCHEME) + 3:].split('/')[0]:
+    object_name = text[len(SCHEME) + 3:].partition('/')[2]
+    _check_length(text, what, [], _OBJECT_NAME_BYTES, len(object_name.encode()))
     return
   if match.group(1) == SCHEME:
     problem = 'write a folder in a bucket as gs://<bucket>/<folder>'
@@ -78,14 +95,70 @@ def check_location(path, what: str) -> None:
   raise SettingError(f'{what}={text!r} is not allowed: {problem}.')
 
 
-def _filesystem():
+def _check_length(text: str, what: str, names: list[bytes], limit: int,
+                  length: int | None = None) -> None:
+  """Refuses a path with a name longer than the file system takes, or (for a folder) too long to
+  hold pejax's files below it; the system would refuse them only later, one file at a time."""
+  longest = max(names, key=len, default=b'')
+  shown = repr(text if len(text) <= 100 else f'{text[:60]}...{text[-30:]}')
+  if len(longest) > _NAME_BYTES:
+    raise SettingError(
+        f'{what}={shown} has a name of {len(longest)} bytes; the file system takes names of at '
+        f'most {_NAME_BYTES} bytes ({longest[:30].decode(errors="replace")}...): choose a shorter '
+        f'{what}.')
+  length = len(b'/'.join(names)) if length is None else length
+  room = 0 if what in _FILE_SETTINGS else _ROOM_BELOW
+  if length + room > limit:
+    holds = 'an object name in a bucket' if not names else 'a path'
+    below = f', and the files pejax writes below it take up to {room} more' if room else ''
+    raise SettingError(f'{what}={shown} is too long ({length} bytes; {holds} holds at most '
+                       f'{limit}{below}): choose a shorter {what}.')
+
+
+def _filesystem(location):
+  """gcsfs's file system, once the endpoint it talks to for `location` has answered."""
+  check_reachable(location)
   return fsspec.filesystem(SCHEME)
+
+
+# The endpoints this process has reached: checked once each.
+_REACHED: set[str] = set()
+_CONNECT_SECONDS = 10
+
+
+def endpoint() -> str:
+  """The URL gcsfs sends its requests to: the config's endpoint_url, else STORAGE_EMULATOR_HOST
+  (an emulator), else Cloud Storage itself."""
+  import gcsfs.core
+  return fsspec.config.conf.get(SCHEME, {}).get('endpoint_url') or gcsfs.core._location()
+
+
+def check_reachable(location) -> None:
+  """Raises StorageUnreachableError, naming `location`, when the Cloud Storage endpoint cannot
+  be connected to at all (no network, a wrong host or port): gcsfs would retry each request
+  for half a minute, and `exists` would then answer False, as if the object did not exist. A
+  connection through a proxy is left to gcsfs."""
+  url = endpoint()
+  if url in _REACHED or any(os.environ.get(name) for name in (
+      'HTTPS_PROXY', 'https_proxy', 'HTTP_PROXY', 'http_proxy', 'ALL_PROXY', 'all_proxy')):
+    return
+  import socket
+  import urllib.parse
+  parts = urllib.parse.urlsplit(url if '://' in url else f'http://{url}')
+  port = parts.port or (443 if parts.scheme == 'https' else 80)
+  try:
+    socket.create_connection((parts.hostname, port), timeout=_CONNECT_SECONDS).close()
+  except OSError as error:
+    raise errors.unreachable(location, url, error) from None
+  _REACHED.add(url)
 
 
 def path(location):
   """`location` as an `etils.epath.Path` (gs:// through gcsfs)."""
   from etils import epath
   check_location(location, 'path')
+  if is_remote(location):
+    check_reachable(location)
   return epath.Path(location)
 
 
@@ -112,7 +185,7 @@ def write_object(location, data: bytes) -> None:
   if not is_remote(location):
     raise ValueError(f'{location} is not in a bucket; local files are written by '
                      'workdir.write_atomically.')
-  _filesystem().pipe_file(str(location), data)
+  _filesystem(location).pipe_file(str(location), data)
 
 
 def probe_bucket_folder(folder) -> None:
@@ -126,7 +199,7 @@ def probe_bucket_folder(folder) -> None:
 def create_object(location, data: bytes) -> None:
   """Uploads `data` only if no object is at `location` (a generation precondition); raises
   FileExistsError otherwise. Two processes creating it together: exactly one succeeds."""
-  _filesystem().pipe_file(str(location), data, mode='create')
+  _filesystem(location).pipe_file(str(location), data, mode='create')
 
 
 def remove(location) -> None:
@@ -139,7 +212,7 @@ def walk(top) -> Iterator[tuple[str, list[str], list[str]]]:
   if not is_remote(top):
     yield from os.walk(top)
     return
-  for folder, subfolders, names in _filesystem().walk(str(top), topdown=True):
+  for folder, subfolders, names in _filesystem(top).walk(str(top), topdown=True):
     # gcsfs names folders without their scheme.
     yield f'{SCHEME}://{folder}', subfolders, names
 
@@ -151,7 +224,7 @@ def file_sizes(folder) -> dict[str, int]:
       return {}
     return {entry.name: entry.stat().st_size for entry in os.scandir(folder) if entry.is_file()}
   try:
-    entries = _filesystem().ls(str(folder), detail=True)
+    entries = _filesystem(folder).ls(str(folder), detail=True)
   except FileNotFoundError:
     return {}
   return {os.path.basename(entry['name']): int(entry['size']) for entry in entries
@@ -159,7 +232,7 @@ def file_sizes(folder) -> dict[str, int]:
 
 
 def download(remote, local) -> None:
-  _filesystem().get_file(str(remote), str(local))
+  _filesystem(remote).get_file(str(remote), str(local))
 
 
 # ------------------------------------------------------------------- whole-file writes

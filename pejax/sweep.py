@@ -92,10 +92,33 @@ def expand(config: ml_collections.ConfigDict) -> list[tuple[str, ml_collections.
         raise SettingError(f'sweep: setting {key!r} in {dict(overrides)} is not a config setting.')
       run_config[key] = value
     runs.append((run_name(overrides), run_config))
-  names = [name for name, _ in runs]
-  if len(set(names)) != len(names):
-    raise SettingError('sweep: two runs have the same settings; remove the duplicate.')
+  first_of: dict[str, Mapping[str, Any]] = {}
+  for overrides, (name, _) in zip(overrides_list, runs):
+    if name in first_of:
+      raise _same_name_error(name, first_of[name], overrides)
+    first_of[name] = overrides
   return runs
+
+
+def _same_name_error(name: str, first: Mapping[str, Any], second: Mapping[str, Any]) -> SettingError:
+  """Why two runs of a sweep would share the folder `name`, and what to do."""
+  if dict(first) == dict(second):
+    return SettingError(f'sweep: two runs have the same settings ({dict(first)}, folder {name}); '
+                        'remove the duplicate.')
+  datasets = first.get('dataset'), second.get('dataset')
+  if datasets[0] != datasets[1] and all(choices.is_nnunet(d) for d in datasets):
+    # A run's folder is named by the dataset folder's name, not its path (`run_name`).
+    paths = [d[len(choices.NNUNET_PREFIX):] for d in datasets]
+    return SettingError(
+        f'sweep: the dataset folders {paths[0]} and {paths[1]} have the same name, '
+        f'{choices.nnunet_name(datasets[0])}, which names their runs\' folders (both would be '
+        f'{name}); rename one of them (nnU-Net\'s DatasetXXX_Name, e.g. another number), or '
+        'sweep them into two workdirs.')
+  differing = sorted(key for key in set(first) | set(second) if first.get(key) != second.get(key))
+  return SettingError(
+      f'sweep: the runs {dict(first)} and {dict(second)} would share the folder {name} (they '
+      f'differ in {", ".join(differing)}, which the folder name does not show); sweep them into '
+      'two workdirs.')
 
 
 def plan_programs(runs, models_per_program: int):

@@ -98,8 +98,15 @@ def resolve_folder(argument: str) -> str:
   if text.isdigit():  # a dataset number, as `nnUNetv2_train 27 ...` takes it
     prefix = f'Dataset{int(text):03d}_'
     found = sorted(name for name in list_folder(os.path.dirname(folder)) if name.startswith(prefix))
-    if len(found) == 1:
-      folder = os.path.join(os.path.dirname(folder), found[0])
+    if len(found) > 1:
+      raise SettingError(
+          f'the dataset number {text} matches {len(found)} folders of nnUNet_raw={raw}: '
+          f'{", ".join(found)}; give the full name (e.g. nnunet:{found[0]}) or the folder\'s path.')
+    if not found:
+      raise SettingError(
+          f'no folder {prefix}* in nnUNet_raw={raw} for the dataset number {text}: set '
+          'nnUNet_raw=... to the folder that holds it, or give the folder\'s name or path.')
+    folder = os.path.join(os.path.dirname(folder), found[0])
   if not os.path.isdir(folder):
     raise SettingError(
         f'{folder} does not exist (nnUNet_raw={raw}): set nnUNet_raw=... to the folder that '
@@ -341,10 +348,14 @@ def read_case_label(path: str, description: Description, geometry: Geometry | No
   if not np.array_equal(label, np.round(label)):
     raise SourceFileError(f'{path} holds values that are not integers; a label file holds the '
                           'integer class values of dataset.json\'s labels.')
-  values = np.unique(label).astype(np.int64)
+  # Compared in the file's own type: a cast to int64 first would turn 1e30 into -2**63.
+  values = np.unique(label)
   stray = values[(values < 0) | (values >= len(description.class_names))]
   if len(stray):
-    shown = ', '.join(str(v) for v in stray[:8]) + (' ...' if len(stray) > 8 else '')
+    # As the file holds them: 3 for 3.0, and a float32 file's 1e30 as 1e+30 (read as float64).
+    exact = [str(v) if values.dtype.kind in 'iu' else str(int(v)) if abs(v) < 2**53
+             else str(np.float32(v) if np.float32(v) == v else v) for v in stray[:8]]
+    shown = ', '.join(exact) + (' ...' if len(stray) > 8 else '')
     raise SourceFileError(
         f'{path} holds the values {shown}, which are not labels of dataset.json (0 .. '
         f'{len(description.class_names) - 1}: {", ".join(description.class_names)}): fix the '
