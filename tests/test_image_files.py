@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from data_builders.acdc.acdc_dataset_builder import scale_intensities
-from pejax.inference import image_files
+from pejax.inference import image_files, mask_files
 from pejax.errors import InputFileError, SettingError
 
 RNG = np.random.default_rng(0)
@@ -68,7 +68,7 @@ def test_nifti_volume_slices_orientation_spacing_and_percentile_scaling(tmp_path
   assert rule == 'percentile'
   np.testing.assert_array_equal(images01, scale_intensities(np.transpose(data, (2, 1, 0))))
   labels = (images01 > 0.5).astype(np.uint8)
-  path = image_files.write_mask(scan, labels, str(tmp_path / 'scan_labels'))
+  path = mask_files.write_mask(scan, labels, str(tmp_path / 'scan_labels'))
   written = nibabel.load(path)
   assert path.endswith('.nii.gz') and written.shape == data.shape
   np.testing.assert_array_equal(written.affine, nibabel.load(str(tmp_path / 'scan.nii.gz')).affine)
@@ -80,7 +80,7 @@ def test_nifti_2d_and_4d(tmp_path):
   scan = image_files.read_scan(tmp_path / 'flat.nii')
   assert not scan.is_volume and scan.values.shape == (1, 8, 12)
   assert math.isnan(scan.spacing[0]) and scan.spacing[1:] == (0.25, 0.5)
-  written = nibabel.load(image_files.write_mask(scan, np.ones((1, 8, 12), np.uint8),
+  written = nibabel.load(mask_files.write_mask(scan, np.ones((1, 8, 12), np.uint8),
                                                 str(tmp_path / 'flat_labels')))
   assert written.shape == (12, 8)
   nibabel.save(nibabel.Nifti1Image(np.zeros((4, 4, 2, 5), np.float32), np.eye(4)),
@@ -119,14 +119,14 @@ def test_dicom_modality_lut_inversion_and_a_label_image_with_the_same_geometry(t
   np.testing.assert_array_equal(inverted, scan.values[0].max() + scan.values[0].min()
                                 - scan.values[0])
   labels = RNG.integers(0, 4, (1, 20, 24)).astype(np.uint8)
-  first = image_files.write_mask(scan, labels, str(tmp_path / 'slice_labels'))
+  first = mask_files.write_mask(scan, labels, str(tmp_path / 'slice_labels'))
   written = pydicom.dcmread(first)
   np.testing.assert_array_equal(written.pixel_array, labels[0])
   assert [float(v) for v in written.PixelSpacing] == [1.25, 1.5]
   assert list(written.ImagePositionPatient) == list(source.ImagePositionPatient)
   assert written.SeriesInstanceUID != source.SeriesInstanceUID
   assert 'RescaleSlope' not in written and written.SeriesDescription == 'pejax labels'
-  again = pydicom.dcmread(image_files.write_mask(scan, labels, str(tmp_path / 'again')))
+  again = pydicom.dcmread(mask_files.write_mask(scan, labels, str(tmp_path / 'again')))
   assert again.SeriesInstanceUID == written.SeriesInstanceUID  # one series, run after run
 
 
@@ -134,10 +134,10 @@ def test_png_masks_hold_the_class_indices_and_overlays_are_rgb(tmp_path):
   Image.fromarray(np.zeros((8, 10), np.uint8)).save(tmp_path / 'x.png')
   scan = image_files.read_scan(tmp_path / 'x.png')
   labels = RNG.integers(0, 4, (1, 8, 10)).astype(np.uint8)
-  written = Image.open(image_files.write_mask(scan, labels, str(tmp_path / 'x_labels')))
+  written = Image.open(mask_files.write_mask(scan, labels, str(tmp_path / 'x_labels')))
   assert written.mode == 'P'
   np.testing.assert_array_equal(np.asarray(written), labels[0])
-  overlay = Image.open(image_files.write_overlay(np.zeros((5, 6, 8), np.float32),
+  overlay = Image.open(mask_files.write_overlay(np.zeros((5, 6, 8), np.float32),
                                                  np.ones((5, 6, 8), np.uint8), str(tmp_path / 'o.png')))
   assert overlay.mode == 'RGB' and overlay.size == (4 * 8, 2 * 6)  # 5 slices in rows of 4
 
