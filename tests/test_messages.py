@@ -20,6 +20,7 @@ from ml_collections.config_flags import config_flags as config_flags_lib
 from data_builders.nnunet import source
 from pejax import cli, errors, storage
 from pejax.errors import SettingError
+from pejax.runs import folder as run_folder
 
 from helpers import BUCKET, Process, REPO, command_line, free_port, tiny_run_config
 from test_nnunet_source import save_nifti, volume_dataset
@@ -101,6 +102,14 @@ def test_a_disk_that_fills_during_training_ends_in_one_line_naming_the_file(
   # Orbax's threads log their failures without tracebacks; what may remain before the line are
   # TensorStore's callbacks into an event loop Orbax has closed, printed by its C++ code.
   assert set(raised(log)) <= {'RuntimeError: Event loop is closed'}, log[-3000:]
+
+
+def test_a_workdir_on_a_full_disk_is_refused_at_start_saying_to_free_space(small_disk):
+  fill(small_disk)
+  with pytest.raises(errors.WorkdirError) as refused:
+    run_folder.check_writable(str(small_disk / 'run'), 2**20)
+  assert 'No space left on device' in str(refused.value)
+  assert 'free some space' in str(refused.value) and 'permissions' not in str(refused.value)
 
 
 def raised(log: str) -> list[str]:

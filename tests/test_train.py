@@ -324,10 +324,12 @@ def test_the_paper_batch_on_eight_devices_trains_as_on_one():
   assert output.returncode == 0, output.stderr[-3000:]
   largest = json.loads(output.stdout.strip().splitlines()[-1])
   assert largest['devices'] == 8 and largest['rows'] == [20, 24]
-  # Only the order of float reductions differs. Observed: loss 2e-7, gradient norm 1e-7,
-  # BatchNorm statistics 1e-6, parameters 2e-5 (Adam divides tiny gradients by their own size);
-  # with the filler rows in BatchNorm's statistics these were 2e-3, 5e-2, 8e-2 and 1e-2.
-  assert largest['loss'] < 1e-5 and largest['grad_norm'] < 1e-5, largest
+  # Only the order of float reductions differs. Observed: loss 2e-7, gradient norm 1e-7 (an
+  # AVX-512 CPU) to 1.3e-5 (an AVX2 CPU, whose XLA:CPU convolutions sum in another order; the
+  # norm itself is 0.35), BatchNorm statistics 1e-6, parameters 2e-5 (Adam divides tiny
+  # gradients by their own size); with the filler rows in BatchNorm's statistics these were
+  # 2e-3, 5e-2, 8e-2 and 1e-2.
+  assert largest['loss'] < 1e-5 and largest['grad_norm'] < 1e-4 * largest['grad_norm_scale'], largest
   assert largest['batch_stats'] < 1e-5 and largest['params'] < 1e-4, largest
 
 

@@ -6,6 +6,7 @@ A workdir is a local folder or a folder in a bucket (`gs://`, through `pejax.sto
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -47,8 +48,10 @@ def check_writable(folder: str, required_bytes: int) -> None:
       f.write('ok')
     os.remove(probe)
   except OSError as error:
+    remedy = ('free some space' if error.errno in (errno.ENOSPC, errno.EDQUOT)
+              else 'fix its permissions')
     raise WorkdirError(f'the workdir {folder} is not writable ({error.strerror}); choose another '
-                       '--workdir or fix its permissions.') from error
+                       f'--workdir or {remedy}.') from error
   free = shutil.disk_usage(folder).free
   if free < required_bytes:
     raise WorkdirError(f'the workdir {folder} has {free / 2**20:.0f} MiB free but this run needs about '
