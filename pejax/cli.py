@@ -39,7 +39,7 @@ def define_flags() -> dict:
           'holds at each level (probe.json, probe.png).'),
       input=flags.DEFINE_multi_string(
           'input', None, '--mode=predict: files or folders to predict (repeat the flag or give '
-          'a comma list): PNG, JPEG, raw JSRT .IMG, NIfTI, DICOM.'),
+          'a comma list): PNG, JPEG, BMP, TIFF, raw JSRT .IMG, NIfTI, DICOM.'),
       output=flags.DEFINE_string(
           'output', None, '--mode=predict: folder for the masks, overlays and predictions.csv.'),
       intensity=flags.DEFINE_enum(
