@@ -8,7 +8,7 @@ plus an image effect shared by every setting and a little noise, so the interval
 import numpy as np
 import pytest
 
-from pejax.reporting import aggregation, claims
+from pejax.reporting import aggregation, claims, paired_statistics
 from pejax.runs.run_files import Results, RunRecord
 
 from helpers import results_json
@@ -211,3 +211,35 @@ def test_a_run_that_fell_away_from_its_best_is_named_apart():
   fallen.results.convergence = {'converged': False, 'state': 'fallen away'}
   verdict = verdict_of('clean_cost', settings)
   assert verdict.convergence == 'PE λ=256 not converged (fallen away) in 1 of 3 seeds'
+
+
+# ------------------------------------------------------------------- power and seed advice
+
+
+def test_an_inconclusive_comparison_says_how_many_seeds_an_effect_of_its_size_needs():
+  rng = np.random.default_rng(0)
+  # Seeds at +0.02, −0.01 and +0.03 (seed sd 0.02), images shared: inconclusive at 3 seeds.
+  d = np.array([[0.02], [-0.01], [0.03]]) + 0.01 * rng.normal(size=(1, 68)) \
+      + 0.005 * rng.normal(size=(3, 68))
+  status, numbers, needed = claims.judged(paired_statistics.paired_effect(d), 'no PE − PE λ=1')
+  assert status == claims.INCONCLUSIVE and 3 < needed <= paired_statistics.MAX_SEEDS
+  assert numbers.endswith(f'(as large as measured, {needed:.0f} seeds would find it with 80% '
+                          'power)'), numbers
+  assert 'detectable ≥ ' in numbers
+  decided = claims.judged(paired_statistics.paired_effect(d + 0.2), 'no PE − PE λ=10')
+  assert decided[0] == claims.HOLDS and np.isnan(decided[2]) and 'seeds would' not in decided[1]
+
+
+def test_the_seed_advice_names_what_more_seeds_would_decide():
+  def verdict(name, status, needed=float('nan')):
+    return claims.Verdict(name, 'jsrt', status, '', '', needed)
+  assert claims.seeds_advice([verdict('clean_cost', claims.HOLDS)], 3) == (
+      '**Seeds for a decision** (this sweep: 3): every claim judged was decided at 3 seeds.')
+  text = claims.seeds_advice([verdict('clean_cost', claims.HOLDS),
+                              verdict('shift', claims.INCONCLUSIVE, 7.0),
+                              verdict('small_cnn', claims.INCONCLUSIVE, 5.0),
+                              verdict('encoding_range', claims.INCONCLUSIVE, float('inf')),
+                              verdict('small_data', claims.NOT_MEASURED)], 3)
+  assert '7 seeds would decide shift (jsrt), small_cnn (jsrt) with 80% power' in text
+  assert 'encoding_range (jsrt) would need more than 50 seeds' in text
+  assert claims.seeds_advice([verdict('shift', claims.NOT_MEASURED)], 3) == ''

@@ -4,9 +4,9 @@ grid's encoding conditions: the coordinate channels shifted while the image stay
 replaced by their mean).
 
 The claims are the questions a follow-up to the paper asks, judged by the paper's rule
-(`claims.RULE`): paired over seeds and test images, 95% bootstrap intervals. "Behaves alike"
-claims are equivalence claims: a comparison holds if its interval lies within ±`EQUIVALENT`,
-does not hold if it lies entirely outside, and is inconclusive otherwise.
+(`claims.RULE`): paired over seeds and test images, 95% intervals with a seed and an image part.
+"Behaves alike" claims are equivalence claims: a comparison holds if its interval lies within
+±`EQUIVALENT`, does not hold if it lies entirely outside, and is inconclusive otherwise.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from pejax.reporting.aggregation import (ANY, PAPER_ENCODING, Setting, datasets_
                                          encoding_label, paired_differences, paired_values,
                                          standard)
 from pejax.reporting.claims import (CLEAN, FAILS, HOLDS, INCONCLUSIVE, NOISE_DROP, NOT_MEASURED,
-                                    SHIFT_DICE, Claim, claim_result, compare, means_line)
-from pejax.reporting.paired_statistics import paired_effect, verdict
+                                    SHIFT_DICE, Claim, claim_result, compare, judged, means_line,
+                                    seeds_note, seeds_to_decide)
+from pejax.reporting.paired_statistics import paired_effect
 from pejax.reporting.sections import (Context, block, format_stat, markdown_table, section,
                                       title_of)
 from pejax.runs import run_files
@@ -96,13 +97,15 @@ def _find(chosen: Sequence[Setting], kind: str, scale: float, layers: str = 'inp
 
 
 def equivalent(a: Setting, b: Setting, quantity, label: str, margin: float = EQUIVALENT
-               ) -> tuple[str, str]:
+               ) -> tuple[str, str, float]:
   """The verdict of "|A − B| < margin" for a quantity, and its numbers."""
   return equivalent_to_zero(paired_differences(a, b, *quantity), label, margin)
 
 
-def equivalent_to_zero(values, label: str, margin: float) -> tuple[str, str]:
-  """The verdict of "|mean| < margin" for paired values (seeds, images), and its numbers."""
+def equivalent_to_zero(values, label: str, margin: float) -> tuple[str, str, float]:
+  """The verdict of "|mean| < margin" for paired values (seeds, images), its numbers and, where
+  inconclusive, the seeds that would settle an effect as large as measured (inside or outside
+  the margin: `claims.seeds_to_decide`)."""
   effect = paired_effect(values)
   if not (math.isfinite(effect.low) and math.isfinite(effect.high)):
     status = INCONCLUSIVE
@@ -112,7 +115,9 @@ def equivalent_to_zero(values, label: str, margin: float) -> tuple[str, str]:
     status = FAILS
   else:
     status = INCONCLUSIVE
-  return status, f'{label} {effect.describe()}'
+    needed = seeds_to_decide(effect, abs(abs(effect.mean) - margin))
+    return status, f'{label} {effect.describe()}{seeds_note(needed)}', needed
+  return status, f'{label} {effect.describe()}', math.nan
 
 
 _ROBUSTNESS = ((NOISE_DROP, 'noise drop'), (SHIFT_DICE, 'Dice over shifts'))
@@ -186,7 +191,7 @@ def _check_tracking(settings, dataset):
   comparisons = []
   for setting in chosen:
     effect = paired_effect(paired_values([setting], *DROP_CORRELATION)[0])
-    comparisons.append((verdict(effect), f'r {encoding_label(setting)} {effect.describe()}'))
+    comparisons.append(judged(effect, f'r {encoding_label(setting)}'))
   return claim_result(comparisons, means_line(chosen, ENCODING_SHIFT_DICE,
                                               'Dice with the encoding shifted only'), chosen)
 
@@ -232,17 +237,15 @@ def _check_padding_leak(settings, dataset):
                                             NO_POSITION))
     else:
       values = paired_values([setting], *_probe_value('content_free'))[0]
-      effect = paired_effect(values)
-      comparisons.append((verdict(effect, LEAK_SPC),
-                          f'{label}: best SPC, content-free {effect.describe()}'))
+      comparisons.append(judged(paired_effect(values), f'{label}: best SPC, content-free',
+                                LEAK_SPC))
     used.append(setting)
     if setting.padding == 'zeros':  # and it rises with depth
       deepest = _deepest_encoder_level(setting.runs[0])
       rise = (paired_values([setting], *_probe_value('content_free', deepest))[0]
               - paired_values([setting], *_probe_value('content_free', 1))[0])
-      effect = paired_effect(rise)
-      comparisons.append((verdict(effect), f'{label}: SPC level {deepest} − level 1, '
-                                           f'content-free {effect.describe()}'))
+      comparisons.append(judged(paired_effect(rise),
+                                f'{label}: SPC level {deepest} − level 1, content-free'))
   if not any(s.padding == 'circular' for s in used) or len(used) < 2:
     return NOT_MEASURED, ('needs probed U-Net runs without PE with circular and another '
                           'padding'), []
@@ -259,9 +262,8 @@ def _check_probe_ceiling(settings, dataset):
   comparisons = []
   for setting in chosen:
     effect = paired_effect(paired_values([setting], *_probe_value('content_free', 1))[0])
-    comparisons.append((verdict(effect, CEILING_SPC),
-                        f'{encoding_label(setting)}: level-1 SPC, content-free '
-                        f'{effect.describe()}'))
+    comparisons.append(judged(effect, f'{encoding_label(setting)}: level-1 SPC, content-free',
+                              CEILING_SPC))
   return claim_result(comparisons, f'ceiling {CEILING_SPC}', chosen)
 
 
@@ -374,5 +376,6 @@ def verdict_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
     if found:
       out.append(f'- **{claim.text}.** Rule: {claim.rule}.')
       out += [f'  - {title_of(v.dataset)}: {claims.describe(v)}' for v in found]
-  return out + ['']
+  advice = claims.seeds_advice(verdicts, max((len(s.runs) for s in settings), default=0))
+  return out + ([''] + [advice] if advice else []) + ['']
 

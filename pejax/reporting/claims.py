@@ -32,6 +32,7 @@ seeds; a dataset whose models did not beat the averaged-mask baseline is not ass
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -78,11 +79,17 @@ LEARNT_MARGIN = 0.05
 
 RULE = ('Each claim is a set of paired comparisons of two settings across the test images and '
         'seeds run in both (a claim\'s quantity per image, e.g. the noise drop; per run where '
-        'no per-image values were written): the effect is the mean difference, its 95% interval '
-        'a bootstrap over seeds and images. A comparison **holds** if the interval lies '
-        'entirely on the claimed side, **does not hold** if it lies entirely on the other side, '
-        'and is **inconclusive** otherwise; a claim holds if all its comparisons hold and does '
-        'not hold if any does not.')
+        'no per-image values were written): the effect is the mean difference; its 95% interval '
+        'is a t-interval whose variance has a seed part (the spread of the seeds\' mean '
+        'differences over the number of seeds) and an image part (the images\' effect shared '
+        'by the seeds), with Cochran and Cox\'s critical value: about t with seeds − 1 degrees '
+        'of freedom where the seeds dominate (calibration: docs/statistics.md). A comparison '
+        '**holds** if the interval lies entirely on the claimed side, **does not hold** if it '
+        'lies entirely on the other side, and is **inconclusive** otherwise; a claim holds if all '
+        'its comparisons hold and does not hold if any does not. "Detectable" is the smallest '
+        'effect (distance from the margin) these seeds would find with 80% power at the '
+        'measured spread; an inconclusive comparison says how many seeds an effect of the size '
+        'measured would need.')
 
 
 class Verdict(NamedTuple):
@@ -94,6 +101,10 @@ class Verdict(NamedTuple):
   # Which settings the verdict rests on had runs that did not converge (`pejax.evaluation.convergence`),
   # e.g. 'PE λ=256 not converged in 2 of 3 seeds'; '' where every run converged.
   convergence: str = ''
+  # An inconclusive verdict: the seeds at which its undecided comparisons' effects, as large as
+  # measured, would be found with 80% power (inf: more than paired_statistics.MAX_SEEDS); NaN
+  # where decided or nothing was measured.
+  seeds_needed: float = math.nan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,16 +152,52 @@ SHIFT_DICE = (_image_shift_dice, lambda run: shift_dice(run.robustness))
 
 
 def compare(a: Setting, b: Setting, quantity, label: str, margin: float = 0.0
-             ) -> tuple[str, str]:
-  """The verdict of "A − B > margin" for a quantity, and its numbers."""
-  effect = paired_effect(paired_differences(a, b, *quantity))
-  return verdict(effect, margin), f'{label} {effect.describe()}'
+             ) -> tuple[str, str, float]:
+  """The verdict of "A − B > margin" for a quantity, its numbers and `seeds_to_decide`."""
+  return judged(paired_effect(paired_differences(a, b, *quantity)), label, margin)
 
 
-def claim_result(comparisons: Sequence[tuple[str, str]], means: str, used: Sequence[Setting]
-            ) -> tuple[str, str, list[Setting]]:
-  return combine([status for status, _ in comparisons]), '; '.join(
-      [means] + [numbers for _, numbers in comparisons]), list(used)
+def judged(effect: paired_statistics.Effect, label: str, margin: float = 0.0,
+           status: str | None = None) -> tuple[str, str, float]:
+  """(status, numbers, seeds needed) of a comparison: `status` (default: the verdict of "effect
+  > margin"), the effect described, and where inconclusive the seeds an effect of the size
+  measured would need (`seeds_to_decide`), also said in the numbers."""
+  status = status or verdict(effect, margin)
+  numbers = f'{label} {effect.describe()}'
+  if status != INCONCLUSIVE:
+    return status, numbers, math.nan
+  needed = seeds_to_decide(effect, abs(effect.mean - margin))
+  return status, numbers + seeds_note(needed), needed
+
+
+def seeds_to_decide(effect: paired_statistics.Effect, distance: float) -> float:
+  """The seeds at which an effect `distance` from the margin would be found with 80% power at
+  the measured spread: inf beyond paired_statistics.MAX_SEEDS, NaN where nothing was measured."""
+  if not (math.isfinite(distance) and math.isfinite(effect.seed_variance)):
+    return math.nan
+  needed = effect.seeds_for(distance)
+  return math.inf if needed is None else float(needed)
+
+
+def seeds_note(needed: float) -> str:
+  if math.isnan(needed):
+    return ''
+  if math.isinf(needed):
+    return (f' (as large as measured, more than {paired_statistics.MAX_SEEDS} seeds would be '
+            'needed)')
+  return f' (as large as measured, {needed:.0f} seeds would find it with 80% power)'
+
+
+def claim_result(comparisons: Sequence[tuple], means: str, used: Sequence[Setting]
+                 ) -> tuple[str, str, list[Setting], float]:
+  """A claim's (status, numbers, settings, seeds needed) from its comparisons: (status,
+  numbers) or (status, numbers, seeds needed) each."""
+  status = combine([comparison[0] for comparison in comparisons])
+  needed = [comparison[2] for comparison in comparisons
+            if len(comparison) > 2 and comparison[0] == INCONCLUSIVE]
+  needed = max(needed) if status == INCONCLUSIVE and needed else math.nan
+  return status, '; '.join([means] + [comparison[1] for comparison in comparisons]), list(
+      used), needed
 
 
 def means_line(settings: Sequence[Setting], quantity, name: str) -> str:
@@ -167,9 +214,9 @@ def _check_noise(settings, dataset):
   # "More with larger λ": no step along λ may raise the drop (reversed, interval below 0); with
   # two settings the one step is the comparison above.
   for before, after in zip(chosen, chosen[1:]) if len(chosen) > 2 else ():
-    status, numbers = compare(before, after, NOISE_DROP,
-                               f'drop {pe_label(before.pe)} − {pe_label(after.pe)}')
-    comparisons.append((FAILS if status == FAILS else HOLDS, numbers))
+    effect = paired_effect(paired_differences(before, after, *NOISE_DROP))
+    comparisons.append(judged(effect, f'drop {pe_label(before.pe)} − {pe_label(after.pe)}',
+                              status=FAILS if verdict(effect) == FAILS else HOLDS))
   return claim_result(comparisons, means_line(chosen, NOISE_DROP, 'noise drop'), chosen)
 
 
@@ -202,10 +249,9 @@ def _check_padding(settings, dataset):
   means = (f'noise Dice zero/reflection padding: no PE {np.nanmean(values["zeros_nope"]):.3f}/'
            f'{np.nanmean(values["reflect_nope"]):.3f}, {pe_label(pe)} '
            f'{np.nanmean(values["zeros_pe"]):.3f}/{np.nanmean(values["reflect_pe"]):.3f}')
-  return claim_result([(verdict(without), f'gap (zero − reflection) without PE {without.describe()}'),
-                  (verdict(closing), f'gap without PE − gap with {pe_label(pe)} '
-                                     f'{closing.describe()}')],
-                 means, compared.values())
+  return claim_result([judged(without, 'gap (zero − reflection) without PE'),
+                       judged(closing, f'gap without PE − gap with {pe_label(pe)}')],
+                      means, compared.values())
 
 
 def _check_shift(settings, dataset):
@@ -234,8 +280,8 @@ def _check_small_cnn(settings, dataset):
   above = paired_effect(dice - masks)
   means = means_line([without[0], with_pe[0]], CLEAN, 'clean Dice') + (
       f', averaged mask {np.nanmean(masks):.3f}')
-  return claim_result([lifted, (verdict(above), f'{pe_label(pe)} − averaged mask '
-                           f'{above.describe()}')], means, [without[0], with_pe[0]])
+  return claim_result([lifted, judged(above, f'{pe_label(pe)} − averaged mask')], means,
+                      [without[0], with_pe[0]])
 
 
 def _check_small_data(settings, dataset):
@@ -321,10 +367,12 @@ def evaluate_claims(settings: Sequence[Setting],
   verdicts = []
   for claim in claims:
     for dataset in datasets_of(settings):
-      status, numbers, used = claim.check(settings, dataset)
+      status, numbers, used, *needed = claim.check(settings, dataset)
+      needed = needed[0] if needed else math.nan
       if not_learnt[dataset] and status != NOT_MEASURED:
-        status, numbers = NOT_ASSESSED, not_learnt[dataset]
-      verdicts.append(Verdict(claim.name, dataset, status, numbers, convergence_note(used)))
+        status, numbers, needed = NOT_ASSESSED, not_learnt[dataset], math.nan
+      verdicts.append(Verdict(claim.name, dataset, status, numbers, convergence_note(used),
+                              needed))
   return verdicts
 
 
@@ -361,6 +409,35 @@ def setting_name(setting: Setting, among: Sequence[Setting]) -> str:
   if len({s.num_train_examples for s in among}) > 1 and setting.num_train_examples:
     parts.insert(0, f'{setting.num_train_examples} images')
   return ', '.join(parts)
+
+
+def seeds_advice(verdicts: Sequence[Verdict], num_seeds: int) -> str:
+  """The report's recommendation of a seed count: what the inconclusive verdicts would need if
+  their effects are as large as measured ('' where nothing was judged)."""
+  judged_verdicts = [v for v in verdicts if v.status in (HOLDS, FAILS, INCONCLUSIVE)]
+  if not judged_verdicts:
+    return ''
+  undecided = [v for v in judged_verdicts if v.status == INCONCLUSIVE]
+  text = (f'**Seeds for a decision** (this sweep: {num_seeds}): ')
+  if not undecided:
+    return text + f'every claim judged was decided at {num_seeds} seeds.'
+  decidable = [v for v in undecided if math.isfinite(v.seeds_needed)]
+  names = lambda found: ', '.join(f'{v.claim} ({v.dataset})' for v in found)
+  parts = []
+  if decidable:
+    most = max(int(v.seeds_needed) for v in decidable)
+    parts.append(f'{most} seeds would decide {names(decidable)} with 80% power if the effects '
+                 'are as large as measured here')
+  beyond = [v for v in undecided if math.isinf(v.seeds_needed)]
+  if beyond:
+    parts.append(f'{names(beyond)} would need more than {paired_statistics.MAX_SEEDS} seeds: '
+                 'an effect that small against the spread of training runs (or of the test '
+                 'images, which seeds do not average away) is not worth deciding by seeds')
+  unknown = [v for v in undecided if math.isnan(v.seeds_needed)]
+  if unknown:
+    parts.append(f'{names(unknown)}: no spread measured (one seed, or no interval)')
+  return text + '; '.join(parts) + '. The measured spread of 2–3 seeds is itself uncertain: ' \
+      'these are planning figures (docs/statistics.md).'
 
 
 def describe(verdict: Verdict) -> str:

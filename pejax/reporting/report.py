@@ -56,7 +56,9 @@ def _summary_section(parts: Sequence[tuple[str, Sequence[Setting]]],
         out.append(f'  - {title_of(dataset)}: **{NOT_MEASURED}**')
       for label, verdict in found:
         out.append(f'  - {title_of(dataset)} ({label}): {claims.describe(verdict)}')
-  return out + ['']
+  advice = claims.seeds_advice([v for _, verdicts in judged for v in verdicts],
+                               max((len(s.runs) for s in all_settings), default=0))
+  return out + ([''] + [advice] if advice else []) + ['']
 
 
 

@@ -479,7 +479,8 @@ def _verdict_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
     for verdict in verdicts:
       if verdict.claim == claim.name:
         out.append(f'  - {title_of(verdict.dataset)}: {claims.describe(verdict)}')
-  return out + ['']
+  advice = claims.seeds_advice(verdicts, max((len(s.runs) for s in settings), default=0))
+  return out + ([''] + [advice] if advice else []) + ['']
 
 
 def other_section(ctx: Context, settings: Sequence[Setting]) -> list[str]:
