@@ -168,9 +168,11 @@ def predict(workdir: str, inputs, output: str, intensity: str = 'auto'):
 @errors.exit_on_user_error
 def probe(workdir: str, config=None):
   """--mode=probe: the position probe of the run (or of every finished run of the sweep) in
-  `workdir`, with --config's probe settings where --config is given."""
+  `workdir`, with --config's probe settings (and its dataset, where the run's folder moved)
+  where --config is given."""
   from pejax import probing
-  paths = probing.probe_workdir(workdir, config.probe if config is not None else None)
+  paths = probing.probe_workdir(workdir, config.probe if config is not None else None,
+                                config.dataset if config is not None else None)
   print(f'{len(paths)} run{"" if len(paths) == 1 else "s"} probed: {", ".join(paths)}.')
   return paths
 

@@ -26,6 +26,7 @@ from pejax.errors import CheckpointError, RunNotFoundError, SettingsMismatchErro
 from pejax.evaluation import probe
 from pejax.inference import predict
 from pejax.runs import checkpoints, event_writers, probe_outputs, run_files, run_lock
+from pejax.runs import folder as run_folder_lib
 
 
 def trained_runs(workdir: str) -> list[str]:
@@ -61,27 +62,33 @@ def finished_results(run_folder: str) -> run_files.Results:
   return results
 
 
-def run_dataset(run_folder: str, config, results: run_files.Results) -> str:
+def run_dataset(run_folder: str, config, dataset: str | None = None) -> str:
   """The dataset setting that reads the data the run was trained on: for a dataset in nnU-Net's
-  format its recorded folder (data.json; results.json's for runs made before it), checked to
-  hold the files the run recorded, not what the configured path names from the current folder."""
-  recorded = run_files.read_data_record(run_folder)
-  trained_on = (recorded or {}).get('source') or results.dataset_source
+  format its recorded folder (`pejax.runs.folder.recorded_data`), or `dataset` (--config.dataset)
+  where the folder moved, checked to hold the files the run recorded, never what the configured
+  relative path names from the current folder. A moved folder's new place is recorded."""
+  recorded = run_folder_lib.recorded_data(run_folder)
+  trained_on = (recorded or {}).get('source')
   if not choices.is_nnunet(config.dataset) or not trained_on:
     return config.dataset
-  dataset = choices.NNUNET_PREFIX + trained_on
-  if not os.path.isdir(trained_on):
+  named = dataset if dataset and choices.is_nnunet(dataset) else choices.NNUNET_PREFIX + trained_on
+  if named == choices.NNUNET_PREFIX + trained_on and not os.path.isdir(trained_on):
     raise SettingsMismatchError(
         f'--mode=probe: {run_folder} was trained on {trained_on}, which no longer exists. If the '
-        'dataset folder moved, record its new place with --mode=evaluate --workdir='
-        f'{run_folder} --config=... --config.dataset=nnunet:<the folder\'s new path>, then probe.')
-  identity.check_source(run_folder, recorded, dataset)
-  return dataset
+        'dataset folder moved, name its new place: --config=<the run\'s config> '
+        '--config.dataset=nnunet:<the folder\'s new path> (its files must be those the run was '
+        'trained on).')
+  current = identity.check_source(run_folder, recorded, named)
+  if current is not None and current['source'] != trained_on and 'files' in recorded:
+    run_files.write_data_record(run_folder, dict(recorded, dataset=named, source=current['source']))
+  return named
 
 
-def probe_folder(run_folder: str, cfg=None, label: str | None = None) -> dict:
+def probe_folder(run_folder: str, cfg=None, label: str | None = None,
+                 dataset: str | None = None) -> dict:
   """Probes the trained network of one finished run, holding the run's lock, and writes the
-  probe into its folder; returns the result."""
+  probe into its folder; returns the result. `dataset`: where the run's dataset folder is now,
+  if it moved (`run_dataset`)."""
   with run_lock.hold([run_folder]):
     results = finished_results(run_folder)
     model = predict.load(run_folder)
@@ -91,7 +98,7 @@ def probe_folder(run_folder: str, cfg=None, label: str | None = None) -> dict:
           f'results.json describes step {results.steps}: evaluate it again (--mode=evaluate) '
           'or restore the checkpoint results.json was made from, then probe.')
     config = ml_collections.ConfigDict(model.config.to_dict())
-    config.dataset = run_dataset(run_folder, config, results)
+    config.dataset = run_dataset(run_folder, config, dataset)
     return _probe_model(run_folder, model, config, cfg, label)
 
 
@@ -110,7 +117,7 @@ def _probe_model(run_folder, model, config, cfg, label) -> dict:
   return result
 
 
-def probe_workdir(workdir: str, cfg=None) -> list[str]:
+def probe_workdir(workdir: str, cfg=None, dataset: str | None = None) -> list[str]:
   """`--mode=probe` on a run's or a sweep's folder; returns the probe.json files written."""
   if cfg is not None:  # checked before the first run is loaded
     configuration.validate_probe_config(cfg)
@@ -118,7 +125,7 @@ def probe_workdir(workdir: str, cfg=None) -> list[str]:
   curves = []
   for folder in folders:
     label = os.path.relpath(folder, workdir) if folder != workdir else None
-    result = probe_folder(folder, cfg, label)
+    result = probe_folder(folder, cfg, label, dataset)
     curves.append({'label': result['run'], 'result': result})
   if folders != [workdir]:
     logging.info('Probe figure of the sweep: %s', probe_outputs.write_sweep_figure(workdir, curves))

@@ -113,9 +113,8 @@ def _train_group(configs, workdirs, *, mesh, run_data, evaluate_only):
   started = [folder.check_settings(run.workdir, run.config) for run in runs]
   if evaluate_only:
     folder.require_runs([run.workdir for run in runs], started)
-  recorded = [run_files.read_data_record(run.workdir) for run in runs]
-  for run, record in zip(runs, recorded):
-    identity.check_splits(run.workdir, record, run_data.data_record)
+  for run in runs:
+    identity.check_splits(run.workdir, folder.recorded_data(run.workdir), run_data.data_record)
 
   spec, init_state = model_spec(first, run_data.dataset.num_classes,
                                 run_data.dataset.image_channels)
@@ -125,20 +124,20 @@ def _train_group(configs, workdirs, *, mesh, run_data, evaluate_only):
   num_params = count_parameters(initial[0].params)
   is_writer = jax.process_index() == 0
   checkpoint_bytes = 4 * (num_params * 3 + 1024) * (first.max_checkpoints_to_keep + 1)
-  for run, was_started, record in zip(runs, started, recorded):
+  for run, was_started in zip(runs, started):
     run.example_ids = input_pipeline.training_subset(run_data.num_train, run.config.num_train_examples,
                                            run.config.seed)
     folder.check_writable(run.workdir, checkpoint_bytes + 64 * 2**20)
     if is_writer and not was_started:
       folder.write_config(run.workdir, run.config)
     # A new run, a run recorded before data.json, a dataset folder that moved: as used now.
-    if is_writer and record != run_data.data_record:
+    if is_writer and run_files.read_data_record(run.workdir) != run_data.data_record:
       run_files.write_data_record(run.workdir, run_data.data_record)
     run.checkpoints = checkpoints.manager(run.workdir, first.max_checkpoints_to_keep)
     run.description = provenance.model_description(
         configuration.settings_dict(run.config), ('background',) + run_data.dataset.class_names,
         dataclasses.asdict(run_data.normalizer), run_data.dataset.image_channels,
-        run_data.nnunet_inputs)
+        run_data.nnunet_inputs, identity.compact(run_data.data_record))
     run.writer = event_writers.create_metric_writer(run.workdir, just_logging=not is_writer)
 
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, initial[0])
@@ -189,7 +188,7 @@ def check_data_source(workdir: str, config) -> None:
   """Refuses, before its data are built or read, a dataset source that is not the one the run
   in `workdir` was trained on (`identity.check_source`; `train_group`'s callers check it, and
   `_train_group` checks the splits once the data are read)."""
-  identity.check_source(workdir, run_files.read_data_record(workdir), config.dataset)
+  identity.check_source(workdir, folder.recorded_data(workdir), config.dataset)
 
 
 def _evaluate_and_write(run, state, evaluator, timings, trained) -> dict[str, Any]:

@@ -88,7 +88,7 @@ def probe_json(first, last, constant=None, levels=5):
                     'content_free': scores(spc), 'constant': scores(spc if constant is None
                                                                     else constant),
                     'noise': scores(spc), 'images': scores(0.9)})
-  return {'levels': entries}
+  return {'levels': entries, 'step': 6}  # the step of `helpers.results_json`'s trained network
 
 
 def write_probed(root, name, probe, seeds=3, **kwargs):

@@ -11,10 +11,10 @@ import shutil
 import pytest
 from ml_collections import ConfigDict
 
-from data_builders.nnunet import phantom_export
+from data_builders.nnunet import nnunet_dataset_builder, phantom_export, source
 from helpers import small_run_config
 from pejax import probing, train
-from pejax.errors import SettingsMismatchError
+from pejax.errors import DamagedFileError, SettingsMismatchError, SourceFileError
 from pejax.runs import run_files
 
 SIZE = 16
@@ -149,15 +149,93 @@ def test_a_moved_folder_is_named_and_taken_at_its_new_place(trained, tmp_path):
     with pytest.raises(SettingsMismatchError) as raised:
       evaluate(trained, trained['relative'], trained['place'])
     message = str(raised.value)
-    assert f'{folder}, which no longer exists' in message
-    assert "--config.dataset=nnunet:<the folder's new path>" in message
+    assert f'{folder} no longer exists: if the folder moved' in message
+    assert '--config.dataset=nnunet:<its new path>' in message
     assert 'delete' not in message
     results = evaluate(trained, 'nnunet:' + moved, tmp_path)
     assert results['test'] == trained['results']['test']
     assert run_files.read_data_record(trained['workdir'])['source'] == moved
+    assert "for a sweep config, --config=<config>.py:nnunet:<its new path>" in message
     # The probe reads the data at the place recorded now.
-    assert probing.run_dataset(trained['workdir'], ConfigDict({'dataset': trained['relative']}),
-                               run_files.read_results(trained['workdir'])) == 'nnunet:' + moved
+    assert probing.run_dataset(trained['workdir'],
+                               ConfigDict({'dataset': trained['relative']})) == 'nnunet:' + moved
   finally:
     shutil.copytree(moved, folder)
     evaluate(trained, trained['relative'], trained['place'])  # recorded back at its place
+
+
+def test_a_lost_data_json_is_replaced_by_the_checkpoints_record(trained, tmp_path):
+  copy = str(tmp_path / 'run')
+  shutil.copytree(trained['workdir'], copy)
+  os.remove(os.path.join(copy, run_files.DATA_FILE))
+  before = results_bytes(copy)
+  here = os.getcwd()
+  os.chdir(trained['elsewhere'])  # where the relative path names another dataset
+  try:
+    with pytest.raises(SettingsMismatchError) as raised:
+      train.train_and_evaluate(config_of(trained['data_dir'], trained['relative']), copy,
+                               evaluate_only=True)
+  finally:
+    os.chdir(here)
+  assert f'{copy} was trained on {trained["folder"]}' in str(raised.value)
+  assert 'the fingerprint of its files differs from the one its checkpoint records' in str(
+      raised.value)
+  assert results_bytes(copy) == before and not os.path.exists(os.path.join(copy, 'data.json'))
+  # From its own folder the run is evaluated, and data.json written again.
+  results = evaluate(dict(trained, workdir=copy), trained['relative'], trained['place'])
+  assert results['test'] == trained['results']['test']
+  assert run_files.read_data_record(copy) == run_files.read_data_record(trained['workdir'])
+  for damaged in ('{}', '[]', '{"dataset": "nnunet:x"'):
+    with open(os.path.join(copy, run_files.DATA_FILE), 'w') as file:
+      file.write(damaged)
+    with pytest.raises(DamagedFileError, match='data.json is damaged'):
+      evaluate(dict(trained, workdir=copy), trained['relative'], trained['place'])
+
+
+def test_a_splits_file_the_build_does_not_read_changes_nothing(trained, tmp_path, monkeypatch):
+  preprocessed = tmp_path / 'preprocessed'
+  (preprocessed / os.path.basename(trained['folder'])).mkdir(parents=True)
+  (preprocessed / os.path.basename(trained['folder']) / 'splits_final.json').write_text('[]')
+  monkeypatch.setenv('nnUNet_preprocessed', str(preprocessed))
+  # The dataset's own splits are seeded (no splits file beside dataset.json): the one in
+  # $nnUNet_preprocessed is read, so it is a change.
+  with pytest.raises(SettingsMismatchError, match=r'\$nnUNet_preprocessed/splits_final.json'):
+    evaluate(trained, trained['relative'], trained['place'])
+  beside = os.path.join(trained['folder'], 'splits_final.json')
+  monkeypatch.delenv('nnUNet_preprocessed')
+  assert source.source_files(trained['folder'])[1][0] != 'splits_final.json'
+  shutil.copyfile(preprocessed / os.path.basename(trained['folder']) / 'splits_final.json', beside)
+  try:
+    monkeypatch.setenv('nnUNet_preprocessed', str(preprocessed))
+    keys = [key for key, _ in source.source_files(trained['folder'])]
+    assert 'splits_final.json' in keys and '$nnUNet_preprocessed/splits_final.json' not in keys
+  finally:
+    os.remove(beside)
+
+
+def test_a_broken_link_in_the_dataset_is_named_in_one_line(trained, tmp_path):
+  link = os.path.join(trained['folder'], 'imagesTr', 'dangling_0000.png')
+  os.symlink(str(tmp_path / 'nowhere.png'), link)
+  try:
+    with pytest.raises(SourceFileError) as raised:
+      evaluate(trained, trained['relative'], trained['place'])
+    assert str(raised.value).startswith(f'{link} cannot be read (No such file or directory; a '
+                                        'broken link')
+    with pytest.raises(SourceFileError, match='a broken link'):  # a new run too
+      train.train_and_evaluate(config_of(trained['data_dir'], 'nnunet:' + trained['folder']),
+                               str(tmp_path / 'new'))
+  finally:
+    os.remove(link)
+
+
+def test_an_edit_that_keeps_size_and_time_builds_the_dataset_again(tmp_path):
+  folder = twenty_cases(tmp_path / 'data')
+  label = os.path.join(folder, 'labelsTr', sorted(os.listdir(os.path.join(folder, 'labelsTr')))[0])
+  status = os.stat(label)
+  before = nnunet_dataset_builder.make_builder(folder, SIZE).builder_config.name
+  data = bytearray(open(label, 'rb').read())
+  data[-5] ^= 1  # the PNG's last checksum byte: same size, other contents
+  open(label, 'wb').write(bytes(data))
+  os.utime(label, ns=(status.st_atime_ns, status.st_mtime_ns))
+  assert os.stat(label).st_size == status.st_size
+  assert nnunet_dataset_builder.make_builder(folder, SIZE).builder_config.name != before

@@ -2,7 +2,7 @@
 
 One config per (dataset folder, image size, state of its files): `make_builder` names it
 `<dataset name>_<size>_<fingerprint[:12]>`, the fingerprint hashing every source file's path,
-size and modification time (`source.fingerprint`), so a changed folder is a new config and is
+size and contents (`source.fingerprint`), so a changed folder is a new config and is
 built again instead of silently reused; the configs of one data_dir live side by side.
 
   builder = make_builder('/data/nnUNet_raw/Dataset027_ACDC', 128, data_dir=...)

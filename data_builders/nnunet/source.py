@@ -16,6 +16,7 @@ with the voxel size reversed likewise; a 2-D image as (rows, columns), a colour 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -241,17 +242,18 @@ def _splits_locations(folder: str) -> list[str]:
 
 
 def source_files(folder: str) -> list[tuple[str, str]]:
-  """(key, path) of every source file of a dataset folder, sorted by key: dataset.json,
-  splits_final.json in either place (the one in $nnUNet_preprocessed keyed
+  """(key, path) of every source file of a dataset folder, sorted by key: dataset.json, the
+  splits_final.json the build reads (`splits_file`; the one in $nnUNet_preprocessed keyed
   '$nnUNet_preprocessed/splits_final.json'), and everything under imagesTr, labelsTr, imagesTs
   and labelsTs keyed by its path relative to the folder, '/'-separated."""
   folder = os.path.abspath(folder)
   if not os.path.isfile(os.path.join(folder, DATASET_JSON)):
     read_description(folder)  # says what is missing
   files = [(DATASET_JSON, os.path.join(folder, DATASET_JSON))]
-  for index, path in enumerate(_splits_locations(folder)):
-    if os.path.isfile(path):
-      files.append((SPLITS_FILE if index == 0 else f'$nnUNet_preprocessed/{SPLITS_FILE}', path))
+  splits = splits_file(folder)
+  if splits is not None:
+    beside = splits == os.path.join(folder, SPLITS_FILE)
+    files.append((SPLITS_FILE if beside else f'$nnUNet_preprocessed/{SPLITS_FILE}', splits))
   for name in SOURCE_FOLDERS:
     for root, _, names in os.walk(os.path.join(folder, name)):
       for file_name in names:
@@ -260,14 +262,44 @@ def source_files(folder: str) -> list[tuple[str, str]]:
   return sorted(files)
 
 
-def fingerprint(folder: str) -> str:
-  """Hex SHA-256 of every source file's key, size and modification time (`source_files`): a
-  changed, added or removed file gives another fingerprint, so the dataset is built again."""
-  entries = []
+@functools.lru_cache(maxsize=65536)
+def _content_hash(path: str, *state) -> str:
+  """SHA-256 of a file; cached by its `state` (size, inode, modification and change times) so
+  that one process hashes a file once. The change time moves with every write, also one whose
+  modification time was set back."""
+  del state  # the cache key: a changed file is hashed again
+  digest = hashlib.sha256()
+  with open(path, 'rb') as file:
+    for block in iter(lambda: file.read(1 << 20), b''):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def file_hashes(folder: str) -> dict[str, list]:
+  """{key: [size, sha256]} of every source file of a dataset folder (`source_files`)."""
+  files = {}
   for key, path in source_files(folder):
-    status = os.stat(path)
-    entries.append((key, status.st_size, status.st_mtime_ns))
-  return hashlib.sha256(json.dumps(sorted(entries)).encode()).hexdigest()
+    try:
+      status = os.stat(path)
+      files[key] = [status.st_size, _content_hash(path, status.st_size, status.st_ino,
+                                                  status.st_mtime_ns, status.st_ctime_ns)]
+    except OSError as error:
+      raise SourceFileError(f'{path} cannot be read ({error.strerror}; a broken link, or a file '
+                            'without read permission): remove it, or fix the link or its '
+                            'permissions.') from None
+  return files
+
+
+def fingerprint_of(files: dict[str, list]) -> str:
+  """Hex SHA-256 of a `file_hashes` listing."""
+  return hashlib.sha256(json.dumps(sorted((k, *v) for k, v in files.items())).encode()).hexdigest()
+
+
+def fingerprint(folder: str) -> str:
+  """Hex SHA-256 of every source file's key, size and contents (`file_hashes`): a changed,
+  added or removed file gives another fingerprint, so the dataset is built again, and a copy of
+  the folder elsewhere (other file times) gives the same one."""
+  return fingerprint_of(file_hashes(folder))
 
 
 def list_folder(folder) -> list[str]:

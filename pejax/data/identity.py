@@ -17,7 +17,6 @@ configured folder names it (`--config.dataset=nnunet:<new place>`).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -28,35 +27,10 @@ from absl import logging
 from data_builders.nnunet import source as nnunet_source
 from pejax import choices
 from pejax.data import datasets
-from pejax.errors import SettingsMismatchError
+from pejax.errors import PejaxError, SettingsMismatchError
 
 # Where data.json lists more names than this, the message shows the first ones and a count.
 _SHOWN = 6
-
-
-@functools.lru_cache(maxsize=65536)
-def _content_hash(path: str, size: int, mtime_ns: int) -> str:
-  """SHA-256 of a file; cached by (path, size, time) so that one process hashes a file once."""
-  del size, mtime_ns  # the cache key: a changed file is hashed again
-  digest = hashlib.sha256()
-  with open(path, 'rb') as file:
-    for block in iter(lambda: file.read(1 << 20), b''):
-      digest.update(block)
-  return digest.hexdigest()
-
-
-def source_files(folder: str) -> dict[str, list]:
-  """{key: [size, sha256]} of every source file of an nnU-Net-format dataset folder
-  (`data_builders.nnunet.source.source_files`)."""
-  files = {}
-  for key, path in nnunet_source.source_files(folder):
-    status = os.stat(path)
-    files[key] = [status.st_size, _content_hash(path, status.st_size, status.st_mtime_ns)]
-  return files
-
-
-def content_fingerprint(files: Mapping[str, list]) -> str:
-  return hashlib.sha256(json.dumps(sorted((k, *v) for k, v in files.items())).encode()).hexdigest()
 
 
 def current_source(dataset: str) -> dict | None:
@@ -65,8 +39,8 @@ def current_source(dataset: str) -> dict | None:
   if not choices.is_nnunet(dataset):
     return None
   folder = datasets.dataset_spec(dataset).source
-  files = source_files(folder)
-  return {'source': folder, 'files': files, 'fingerprint': content_fingerprint(files)}
+  files = nnunet_source.file_hashes(folder)
+  return {'source': folder, 'files': files, 'fingerprint': nnunet_source.fingerprint_of(files)}
 
 
 def split_cases(arrays: datasets.SplitArrays) -> list[str]:
@@ -105,58 +79,95 @@ def describe_file_changes(recorded: Mapping[str, list], current: Mapping[str, li
   return '; '.join(parts) or 'no file differs'
 
 
+def compact(identity: Mapping) -> dict:
+  """The part of a run's data identity a checkpoint carries (its custom metadata): everything but
+  the file listing, and the splits as one digest. A run folder that lost data.json is checked
+  against it."""
+  kept = {key: value for key, value in identity.items() if key not in ('files', 'splits')}
+  kept['splits_digest'] = _digest(identity['splits'])
+  return kept
+
+
+def _digest(splits: Mapping) -> str:
+  return hashlib.sha256(json.dumps({k: sorted(v) for k, v in splits.items()},
+                                   sort_keys=True).encode()).hexdigest()
+
+
+def _advice(trained_on: str) -> str:
+  """How to give a run its own data, for a single run's config and for a sweep config."""
+  if os.path.isdir(trained_on):
+    return (f'Give the run its own data: --config.dataset=nnunet:{trained_on} (for a sweep '
+            f'config, --config=<config>.py:nnunet:{trained_on})')
+  return (f'{trained_on} no longer exists: if the folder moved, point the run at its new place, '
+          '--config.dataset=nnunet:<its new path> (for a sweep config, --config=<config>.py:'
+          'nnunet:<its new path>); its files must be those the run was trained on')
+
+
 def check_source(workdir: str, recorded: Mapping | None, dataset: str) -> dict | None:
   """Raises SettingsMismatchError when the nnU-Net-format dataset that `dataset` names now is
-  not the one the run in `workdir` recorded (`record`); returns its current source, None
-  where there is nothing to compare (the other datasets, a run recorded before pejax kept
-  data.json, whose data are recorded from now on).
+  not the one the run in `workdir` recorded; returns its current source, None where there is
+  nothing to compare before the data are read (the other datasets; a new run).
 
-  The same files at another place (a moved or copied folder) are the run's data."""
-  if recorded is None or 'files' not in recorded or not choices.is_nnunet(dataset):
+  `recorded` is data.json (`record`), a checkpoint's `compact` record (data.json lost: the files
+  are compared by their fingerprint only), or for a run made before either existed
+  {'source': results.json's dataset_source} (only the place is compared). The same files at
+  another place (a moved or copied folder) are the run's data."""
+  if recorded is None or not recorded.get('source') or not choices.is_nnunet(dataset):
     return None  # nothing recorded to compare before the dataset is read (`check_splits` after)
   trained_on = recorded['source']
   try:
     current = current_source(dataset)
-  except Exception as error:  # the folder named now is missing or no dataset: say what was recorded
-    if os.path.isdir(trained_on):
-      raise SettingsMismatchError(
-          f'{workdir} was trained on {trained_on}; --config.dataset={dataset} cannot be read '
-          f'({error}). Give the run its own data: --config.dataset=nnunet:{trained_on}') from None
+  except PejaxError as error:
+    if _named_folder(dataset) == trained_on:
+      raise  # the run's own folder cannot be read: the file's error says why
     raise SettingsMismatchError(
-        f'{workdir} was trained on {trained_on}, which no longer exists, and '
-        f'--config.dataset={dataset} cannot be read ({error}). If the dataset folder moved, '
-        'point the run at its new place: --config.dataset=nnunet:<the folder\'s new path> (its '
-        'files must be those the run was trained on).') from None
+        f'{workdir} was trained on {trained_on}; the dataset {dataset} cannot be read ({error}). '
+        f'{_advice(trained_on)}.') from None
+  if 'fingerprint' not in recorded:  # only the place is known
+    if current['source'] == trained_on:
+      return current
+    raise SettingsMismatchError(
+        f'{workdir} was trained on {trained_on} (its results.json); the dataset {dataset} names '
+        f'{current["source"]}. {_advice(trained_on)}.')
   if current['fingerprint'] == recorded['fingerprint']:
     if current['source'] != trained_on:
       logging.info('%s was trained on %s; its files are now read from %s (the same files).',
                    workdir, trained_on, current['source'])
     return current
-  changes = describe_file_changes(recorded['files'], current['files'])
+  changes = (describe_file_changes(recorded['files'], current['files']) if 'files' in recorded
+             else 'the fingerprint of its files differs from the one its checkpoint records')
   if current['source'] == trained_on:
     raise SettingsMismatchError(
         f'the files of {trained_on} changed since the run in {workdir} was trained on them '
         f'({changes}); its splits and normalization came from the files as they were. Restore '
         'them to evaluate or continue this run, or train a new run on the changed dataset in '
         'another --workdir.')
-  return _raise_other_folder(workdir, trained_on, dataset, current['source'], changes)
-
-
-def _raise_other_folder(workdir, trained_on, dataset, folder, changes):
-  where = (f'Give the run its own data: --config.dataset=nnunet:{trained_on}'
-           if os.path.isdir(trained_on) else
-           f'{trained_on} no longer exists: if it moved, point the run at its new place, '
-           '--config.dataset=nnunet:<the folder\'s new path> (its files must be those the run '
-           'was trained on)')
   raise SettingsMismatchError(
-      f'{workdir} was trained on {trained_on}; --config.dataset={dataset} names {folder}, which '
-      f'holds other files ({changes}). {where}.')
+      f'{workdir} was trained on {trained_on}; the dataset {dataset} names {current["source"]}, '
+      f'which holds other files ({changes}). {_advice(trained_on)}.')
+
+
+def _named_folder(dataset: str) -> str | None:
+  """The folder a dataset setting names, or None where it names none that exists."""
+  try:
+    return nnunet_source.resolve_folder(dataset[len(choices.NNUNET_PREFIX):])
+  except PejaxError:
+    return None
 
 
 def check_splits(workdir: str, recorded: Mapping | None, current: Mapping) -> None:
   """Raises SettingsMismatchError when the cases of a split are not those the run recorded
   (`record`'s 'splits'), naming the cases that moved."""
-  if recorded is None or 'splits' not in recorded:
+  if recorded is None:
+    return
+  if 'splits' not in recorded:
+    if recorded.get('splits_digest') not in (None, _digest(current['splits'])):
+      raise SettingsMismatchError(
+          f'the splits of {current.get("source") or current["dataset"]} are not those the run in '
+          f'{workdir} was trained and evaluated with (its checkpoint records them; its data.json, '
+          'which would name the cases, is missing). Restore the data as they were, or data.json '
+          'from a copy, to evaluate or continue this run, or train a new run in another '
+          '--workdir.')
     return
   for split, cases in recorded['splits'].items():
     now = set(current['splits'].get(split, ()))

@@ -209,19 +209,19 @@ CEILING_SPC = 0.99
 def _probe_value(kind: str, level: int | None = None):
   """A per-run quantity of `aggregation.paired_values`: a run's probe SPC (`level_spc`)."""
   def measure(run):
-    result = run_files.read_probe(run.path)
-    return None if not result or not result.get('levels') else level_spc(result, kind, level)
+    result = run_files.trained_network_probe(run)
+    return None if result is None else level_spc(result, kind, level)
   return None, measure
 
 
 def _deepest_encoder_level(run) -> int | None:
-  result = run_files.read_probe(run.path)
+  result = run_files.trained_network_probe(run)
   names = [level['name'] for level in result['levels']] if result else []
   return len(names) - 1 if names and names[-1] == 'bottleneck' else len(names) or None
 
 
 def _probed(setting: Setting) -> bool:
-  return all(run_files.read_probe(run.path) for run in setting.runs)
+  return all(run_files.trained_network_probe(run) for run in setting.runs)
 
 
 def _check_padding_leak(settings, dataset):

@@ -32,9 +32,7 @@ def _spc(level: dict, kind: str) -> str:
 def probe_results_of(setting: Setting) -> list[dict]:
   """The probe results of a setting's runs (seeds) that were probed at their final step (a probe
   of another checkpoint is not the run's: `unprobed_runs` names it)."""
-  return [result for run in setting.runs
-          if (result := run_files.read_probe(run.path)) and result.get('levels')
-          and result.get('step') == run.results.steps]
+  return [result for run in setting.runs if (result := run_files.trained_network_probe(run))]
 
 
 def unprobed_runs(settings: Sequence[Setting]) -> list[str]:

@@ -36,6 +36,13 @@ def manager(workdir: str, max_to_keep: int) -> ocp.CheckpointManager:
 
 def recorded_settings(workdir: str) -> dict | None:
   """The settings recorded in the newest checkpoint of `workdir` that records them, or None."""
+  described = recorded_description(workdir, 'config')
+  return None if described is None else dict(described['config'])
+
+
+def recorded_description(workdir: str, field: str) -> dict | None:
+  """The description (`provenance.model_description`) of the newest checkpoint of `workdir`
+  that records `field`, or None."""
   folder = storage.join(workdir, CHECKPOINT_FOLDER)
   if not storage.isdir(folder):
     return None
@@ -48,8 +55,8 @@ def recorded_settings(workdir: str) -> dict | None:
         described = reader.metadata(step).custom_metadata or {}
       except Exception:  # noqa: BLE001  a damaged step folder says nothing; try the older one
         continue
-      if described.get('config'):
-        return dict(described['config'])
+      if described.get(field):
+        return dict(described)
     return None
   finally:
     reader.close()

@@ -16,7 +16,7 @@ from absl import logging
 
 from pejax import choices, configuration, storage
 from pejax.errors import DamagedFileError, RunNotFoundError, SettingsMismatchError, WorkdirError
-from pejax.runs import checkpoints
+from pejax.runs import checkpoints, run_files
 from pejax.runs.run_files import CONFIG_FILE, DATA_FILE
 from pejax.storage import read_json, write_json
 
@@ -116,6 +116,25 @@ def _write_on_process_zero(path: str, value) -> None:
   import jax
   if jax.process_index() == 0:
     write_json(path, value)
+
+
+def recorded_data(workdir: str) -> dict | None:
+  """What data the run in `workdir` was trained on: its data.json; where that is missing, the
+  compact record of its newest checkpoint (`pejax.data.identity.compact`) or, for a run made
+  before either existed, the dataset folder its results.json names; None for a new run."""
+  record = run_files.read_data_record(workdir)
+  if record is not None:
+    return record
+  described = checkpoints.recorded_description(workdir, 'data')
+  if described is not None:
+    logging.warning('%s is missing; the run is checked against the data its newest checkpoint '
+                    'records, and the file is written again.',
+                    storage.join(workdir, run_files.DATA_FILE))
+    return dict(described['data'])
+  results = run_files.read_results_or_none(workdir)
+  if results is not None and results.dataset_source:
+    return {'dataset': results.config.get('dataset'), 'source': results.dataset_source}
+  return None
 
 
 def require_runs(workdirs: Sequence[str], started: Sequence[bool]) -> None:

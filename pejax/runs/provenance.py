@@ -56,7 +56,8 @@ def software() -> dict[str, Any]:
 
 def model_description(config: Mapping[str, Any], class_names: Sequence[str],
                       normalization: Mapping[str, Any], image_channels: int = 1,
-                      nnunet_inputs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                      nnunet_inputs: Mapping[str, Any] | None = None,
+                      data: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """The custom metadata of a checkpoint: everything `pejax.load` needs besides the arrays.
 
   Args:
@@ -66,8 +67,11 @@ def model_description(config: Mapping[str, Any], class_names: Sequence[str],
     image_channels: the image channels the model takes (besides PE).
     nnunet_inputs: for a dataset in nnU-Net's format, how its files became the examples the
       model was trained on (`pejax.data.datasets.nnunet_inputs`), which prediction repeats.
+    data: what data the model was trained on (`pejax.data.identity.compact`), so that a run
+      folder that lost its data.json is still checked against them.
   """
   return {'format': DESCRIPTION_VERSION, 'config': dict(config), 'class_names': list(class_names),
           'normalization': dict(normalization), 'image_channels': int(image_channels),
           'nnunet_inputs': dict(nnunet_inputs) if nnunet_inputs else None,
+          'data': dict(data) if data else None,
           'software': software()}

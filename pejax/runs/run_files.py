@@ -72,7 +72,12 @@ def read_data_record(workdir: str) -> dict | None:
   """The run's data.json, or None for a new run or one recorded before pejax kept it (a
   damaged file is an error: the run's data must not be guessed)."""
   path = storage.join(workdir, DATA_FILE)
-  return read_json(path) if storage.exists(path) else None
+  if not storage.exists(path):
+    return None
+  record = read_json(path)
+  if not isinstance(record, Mapping) or not {'dataset', 'splits'} <= set(record):
+    raise errors.damaged_file(path, ValueError('it does not record a dataset and its splits'))
+  return dict(record)
 
 
 def write_data_record(workdir: str, record: Mapping[str, Any]) -> None:
@@ -273,6 +278,15 @@ def read_probe(folder: str) -> dict | None:
   file is warned about and counts as absent)."""
   path = storage.join(folder, PROBE_FILE)
   return read_json_or_none(path) if storage.exists(path) else None
+
+
+def trained_network_probe(run: RunRecord) -> dict | None:
+  """A finished run's probe, or None where it has none of its trained network (the step its
+  results describe): a probe of another checkpoint is not the run's."""
+  result = read_probe(run.path)
+  if not result or not result.get('levels') or result.get('step') != run.results.steps:
+    return None
+  return result
 
 
 def read_per_image_dice(folder: str) -> dict | None:
