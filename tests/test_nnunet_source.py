@@ -140,6 +140,9 @@ def test_resolve_folder_takes_paths_and_names_in_nnunet_raw(tmp_path, monkeypatc
     source.resolve_folder('Dataset009_None')
   with pytest.raises(SettingError, match='folder .*/nowhere does not exist'):
     source.resolve_folder('./nowhere')
+  with pytest.raises(SettingError, match=f'dataset.json is a file: name the dataset by its folder.*'
+                                         f'\\({folder} if it is that one\\)'):
+    source.resolve_folder('./Dataset001_Test/dataset.json')
   monkeypatch.delenv('nnUNet_raw')
   with pytest.raises(SettingError, match=r"set nnUNet_raw=.* or give the folder's path"):
     source.resolve_folder('Dataset001_Test')

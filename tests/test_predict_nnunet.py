@@ -133,6 +133,13 @@ def test_an_rgb_dataset_predicts_its_colour_files(data_dir, tmp_path):
   assert len(rows) == 10 and all(row['status'] == 'ok' for row in rows), rows[0]
   mask = np.asarray(Image.open(tmp_path / 'out' / rows[0]['mask']))
   assert mask.shape == (SIDE, SIDE)
+  # A gray file is refused with what the model takes, never advice to edit the training data.
+  gray = str(tmp_path / 'gray.png')
+  Image.fromarray(np.zeros((SIDE, SIDE), np.uint8)).save(gray)
+  with pytest.raises(errors.InputFileError) as refused:
+    predict_lib.predict_files(model, [gray], str(tmp_path / 'gray_out'))
+  assert 'the model takes 3 channels (R, G, B): give one colour image' in str(refused.value)
+  assert 'fix channel_names' not in str(refused.value)
 
 
 @pytest.mark.slow

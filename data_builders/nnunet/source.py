@@ -86,6 +86,10 @@ def resolve_folder(argument: str) -> str:
                        'folder of $nnUNet_raw) or the folder\'s path.')
   if os.sep in text or '/' in text or text.startswith(('.', '~')):
     folder = os.path.abspath(os.path.expanduser(text))
+    if os.path.isfile(folder):
+      raise SettingError(f'{folder} is a file: name the dataset by its folder, the '
+                         f'DatasetXXX_Name folder that holds dataset.json ({os.path.dirname(folder)}'
+                         ' if it is that one).')
     if not os.path.isdir(folder):
       raise SettingError(f'the nnU-Net dataset folder {folder} does not exist: give the path of '
                          'a DatasetXXX_Name folder that holds dataset.json.')
@@ -333,11 +337,13 @@ def channel_files(images_folder: str, case: str, description: Description) -> li
   return paths
 
 
-def read_case_image(paths: Sequence[str], description: Description):
+def read_case_image(paths: Sequence[str], description: Description,
+                    remedy: str = 'add the missing channel files, or fix channel_names'):
   """A case's channels: (array (C, *spatial) float64, spacing, Geometry).
 
   spacing: mm per spatial axis in (z, y, x) order for volumes, None for 2-D images. The channel
-  files must agree in shape and geometry, and hold len(channel_names) channels together.
+  files must agree in shape and geometry, and hold len(channel_names) channels together
+  (SourceFileError ending in `remedy` where they do not).
   """
   if not paths:
     raise SourceFileError('a case needs at least one channel file (<case>_0000 ...).')
@@ -361,7 +367,7 @@ def read_case_image(paths: Sequence[str], description: Description):
     missing = f' ({nxt} is missing)' if len(image) < expected and nxt != paths[0] else ''
     raise SourceFileError(
         f'{", ".join(paths)} hold {len(image)} channels but dataset.json lists {expected} '
-        f'(channel_names){missing}: add the missing channel files, or fix channel_names.')
+        f'(channel_names){missing}: {remedy}.')
   geometry = dataclasses.replace(geometry, channel_paths=tuple(channel_paths))
   return image, geometry.spacing, geometry
 

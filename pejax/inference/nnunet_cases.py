@@ -150,7 +150,7 @@ def predict_case(model, path: epath.Path, batch_size: int):
         paths = _case_files(path, model, description)
       for channel_path in paths:
         image_files.check_size(channel_path)
-      image, _, _ = nnunet_source.read_case_image(paths, description)
+      image, _, _ = nnunet_source.read_case_image(paths, description, _channels_remedy(model))
       original = _nifti_header_image(paths[0]) if inputs['ndim'] == 3 else None
     except SourceFileError as error:
       channels = f'{model.image_channels} channel{"s" if model.image_channels > 1 else ""}'
@@ -175,6 +175,18 @@ def predict_case(model, path: epath.Path, batch_size: int):
   spacing = (zooms[2] if is_volume else math.nan, zooms[1], zooms[0])
   return (image_files.Scan(path, 'nifti', labels.astype(np.float32), is_volume, spacing, original),
           images01, labels)
+
+
+def _channels_remedy(model) -> str:
+  """What to do with a case of another channel count than the model takes."""
+  names = ', '.join(model.nnunet_inputs['channel_names'])
+  if model.image_channels == 1:
+    return f'the model takes one channel ({names}): give it as a gray image'
+  if model.image_channels == 3 and int(model.nnunet_inputs['ndim']) == 2:
+    return (f'the model takes 3 channels ({names}): give one colour image, or three gray files '
+            'named <case>_0000, _0001, _0002')
+  return (f'the model takes {model.image_channels} channels ({names}): give the file of each, '
+          'named <case>_0000, _0001, ...')
 
 
 def _nifti_header_image(path: str):
