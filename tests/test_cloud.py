@@ -209,7 +209,8 @@ def test_a_run_in_a_bucket_is_killed_resumed_and_evaluated(emulator, bucket, buc
   events = [name for name in top if name.startswith('events.out.tfevents.')]
   assert len(events) == 3  # one per process: killed, resumed, evaluated
   assert [name for name in top if name not in events] == [
-      'config.json', 'examples.npz', 'history.json', 'results.json', 'robustness.csv', 'robustness.json',
+      'config.json', 'data.json', 'examples.npz', 'history.json', 'results.json', 'robustness.csv',
+      'robustness.json',
       'robustness_cases.csv', 'robustness_corruptions.png', 'robustness_shifts.png',
       'test_cases.csv']
   assert len(grid_results.result_rows(read_json(bucket, 'run/robustness.json'))) > 3

@@ -368,8 +368,8 @@ def test_two_processes_train_like_one_process_with_two_devices(data_dir, tmp_pat
   events = glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))
   assert [name.split('.')[-3] for name in events] == [str(pair[0].pid)], events
   assert sorted(name for name in os.listdir(workdir) if not name.startswith('events.')) == [
-      'checkpoints', 'config.json', 'examples.npz', 'history.json', 'results.json', 'robustness.csv',
-      'robustness.json',
+      'checkpoints', 'config.json', 'data.json', 'examples.npz', 'history.json', 'results.json',
+      'robustness.csv', 'robustness.json',
       'robustness_cases.csv', 'robustness_corruptions.png', 'robustness_shifts.png',
       'test_cases.csv']
   with open(events[0], 'rb') as f:

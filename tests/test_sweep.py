@@ -87,9 +87,14 @@ def test_models_trained_together_equal_separate_runs(data_dir, tmp_path):
   together = train.train_group(configs, [str(tmp_path / f'together{i}') for i in range(3)])
   for i, config in enumerate(configs):
     alone = train.train_and_evaluate(config, str(tmp_path / f'alone{i}'))
+    # The loss agrees to float rounding (observed ≤ 1e-6). Dice counts pixels: a vmapped
+    # convolution sums in another order, and on an AVX2 CPU that flipped a pixel or two whose
+    # classes' logits were within rounding of each other (validation right lung of the λ=256
+    # run: 3.1e-4 over its 23 images); a model mixed up with another would differ by far more.
     for split in ('test', 'validation'):
       for key, value in alone[split].items():
-        assert together[i][split][key] == pytest.approx(value, abs=1e-4), (i, split, key)
+        tolerance = 1e-5 if key == 'loss' else 1e-3
+        assert together[i][split][key] == pytest.approx(value, abs=tolerance), (i, split, key)
     # Every model's checkpoint is a plain single-model checkpoint: evaluate it alone.
     evaluated = train.train_and_evaluate(config, str(tmp_path / f'together{i}'), evaluate_only=True)
     assert evaluated['test'] == pytest.approx(together[i]['test'], abs=1e-6)
