@@ -181,10 +181,14 @@ def test_a_lost_data_json_is_replaced_by_the_checkpoints_record(trained, tmp_pat
   assert 'the fingerprint of its files differs from the one its checkpoint records' in str(
       raised.value)
   assert results_bytes(copy) == before and not os.path.exists(os.path.join(copy, 'data.json'))
-  # From its own folder the run is evaluated, and data.json written again.
-  results = evaluate(dict(trained, workdir=copy), trained['relative'], trained['place'])
+  # Named as the refusal says (its folder's absolute path, from anywhere), the run is evaluated,
+  # and data.json written again.
+  results = evaluate(dict(trained, workdir=copy), 'nnunet:' + trained['folder'], trained['elsewhere'])
   assert results['test'] == trained['results']['test']
-  assert run_files.read_data_record(copy) == run_files.read_data_record(trained['workdir'])
+  rewritten = run_files.read_data_record(copy)
+  assert rewritten['dataset'] == 'nnunet:' + trained['folder']  # as the command named it
+  assert dict(rewritten, dataset=None) == dict(run_files.read_data_record(trained['workdir']),
+                                               dataset=None)
   for damaged in ('{}', '[]', '{"dataset": "nnunet:x"'):
     with open(os.path.join(copy, run_files.DATA_FILE), 'w') as file:
       file.write(damaged)

@@ -17,7 +17,7 @@ from absl import logging
 from pejax import choices, configuration, storage
 from pejax.errors import DamagedFileError, RunNotFoundError, SettingsMismatchError, WorkdirError
 from pejax.runs import checkpoints, run_files
-from pejax.runs.run_files import CONFIG_FILE, DATA_FILE
+from pejax.runs.run_files import CONFIG_FILE
 from pejax.storage import read_json, write_json
 
 
@@ -109,7 +109,7 @@ def _checked_by_data_record(workdir: str, there: dict, current: dict) -> bool:
   name in $nnUNet_raw) and one spelling names other folders from other places, the recorded
   files decide (`pejax.data.identity.check_source`)."""
   return (choices.is_nnunet(str(there.get('dataset'))) and choices.is_nnunet(str(current.get('dataset')))
-          and storage.exists(storage.join(workdir, DATA_FILE)))
+          and recorded_data(workdir) is not None)
 
 
 def _write_on_process_zero(path: str, value) -> None:
