@@ -30,7 +30,7 @@ from absl import logging
 from clu import periodic_actions
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from pejax import configuration, sweep
+from pejax import configuration, storage, sweep
 from pejax.data import datasets, identity, input_pipeline
 from pejax.evaluation import convergence, probe
 from pejax.evaluation.evaluator import Evaluator, dice_table
@@ -188,7 +188,12 @@ def check_data_source(workdir: str, config) -> None:
   """Refuses, before its data are built or read, a dataset source that is not the one the run
   in `workdir` was trained on (`identity.check_source`; `train_group`'s callers check it, and
   `_train_group` checks the splits once the data are read)."""
-  identity.check_source(workdir, folder.recorded_data(workdir), config.dataset)
+  recorded = folder.recorded_data(workdir)
+  if recorded is not None and 'splits' not in recorded:  # not data.json's full record
+    logging.warning('%s is missing; the run is checked against the data its checkpoint or '
+                    'results.json records, and the file is written again.',
+                    storage.join(workdir, run_files.DATA_FILE))
+  identity.check_source(workdir, recorded, config.dataset)
 
 
 def _evaluate_and_write(run, state, evaluator, timings, trained) -> dict[str, Any]:

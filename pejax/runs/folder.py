@@ -127,9 +127,6 @@ def recorded_data(workdir: str) -> dict | None:
     return record
   described = checkpoints.recorded_description(workdir, 'data')
   if described is not None:
-    logging.warning('%s is missing; the run is checked against the data its newest checkpoint '
-                    'records, and the file is written again.',
-                    storage.join(workdir, run_files.DATA_FILE))
     return dict(described['data'])
   results = run_files.read_results_or_none(workdir)
   if results is not None and results.dataset_source:
